@@ -287,4 +287,3 @@ func peer(spec string) string {
 func rzNode(spec string) string {
 	return "apiVersion: rhizome.dev/v1alpha1\nkind: RhizomeNode\nmetadata: {name: invalid-node}\nspec: " + spec + "\n"
 }
-

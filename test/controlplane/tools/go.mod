@@ -1,7 +1,8 @@
 // Module tools pins the control-plane binaries that Rhizome's tests run:
-// kube-apiserver from k8s.io/kubernetes and etcd from go.etcd.io/etcd/server/v3.
-// It is its own module so that their large dependency graph never leaks into
-// Rhizome's go.mod. Regenerate with hack/controlplane-gomod.sh.
+// kube-apiserver and kubectl from k8s.io/kubernetes and etcd from
+// go.etcd.io/etcd/server/v3. It is its own module so that their large
+// dependency graph never leaks into Rhizome's go.mod. Regenerate with
+// hack/controlplane-gomod.sh.
 module github.com/rhizome-net/rhizome/test/controlplane/tools
 
 go 1.26.0
