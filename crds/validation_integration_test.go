@@ -151,6 +151,11 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"block: empty handle", block(`{cidr: 10.5.0.0/26, allocations: [{address: 10.5.0.1, handle: ""}]}`), []string{"handle", "at least 1 chars long"}},
 		{"block: host bits", block(`{cidr: 10.5.0.1/26}`), []string{"cidr must be a network address in CIDR notation with no host bits set"}},
 
+		// IPAMConfiguration
+		{"ipam config: wrong name", ipamConfig("cluster", `{strictAffinity: true}`), []string{"an IPAMConfiguration must be named 'default'"}},
+		{"ipam config: gc grace zero", ipamConfig("default", `{gcGracePeriod: 0s}`), []string{"gcGracePeriod must be at least 1s"}},
+		{"ipam config: empty-block grace negative", ipamConfig("default", `{emptyBlockGracePeriod: -5m}`), []string{"emptyBlockGracePeriod must not be negative"}},
+
 		// BGPConfiguration
 		{"config: wrong name", bgpConfig("cluster", `{asNumber: 64512}`), []string{"a BGPConfiguration must be named 'default' (cluster-wide) or 'node.<node name>' (one node)"}},
 		{"config: AS zero", bgpConfig("default", `{asNumber: 0}`), []string{"spec.asNumber", "greater than or equal to 1"}},
@@ -274,6 +279,10 @@ func pool(spec string) string {
 
 func block(spec string) string {
 	return "apiVersion: rhizome.dev/v1alpha1\nkind: IPAMBlock\nmetadata: {name: invalid-block}\nspec: " + spec + "\n"
+}
+
+func ipamConfig(name, spec string) string {
+	return "apiVersion: rhizome.dev/v1alpha1\nkind: IPAMConfiguration\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"
 }
 
 func bgpConfig(name, spec string) string {

@@ -25,6 +25,24 @@ const (
 	DefaultBlockSizeIPv6 = 122
 )
 
+// IPPoolFinalizer is set on every IPPool by the IPAM controller and removed
+// only once no address of the pool is allocated any more, so that deleting a
+// pool in use leaves it Terminating (and disabled) instead of orphaning its
+// addresses.
+const IPPoolFinalizer = "rhizome.dev/ipam"
+
+// Condition types of IPPool status.
+const (
+	// IPPoolExhausted is True when no address of the pool can be allocated.
+	IPPoolExhausted = "Exhausted"
+	// IPPoolValid is False when the agents ignore the pool, for example
+	// because its cidr overlaps an older pool.
+	IPPoolValid = "Valid"
+	// IPPoolDeletionBlocked is True while a deleted pool waits for its
+	// allocated addresses to be released.
+	IPPoolDeletionBlocked = "DeletionBlocked"
+)
+
 // IPPoolSpec is the desired state of an IPPool.
 //
 // +kubebuilder:validation:XValidation:rule="isCIDR(self.cidr)",messageExpression="'cidr ' + self.cidr + ' is not an IPv4 or IPv6 network in CIDR notation; write it like 10.244.0.0/16 or fd00:10:244::/56'"

@@ -29,6 +29,7 @@ func addKnownTypes(scheme *runtime.Scheme) error {
 	scheme.AddKnownTypes(SchemeGroupVersion,
 		&IPPool{}, &IPPoolList{},
 		&IPAMBlock{}, &IPAMBlockList{},
+		&IPAMConfiguration{}, &IPAMConfigurationList{},
 		&BGPConfiguration{}, &BGPConfigurationList{},
 		&BGPPeer{}, &BGPPeerList{},
 		&RhizomeNode{}, &RhizomeNodeList{},

@@ -59,6 +59,8 @@ func (f *sharedInformerFactory) ForResource(resource schema.GroupVersionResource
 		return &genericInformer{resource: resource.GroupResource(), informer: f.Rhizome().V1alpha1().BGPPeers().Informer()}, nil
 	case v1alpha1.SchemeGroupVersion.WithResource("ipamblocks"):
 		return &genericInformer{resource: resource.GroupResource(), informer: f.Rhizome().V1alpha1().IPAMBlocks().Informer()}, nil
+	case v1alpha1.SchemeGroupVersion.WithResource("ipamconfigurations"):
+		return &genericInformer{resource: resource.GroupResource(), informer: f.Rhizome().V1alpha1().IPAMConfigurations().Informer()}, nil
 	case v1alpha1.SchemeGroupVersion.WithResource("ippools"):
 		return &genericInformer{resource: resource.GroupResource(), informer: f.Rhizome().V1alpha1().IPPools().Informer()}, nil
 	case v1alpha1.SchemeGroupVersion.WithResource("rhizomenodes"):

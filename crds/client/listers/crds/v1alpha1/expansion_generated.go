@@ -30,6 +30,10 @@ type BGPPeerListerExpansion interface{}
 // IPAMBlockLister.
 type IPAMBlockListerExpansion interface{}
 
+// IPAMConfigurationListerExpansion allows custom methods to be added to
+// IPAMConfigurationLister.
+type IPAMConfigurationListerExpansion interface{}
+
 // IPPoolListerExpansion allows custom methods to be added to
 // IPPoolLister.
 type IPPoolListerExpansion interface{}

@@ -30,6 +30,8 @@ type Interface interface {
 	BGPPeers() TypedBGPPeerInformer
 	// IPAMBlocks returns a IPAMBlockInformer.
 	IPAMBlocks() TypedIPAMBlockInformer
+	// IPAMConfigurations returns a IPAMConfigurationInformer.
+	IPAMConfigurations() TypedIPAMConfigurationInformer
 	// IPPools returns a IPPoolInformer.
 	IPPools() TypedIPPoolInformer
 	// RhizomeNodes returns a RhizomeNodeInformer.
@@ -60,6 +62,11 @@ func (v *version) BGPPeers() TypedBGPPeerInformer {
 // IPAMBlocks returns a TypedIPAMBlockInformer.
 func (v *version) IPAMBlocks() TypedIPAMBlockInformer {
 	return &iPAMBlockInformer{factory: v.factory, tweakListOptions: v.tweakListOptions}
+}
+
+// IPAMConfigurations returns a TypedIPAMConfigurationInformer.
+func (v *version) IPAMConfigurations() TypedIPAMConfigurationInformer {
+	return &iPAMConfigurationInformer{factory: v.factory, tweakListOptions: v.tweakListOptions}
 }
 
 // IPPools returns a TypedIPPoolInformer.

@@ -31,6 +31,7 @@ type RhizomeV1alpha1Interface interface {
 	BGPConfigurationsGetter
 	BGPPeersGetter
 	IPAMBlocksGetter
+	IPAMConfigurationsGetter
 	IPPoolsGetter
 	RhizomeNodesGetter
 }
@@ -50,6 +51,10 @@ func (c *RhizomeV1alpha1Client) BGPPeers() BGPPeerInterface {
 
 func (c *RhizomeV1alpha1Client) IPAMBlocks() IPAMBlockInterface {
 	return newIPAMBlocks(c)
+}
+
+func (c *RhizomeV1alpha1Client) IPAMConfigurations() IPAMConfigurationInterface {
+	return newIPAMConfigurations(c)
 }
 
 func (c *RhizomeV1alpha1Client) IPPools() IPPoolInterface {

@@ -24,6 +24,8 @@ type BGPPeerExpansion interface{}
 
 type IPAMBlockExpansion interface{}
 
+type IPAMConfigurationExpansion interface{}
+
 type IPPoolExpansion interface{}
 
 type RhizomeNodeExpansion interface{}

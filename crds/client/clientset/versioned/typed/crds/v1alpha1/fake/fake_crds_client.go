@@ -40,6 +40,10 @@ func (c *FakeRhizomeV1alpha1) IPAMBlocks() v1alpha1.IPAMBlockInterface {
 	return newFakeIPAMBlocks(c)
 }
 
+func (c *FakeRhizomeV1alpha1) IPAMConfigurations() v1alpha1.IPAMConfigurationInterface {
+	return newFakeIPAMConfigurations(c)
+}
+
 func (c *FakeRhizomeV1alpha1) IPPools() v1alpha1.IPPoolInterface {
 	return newFakeIPPools(c)
 }
