@@ -37,3 +37,13 @@ tool informer-gen --go-header-file "$HDR" \
   echo "resources:"
   for f in crds/bases/rhizome.dev_*.yaml; do echo "- $(basename "$f")"; done
 } > crds/bases/kustomization.yaml
+
+echo "generate: agent API (protoc)"
+PATH="$(go env GOPATH)/bin:$PATH"
+plugins=$(mktemp -d)
+trap 'rm -rf "$plugins"' EXIT
+go build -modfile=hack/tools/go.mod -o "$plugins/" google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+protoc --plugin=protoc-gen-go="$plugins/protoc-gen-go" --plugin=protoc-gen-go-grpc="$plugins/protoc-gen-go-grpc" \
+  --go_out=. --go_opt=paths=source_relative \
+  --go-grpc_out=. --go-grpc_opt=paths=source_relative \
+  agent/agentapi/agent.proto

@@ -5,7 +5,7 @@
 # system services: the tests start their own copies inside namespaces.
 set -euo pipefail
 
-PACKAGES=(bird2 frr gobgpd iproute2 iputils-ping nftables procps kmod)
+PACKAGES=(bird2 frr gobgpd iproute2 iputils-ping nftables procps kmod protobuf-compiler iptables)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
