@@ -196,7 +196,7 @@ func configurePodSide(ifName string, hostMAC net.HardwareAddr, addrs []netip.Pre
 	for _, a := range addrs {
 		if a.Addr().Is6() {
 			for k, v := range map[string]string{
-				"net/ipv6/conf/all/disable_ipv6":           "0",
+				"net/ipv6/conf/all/disable_ipv6":            "0",
 				"net/ipv6/conf/" + ifName + "/disable_ipv6": "0",
 				"net/ipv6/conf/" + ifName + "/accept_dad":   "0",
 			} {
