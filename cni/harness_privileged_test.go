@@ -5,7 +5,6 @@ package cni_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -16,13 +15,11 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/invoke"
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/rhizome-net/rhizome/agent/localapi"
 	"github.com/rhizome-net/rhizome/cni"
+	"github.com/rhizome-net/rhizome/test/cniruntime"
 	"github.com/rhizome-net/rhizome/test/netns"
 )
 
@@ -53,33 +50,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// nsExec runs plugins inside a node's network namespace, as a runtime on
-// that node would: `ip netns exec NODE plugin`.
-type nsExec struct {
-	ns *netns.NS
-	version.PluginDecoder
-}
-
-func (e *nsExec) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.ns.Name, path)
-	cmd.Env = environ
-	cmd.Stdin = bytes.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		var perr types.Error
-		if json.Unmarshal(stdout.Bytes(), &perr) == nil && perr.Code != 0 {
-			return nil, &perr
-		}
-		return nil, fmt.Errorf("plugin %s: %w: %s %s", filepath.Base(path), err, stdout.String(), stderr.String())
-	}
-	return stdout.Bytes(), nil
-}
-
-func (e *nsExec) FindInPath(plugin string, paths []string) (string, error) {
-	return invoke.FindInPath(plugin, paths)
-}
-
 // node is a network namespace standing for a Kubernetes node, with a local
 // API server (the agent's, over a fake allocator) and a libcni runtime.
 type node struct {
@@ -107,7 +77,7 @@ func newNode(t *testing.T, name string, prefixes ...string) *node {
 	}
 	n.alloc = localapi.NewFakeAllocator(prefixes...)
 	n.state = &localapi.StaticState{Node: name, MTU: 1450}
-	n.cni = libcni.NewCNIConfigWithCacheDir([]string{binDir}, t.TempDir(), &nsExec{ns: n.ns})
+	n.cni = cniruntime.New(n.ns.Name, []string{binDir}, t.TempDir()).CNI
 	n.startAgent()
 	t.Cleanup(n.stopAgent)
 	return n

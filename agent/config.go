@@ -1,0 +1,94 @@
+// Package agent wires Rhizome's node agent together: Kubernetes clients and
+// informers, IPAM, the BGP speaker, the kernel route programmer, the local
+// API for the CNI plugin and rhizomectl, and health and metrics.
+//
+// Only the agent parses flags (cmd/rhizome-agent): it turns them into a
+// Config, and hands each component its own small configuration through its
+// constructor. Informer handlers never do work themselves: they signal a
+// size-1 channel, and the agent's loop recomputes the whole desired state on
+// each signal, so bursts of events collapse into one pass and event order
+// does not matter.
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/rhizome-net/rhizome/agent/agentapi"
+)
+
+// Config is the agent's configuration, from flags and the environment.
+type Config struct {
+	// NodeName is the Kubernetes Node this agent runs on (NODE_NAME from
+	// the downward API).
+	NodeName string
+	// Kubeconfig is a kubeconfig path; empty means in-cluster.
+	Kubeconfig string
+	// Namespace holds the Secrets that BGP passwords refer to, and receives
+	// the agent's events (POD_NAMESPACE).
+	Namespace string
+	// NodeIP overrides the node's IPv4 address (default: the Node's first
+	// InternalIP); it is also the BGP router ID unless RouterID is set.
+	NodeIP netip.Addr
+	// RouterID overrides the BGP router ID.
+	RouterID netip.Addr
+	// Interface overrides the underlay interface (default: the interface
+	// that holds NodeIP).
+	Interface string
+	// GoBGPAPIAddress serves GoBGP's own gRPC API (for the gobgp CLI);
+	// empty turns it off. Default 127.0.0.1:50051.
+	GoBGPAPIAddress string
+	// HealthAddress serves /healthz, /readyz and /metrics. Default :9099.
+	HealthAddress string
+	// AgentSocket is the local API's unix socket.
+	AgentSocket string
+	// ResyncPeriod bounds how long the agent goes without a full pass.
+	ResyncPeriod time.Duration
+	// StatusInterval rate-limits RhizomeNode status writes.
+	StatusInterval time.Duration
+	// LogLevel of the agent's logs.
+	LogLevel slog.Level
+}
+
+// Defaults of the contract names (ports and paths that others script
+// against).
+const (
+	DefaultGoBGPAPIAddress = "127.0.0.1:50051"
+	DefaultHealthAddress   = ":9099"
+	DefaultNamespace       = "rhizome-system"
+)
+
+// DefaultConfig returns a Config with every default filled in.
+func DefaultConfig() Config {
+	return Config{
+		Namespace:       DefaultNamespace,
+		GoBGPAPIAddress: DefaultGoBGPAPIAddress,
+		HealthAddress:   DefaultHealthAddress,
+		AgentSocket:     agentapi.DefaultSocket,
+		ResyncPeriod:    5 * time.Minute,
+		StatusInterval:  2 * time.Second,
+		LogLevel:        slog.LevelInfo,
+	}
+}
+
+// Validate reports configuration errors a person can fix.
+func (c Config) Validate() error {
+	if c.NodeName == "" {
+		return fmt.Errorf("the node name is required: pass --node-name or set NODE_NAME")
+	}
+	if c.NodeIP.IsValid() && !c.NodeIP.Is4() {
+		return fmt.Errorf("--node-ip %s must be an IPv4 address", c.NodeIP)
+	}
+	if c.RouterID.IsValid() && !c.RouterID.Is4() {
+		return fmt.Errorf("--router-id %s must be an IPv4 address", c.RouterID)
+	}
+	if c.AgentSocket == "" {
+		return fmt.Errorf("--agent-socket must not be empty")
+	}
+	if c.ResyncPeriod < time.Second {
+		return fmt.Errorf("--resync-period %s is too short (at least 1s)", c.ResyncPeriod)
+	}
+	return nil
+}

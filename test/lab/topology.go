@@ -1,0 +1,158 @@
+package lab
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Options are the knobs of `rhizome-lab up`.
+type Options struct {
+	Nodes int
+	Racks int
+	// ToR is bird, frr or none: what routes between racks.
+	ToR string
+	// Mode is mesh (node-to-node full mesh) or rr (route reflectors).
+	Mode string
+	// Encap is none, vxlan or ipip; vxlan and ipip use CrossSubnet when
+	// there is more than one rack, Always otherwise.
+	Encap string
+	// Pods per node.
+	Pods int
+}
+
+// Validate checks the options a person typed.
+func (o Options) Validate() error {
+	switch {
+	case o.Nodes < 1 || o.Nodes > 200:
+		return fmt.Errorf("--nodes %d: want 1-200", o.Nodes)
+	case o.Racks < 1 || o.Racks > o.Nodes || o.Racks > 50:
+		return fmt.Errorf("--racks %d: want 1-50 and at most --nodes", o.Racks)
+	case o.Pods < 0 || o.Pods > 200:
+		return fmt.Errorf("--pods %d: want 0-200 per node", o.Pods)
+	}
+	switch o.ToR {
+	case "bird", "frr", "none":
+	default:
+		return fmt.Errorf("--tor %q: want bird, frr or none", o.ToR)
+	}
+	switch o.Mode {
+	case "mesh", "rr":
+	default:
+		return fmt.Errorf("--mode %q: want mesh or rr", o.Mode)
+	}
+	switch o.Encap {
+	case "none", "vxlan", "ipip":
+	default:
+		return fmt.Errorf("--encap %q: want none, vxlan or ipip", o.Encap)
+	}
+	return nil
+}
+
+// Plan is the lab's address and name plan, computed from Options alone so
+// that every command (up, down, status, exec) agrees on it.
+//
+//	spine bridge 10.0.0.0/24 (namespace <prefix>spine)
+//	  └ ToR r: 10.0.0.r on spine0, 10.0.r.1/24 on its rack bridge br0, AS 65000+r
+//	       └ node i of rack r: 10.0.r.(10+k)/24 on eth0, default via 10.0.r.1
+//
+// Nodes are numbered node-1..node-N and filled into racks in order. With
+// --tor none the ToRs are plain routers (static routes between racks, no
+// BGP).
+type Plan struct {
+	Opts  Options
+	Nodes []NodePlan
+	Racks []RackPlan
+}
+
+// NodePlan is one node.
+type NodePlan struct {
+	Name    string
+	Rack    int // 1-based
+	Addr    netip.Prefix
+	Gateway netip.Addr
+	// RouteReflector marks the nodes that reflect in rr mode.
+	RouteReflector bool
+}
+
+// RackPlan is one rack and its ToR.
+type RackPlan struct {
+	Index     int
+	Subnet    netip.Prefix
+	ToRAddr   netip.Prefix // on the rack bridge
+	SpineAddr netip.Prefix // on the spine
+	ToRAS     uint32
+	Nodes     []string
+}
+
+// Addresses and numbers of the plan.
+var (
+	spineSubnet = netip.MustParsePrefix("10.0.0.0/24")
+	// PodPool is the lab's default IPPool.
+	PodPool = netip.MustParsePrefix("10.244.0.0/16")
+)
+
+// ClusterAS is the nodes' AS.
+const ClusterAS = 64512
+
+// NewPlan computes the plan.
+func NewPlan(o Options) (*Plan, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Plan{Opts: o}
+	perRack := (o.Nodes + o.Racks - 1) / o.Racks
+	for r := 1; r <= o.Racks; r++ {
+		p.Racks = append(p.Racks, RackPlan{
+			Index:     r,
+			Subnet:    netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(r), 0}), 24),
+			ToRAddr:   netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(r), 1}), 24),
+			SpineAddr: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(r)}), 24),
+			ToRAS:     65000 + uint32(r),
+		})
+	}
+	for i := 1; i <= o.Nodes; i++ {
+		r := (i-1)/perRack + 1
+		if r > o.Racks {
+			r = o.Racks
+		}
+		k := len(p.Racks[r-1].Nodes)
+		n := NodePlan{
+			Name:    fmt.Sprintf("node-%d", i),
+			Rack:    r,
+			Addr:    netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(r), byte(10 + k)}), 24),
+			Gateway: p.Racks[r-1].ToRAddr.Addr(),
+		}
+		p.Racks[r-1].Nodes = append(p.Racks[r-1].Nodes, n.Name)
+		p.Nodes = append(p.Nodes, n)
+	}
+	if o.Mode == "rr" {
+		// Two reflectors when there are enough nodes, so losing one keeps
+		// the cluster converged.
+		p.Nodes[0].RouteReflector = true
+		if len(p.Nodes) >= 4 {
+			p.Nodes[len(p.Nodes)-1].RouteReflector = true
+		}
+	}
+	return p, nil
+}
+
+// Node returns the named node's plan.
+func (p *Plan) Node(name string) (NodePlan, bool) {
+	for _, n := range p.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return NodePlan{}, false
+}
+
+// EncapMode is the IPPool mode for the chosen encapsulation.
+func (p *Plan) EncapMode() string {
+	if p.Opts.Encap == "none" {
+		return "Never"
+	}
+	if p.Opts.Racks > 1 {
+		return "CrossSubnet"
+	}
+	return "Always"
+}
