@@ -1,9 +1,12 @@
 // Command rhizome-agent is Rhizome's node agent (a DaemonSet on every
 // node); see package agent. Flags default from the environment where the
 // DaemonSet sets it (NODE_NAME, POD_NAMESPACE).
-package main
+//
+// MPTCP stays off (also set in go.mod): with it, GoBGP's listener cannot set
+// TCP MD5 or the GTSM TTL, and MD5 peers connecting to us fail.
 
 //go:debug multipathtcp=0
+package main
 
 import (
 	"context"

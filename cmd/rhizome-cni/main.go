@@ -4,4 +4,6 @@ package main
 
 import "github.com/rhizome-net/rhizome/cni"
 
-func main() { cni.Main("Rhizome CNI plugin: pure-L3 pod networking, addresses from the node's rhizome agent") }
+func main() {
+	cni.Main("Rhizome CNI plugin: pure-L3 pod networking, addresses from the node's rhizome agent")
+}
