@@ -1,0 +1,202 @@
+package routes
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// This file turns desired state into kernel routes. It is pure: all it knows
+// of the kernel is in linkState, so the encapsulation choice is unit-tested
+// without one.
+
+// linkState is what compiling needs to know about the node's interfaces.
+type linkState struct {
+	// Underlay is the interface holding the node's address.
+	Underlay int
+	// IPIP is tunl0's index, VXLAN the VXLAN device's; 0 while absent.
+	IPIP, VXLAN int
+	// Subnet4 and Subnet6 are the node's underlay subnets (with the node's
+	// own address): next hops inside them are reached directly.
+	Subnet4, Subnet6 netip.Prefix
+}
+
+// errNoPath says a remote route has no usable next hop and no error either:
+// every next hop was this node itself (BGP reflecting our own blocks).
+var errNoPath = errors.New("no next hop other than this node")
+
+// compiler holds what one pass (or one Apply) needs to compile routes.
+type compiler struct {
+	links   linkState
+	pools   []Pool
+	vteps   map[netip.Addr]VTEP
+	resolve func(netip.Addr) (NextHop, error)
+	cache   map[netip.Addr]resolved
+}
+
+type resolved struct {
+	nh  NextHop
+	err error
+}
+
+func (c *compiler) isSelf(a netip.Addr) bool {
+	return a == c.links.Subnet4.Addr() || a == c.links.Subnet6.Addr()
+}
+
+func (c *compiler) onSubnet(a netip.Addr) bool {
+	if a.Is4() {
+		return c.links.Subnet4.IsValid() && c.links.Subnet4.Contains(a)
+	}
+	return c.links.Subnet6.IsValid() && c.links.Subnet6.Contains(a)
+}
+
+// encapFor resolves EncapPool.
+func (c *compiler) encapFor(rr *RemoteRoute) Encap {
+	if rr.Encap.Mode != EncapPool {
+		return rr.Encap
+	}
+	if pl, ok := poolFor(c.pools, rr.Prefix); ok {
+		return poolEncap(pl)
+	}
+	return Encap{Mode: EncapNone}
+}
+
+// nextHop decides how to reach one BGP next hop under enc.
+func (c *compiler) nextHop(enc Encap, nh netip.Addr) (NextHop, error) {
+	mode := enc.Mode
+	if enc.CrossSubnet && c.onSubnet(nh) {
+		mode = EncapNone
+	}
+	switch mode {
+	case EncapIPIP:
+		if !nh.Is4() {
+			return NextHop{}, fmt.Errorf("next hop %s: IPIP needs an IPv4 next hop", nh)
+		}
+		if c.links.IPIP == 0 {
+			return NextHop{}, fmt.Errorf("next hop %s: the IPIP device tunl0 is not available", nh)
+		}
+		return NextHop{Gateway: nh, LinkIndex: c.links.IPIP, OnLink: true}, nil
+	case EncapVXLAN:
+		v, ok := c.vteps[nh]
+		if !ok {
+			return NextHop{}, fmt.Errorf("next hop %s: no VTEP known for this node", nh)
+		}
+		if c.links.VXLAN == 0 {
+			return NextHop{}, fmt.Errorf("next hop %s: the VXLAN device is not available", nh)
+		}
+		return NextHop{Gateway: v.Address, LinkIndex: c.links.VXLAN, OnLink: true}, nil
+	}
+	if c.onSubnet(nh) {
+		return NextHop{Gateway: nh, LinkIndex: c.links.Underlay}, nil
+	}
+	// Not on our subnet and not encapsulated: the kernel only accepts a
+	// directly connected gateway, so resolve it the way BIRD's "gateway
+	// recursive" does, through the route the kernel has towards it.
+	if r, ok := c.cache[nh]; ok {
+		return r.nh, r.err
+	}
+	var r resolved
+	if c.resolve == nil {
+		r.err = fmt.Errorf("next hop %s is not on this node's subnet and cannot be resolved", nh)
+	} else {
+		r.nh, r.err = c.resolve(nh)
+		if r.err != nil {
+			r.err = fmt.Errorf("next hop %s: %w", nh, r.err)
+		}
+	}
+	if c.cache == nil {
+		c.cache = map[netip.Addr]resolved{}
+	}
+	c.cache[nh] = r
+	return r.nh, r.err
+}
+
+// remote compiles one remote route. A route with some unusable next hops
+// is returned with the usable ones and an error naming the others.
+func (c *compiler) remote(rr *RemoteRoute) (Route, error) {
+	enc := c.encapFor(rr)
+	r := Route{Dst: rr.Prefix, Kind: Unicast, NextHops: make([]NextHop, 0, len(rr.NextHops))}
+	var errs []error
+	for _, nh := range rr.NextHops {
+		if c.isSelf(nh) {
+			continue
+		}
+		if nh.Is4() != rr.Prefix.Addr().Is4() {
+			errs = append(errs, fmt.Errorf("next hop %s is of the other address family", nh))
+			continue
+		}
+		hop, err := c.nextHop(enc, nh)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.NextHops = append(r.NextHops, hop)
+	}
+	var err error
+	if len(errs) > 0 {
+		err = fmt.Errorf("route %s (%s): %w", rr.Prefix, enc.Mode, errors.Join(errs...))
+	}
+	if len(r.NextHops) == 0 {
+		if err == nil {
+			err = errNoPath
+		}
+		return Route{}, err
+	}
+	r.Normalize()
+	return r, err
+}
+
+// desiredSet is the complete desired routing state, indexed for lookups of
+// single prefixes (Apply) and for full passes.
+type desiredSet struct {
+	blocks map[netip.Prefix]*OwnBlock
+	lent   map[netip.Prefix]netip.Addr // host prefix -> borrower
+	remote map[netip.Prefix]*RemoteRoute
+}
+
+// lentPool returns the encapsulation for a lent host route: its block's pool.
+func (c *compiler) lentRoute(p netip.Prefix, borrower netip.Addr) (Route, error) {
+	return c.remote(&RemoteRoute{Prefix: p, NextHops: []netip.Addr{borrower}})
+}
+
+// route returns the route prefix p should have, with ok=false when it
+// should have none. Own blocks win over anything learned for the same
+// prefix; a learned route wins over our fallback for a lent address.
+func (d *desiredSet) route(c *compiler, p netip.Prefix) (r Route, ok bool, err error) {
+	if _, own := d.blocks[p]; own {
+		return Route{Dst: p, Kind: Blackhole}, true, nil
+	}
+	if rr, remote := d.remote[p]; remote {
+		r, err = c.remote(rr)
+		if err == nil || len(r.NextHops) > 0 {
+			return r, true, err
+		}
+		if !errors.Is(err, errNoPath) {
+			return Route{}, false, err
+		}
+	}
+	if b, lent := d.lent[p]; lent {
+		r, err = c.lentRoute(p, b)
+		return r, len(r.NextHops) > 0, err
+	}
+	return Route{}, false, nil
+}
+
+// prefixes calls fn for every prefix that may have a route.
+func (d *desiredSet) prefixes(fn func(netip.Prefix)) {
+	for p := range d.blocks {
+		fn(p)
+	}
+	for p := range d.remote {
+		if _, own := d.blocks[p]; !own {
+			fn(p)
+		}
+	}
+	for p := range d.lent {
+		_, own := d.blocks[p]
+		_, remote := d.remote[p]
+		if !own && !remote {
+			fn(p)
+		}
+	}
+}
