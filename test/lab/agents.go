@@ -1,0 +1,137 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rhizome-net/rhizome/test/netns"
+)
+
+// Ports inside each node namespace (each namespace has its own loopback).
+const (
+	agentHealthAddr = "127.0.0.1:9099"
+	gobgpAPIAddr    = "127.0.0.1:50051"
+)
+
+func (l *Lab) nodeDir(name string) string    { return filepath.Join(l.Dir, "nodes", name) }
+func (l *Lab) agentSocket(name string) string { return filepath.Join(l.nodeDir(name), "agent.sock") }
+func (l *Lab) agentLog(name string) string    { return filepath.Join(l.nodeDir(name), "agent.log") }
+
+// startAgent starts the node's API proxy (if not running) and its agent.
+func (l *Lab) startAgent(name string) error {
+	if !l.hasProc("apiproxy", name) {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		if err := l.startProc("apiproxy", name, "", filepath.Join(l.nodeDir(name), "apiproxy.log"), self,
+			"apiproxy", "--netns", l.nodeNS(name), "--port", fmt.Sprint(l.State.APIPort)); err != nil {
+			return err
+		}
+	}
+	return l.startProc("agent", name, l.nodeNS(name), l.agentLog(name), filepath.Join(l.BinDir, "rhizome-agent"),
+		"--node-name", name,
+		"--kubeconfig", l.State.Kubeconfig,
+		"--namespace", AgentNamespace,
+		"--agent-socket", l.agentSocket(name),
+		"--health-address", agentHealthAddr,
+		"--gobgp-api-address", gobgpAPIAddr,
+		"--status-interval", "1s",
+		"--log-level", "info")
+}
+
+func (l *Lab) hasProc(role, node string) bool {
+	for _, p := range l.State.Procs {
+		if p.Role == role && p.Node == node && p.alive() {
+			return true
+		}
+	}
+	return false
+}
+
+// StopAgent stops a node's agent (SIGTERM; with kill, SIGKILL at once).
+func (l *Lab) StopAgent(name string, kill bool) {
+	grace := 10 * time.Second
+	if kill {
+		grace = 0
+	}
+	l.stopProcs(func(p Proc) bool { return p.Role == "agent" && p.Node == name }, grace)
+	l.save()
+}
+
+// waitAgentsReady waits until every node's agent answers /readyz with 200,
+// and returns the ones that did not in time with their last answer.
+func (l *Lab) waitAgentsReady(ctx context.Context, names []string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	pending := map[string]string{}
+	for _, n := range names {
+		pending[n] = "no answer yet"
+	}
+	for len(pending) > 0 {
+		for n := range pending {
+			code, body, err := httpGetInNS(ctx, l.nodeNS(n), "http://"+agentHealthAddr+"/readyz")
+			switch {
+			case err != nil:
+				pending[n] = err.Error()
+			case code == http.StatusOK:
+				delete(pending, n)
+			default:
+				pending[n] = strings.TrimSpace(body)
+			}
+		}
+		if len(pending) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			var msg []string
+			for n, why := range pending {
+				msg = append(msg, fmt.Sprintf("%s: %s (log: %s)", n, why, l.agentLog(n)))
+			}
+			return fmt.Errorf("agents not ready after %s:\n  %s", timeout, strings.Join(msg, "\n  "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// httpGetInNS performs a GET from inside a namespace: the connection's
+// socket is created on a thread switched into it.
+func httpGetInNS(ctx context.Context, nsName, url string) (int, string, error) {
+	target := &netns.NS{Name: nsName}
+	tr := &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := target.Do(func() error {
+				d := net.Dialer{Timeout: 2 * time.Second}
+				var err error
+				c, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}
+	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp.StatusCode, string(b), nil
+}

@@ -1,0 +1,109 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/containernetworking/cni/libcni"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/rhizome-net/rhizome/cni"
+	"github.com/rhizome-net/rhizome/test/cniruntime"
+	"github.com/rhizome-net/rhizome/test/netns"
+)
+
+// cniBinDir holds the plugin as the runtime expects it: /opt/cni/bin/rhizome.
+func (l *Lab) cniBinDir() string { return filepath.Join(l.Dir, "cni-bin") }
+
+func (l *Lab) prepareCNI() error {
+	if err := os.MkdirAll(l.cniBinDir(), 0o755); err != nil {
+		return err
+	}
+	link := filepath.Join(l.cniBinDir(), "rhizome")
+	os.Remove(link)
+	return os.Symlink(filepath.Join(l.BinDir, "rhizome-cni"), link)
+}
+
+func (l *Lab) runtime(node string) *cniruntime.Runtime {
+	return cniruntime.New(l.nodeNS(node), []string{l.cniBinDir()}, filepath.Join(l.nodeDir(node), "cni-cache"))
+}
+
+func (l *Lab) conflist(node string) (*libcni.NetworkConfigList, error) {
+	return libcni.ConfListFromBytes(cni.Conflist(cni.ConflistOptions{AgentSocket: l.agentSocket(node)}))
+}
+
+// AddPod creates a pod on a node as a runtime would: a network namespace, a
+// CNI ADD through libcni, and the Pod object (so that IPAM garbage collection
+// sees it exists).
+func (l *Lab) AddPod(ctx context.Context, c *labClients, node string, i int) (*PodRecord, error) {
+	name := fmt.Sprintf("%s-pod-%d", node, i)
+	pns, err := netns.Create(l.podNS(node, i))
+	if err != nil {
+		return nil, err
+	}
+	containerID := strings.ReplaceAll(fmt.Sprintf("lab%s%08d", node, i), "-", "")
+	pod := cniruntime.Pod{Namespace: "default", Name: name, ContainerID: containerID, NetNS: pns.Path()}
+	list, err := l.conflist(node)
+	if err != nil {
+		return nil, err
+	}
+	res, err := l.runtime(node).Add(ctx, list, pod)
+	if err != nil {
+		pns.Delete()
+		return nil, fmt.Errorf("CNI ADD for %s: %w", name, err)
+	}
+	rec := &PodRecord{Name: name, Namespace: "default", Node: node, NetNS: pns.Path(), ContainerID: containerID}
+	for _, ip := range res.IPs {
+		rec.Addresses = append(rec.Addresses, ip.Address.IP.String())
+	}
+	obj := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"app": "rhizome-lab"}},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "sandbox", Image: "rhizome-lab/none"}}},
+	}
+	created, err := c.kube.CoreV1().Pods("default").Create(ctx, obj, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("creating Pod %s: %w", name, err)
+	}
+	created.Status.Phase = corev1.PodRunning
+	for _, a := range rec.Addresses {
+		created.Status.PodIPs = append(created.Status.PodIPs, corev1.PodIP{IP: a})
+	}
+	if len(rec.Addresses) > 0 {
+		created.Status.PodIP = rec.Addresses[0]
+	}
+	if _, err := c.kube.CoreV1().Pods("default").UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
+		return nil, fmt.Errorf("setting Pod %s status: %w", name, err)
+	}
+	l.State.Pods = append(l.State.Pods, *rec)
+	return rec, l.save()
+}
+
+// DelPod removes a pod: CNI DEL, its namespace and its Pod object.
+func (l *Lab) DelPod(ctx context.Context, c *labClients, rec PodRecord) error {
+	list, err := l.conflist(rec.Node)
+	if err != nil {
+		return err
+	}
+	pod := cniruntime.Pod{Namespace: rec.Namespace, Name: rec.Name, ContainerID: rec.ContainerID, NetNS: rec.NetNS}
+	if err := l.runtime(rec.Node).Del(ctx, list, pod); err != nil {
+		return fmt.Errorf("CNI DEL for %s: %w", rec.Name, err)
+	}
+	(&netns.NS{Name: filepath.Base(rec.NetNS)}).Delete()
+	// No kubelet confirms a graceful deletion here: delete at once.
+	zero := int64(0)
+	if err := c.kube.CoreV1().Pods(rec.Namespace).Delete(ctx, rec.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		return err
+	}
+	var keep []PodRecord
+	for _, p := range l.State.Pods {
+		if p.Name != rec.Name {
+			keep = append(keep, p)
+		}
+	}
+	l.State.Pods = keep
+	return l.save()
+}

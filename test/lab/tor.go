@@ -1,0 +1,210 @@
+package lab
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/template"
+)
+
+// The ToR routers are real BIRD 2 or FRR daemons in the ToR namespaces.
+// Each peers eBGP (its rack's AS) with the nodes of its rack and with the
+// other ToRs over the spine, exports its rack subnet, and installs what it
+// learns into its kernel so that it forwards between racks.
+
+var birdConf = template.Must(template.New("bird").Parse(`# rhizome-lab ToR {{.Rack.Index}}; generated, do not edit.
+log "{{.Dir}}/bird.log" all;
+router id {{.Rack.SpineAddr.Addr}};
+
+protocol device { scan time 5; }
+
+protocol direct {
+  ipv4;
+  interface "br0", "spine0";
+}
+
+protocol kernel {
+  ipv4 { import none; export filter { if source = RTS_BGP then accept; reject; }; };
+  merge paths on;
+}
+
+template bgp rack_node {
+  local {{.Rack.ToRAddr.Addr}} as {{.Rack.ToRAS}};
+  ipv4 { import all; export all; };
+  connect retry time 5;
+  hold time 9;
+  keepalive time 3;
+  graceful restart on;
+}
+{{range .Nodes}}
+protocol bgp {{.ID}} from rack_node { neighbor {{.Addr}} as {{$.ClusterAS}}; }
+{{- end}}
+{{range .Peers}}
+protocol bgp {{.ID}} {
+  local {{$.Rack.SpineAddr.Addr}} as {{$.Rack.ToRAS}};
+  neighbor {{.Addr}} as {{.AS}};
+  ipv4 { import all; export all; };
+  connect retry time 5;
+  hold time 9;
+  keepalive time 3;
+}
+{{- end}}
+`))
+
+var frrConf = template.Must(template.New("frr").Parse(`! rhizome-lab ToR {{.Rack.Index}}; generated, do not edit.
+frr defaults datacenter
+hostname tor-{{.Rack.Index}}
+log file {{.Dir}}/frr.log
+!
+router bgp {{.Rack.ToRAS}}
+ bgp router-id {{.Rack.SpineAddr.Addr}}
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ bgp graceful-restart
+ bgp bestpath as-path multipath-relax
+ neighbor NODES peer-group
+ neighbor NODES remote-as {{.ClusterAS}}
+ neighbor NODES timers 3 9
+ neighbor NODES timers connect 5
+{{- range .Nodes}}
+ neighbor {{.Addr}} peer-group NODES
+{{- end}}
+{{- range .Peers}}
+ neighbor {{.Addr}} remote-as {{.AS}}
+ neighbor {{.Addr}} timers 3 9
+ neighbor {{.Addr}} timers connect 5
+{{- end}}
+ address-family ipv4 unicast
+  redistribute connected
+  maximum-paths 16
+ exit-address-family
+!
+`))
+
+type torPeer struct {
+	ID   string
+	Addr string
+	AS   uint32
+}
+
+type torConfig struct {
+	Rack      RackPlan
+	Dir       string
+	ClusterAS uint32
+	Nodes     []torPeer
+	Peers     []torPeer
+}
+
+func (l *Lab) torDir(rack int) string { return filepath.Join(l.Dir, "tors", strconv.Itoa(rack)) }
+
+func (l *Lab) torConfig(r RackPlan) torConfig {
+	c := torConfig{Rack: r, Dir: l.torDir(r.Index), ClusterAS: ClusterAS}
+	for _, name := range r.Nodes {
+		n, _ := l.Plan.Node(name)
+		c.Nodes = append(c.Nodes, torPeer{ID: strings.ReplaceAll(name, "-", "_"), Addr: n.Addr.Addr().String()})
+	}
+	for _, o := range l.Plan.Racks {
+		if o.Index != r.Index {
+			c.Peers = append(c.Peers, torPeer{ID: fmt.Sprintf("tor_%d", o.Index), Addr: o.SpineAddr.Addr().String(), AS: o.ToRAS})
+		}
+	}
+	return c
+}
+
+// startToRs starts the BGP daemons of every ToR.
+func (l *Lab) startToRs() error {
+	if l.Plan.Opts.ToR == "none" {
+		return nil
+	}
+	for _, r := range l.Plan.Racks {
+		dir := l.torDir(r.Index)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		var buf bytes.Buffer
+		cfg := l.torConfig(r)
+		var err error
+		switch l.Plan.Opts.ToR {
+		case "bird":
+			if err = birdConf.Execute(&buf, cfg); err != nil {
+				return err
+			}
+			conf := filepath.Join(dir, "bird.conf")
+			if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
+				return err
+			}
+			err = l.startProc("bird", "", l.torNS(r.Index), filepath.Join(dir, "bird.out"), "/usr/sbin/bird",
+				"-f", "-c", conf, "-s", filepath.Join(dir, "bird.ctl"))
+		case "frr":
+			err = l.startFRR(r, dir, cfg)
+		}
+		if err != nil {
+			return fmt.Errorf("starting the %s ToR of rack %d: %w", l.Plan.Opts.ToR, r.Index, err)
+		}
+	}
+	return nil
+}
+
+// startFRR runs zebra and bgpd in the foreground. FRR writes under
+// /var/tmp/frr, so each daemon gets a private /var/tmp (a bind mount in the
+// mount namespace `ip netns exec` creates); its sockets live in a directory
+// owned by the frr user, which the daemons switch to.
+func (l *Lab) startFRR(r RackPlan, dir string, cfg torConfig) error {
+	var buf bytes.Buffer
+	if err := frrConf.Execute(&buf, cfg); err != nil {
+		return err
+	}
+	run := filepath.Join(dir, "run")
+	tmp := filepath.Join(dir, "tmp")
+	for _, d := range []string{run, tmp} {
+		if err := os.MkdirAll(d, 0o775); err != nil {
+			return err
+		}
+	}
+	if u, err := user.Lookup("frr"); err == nil {
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		for _, p := range []string{dir, run, tmp} {
+			os.Chown(p, uid, gid)
+		}
+	}
+	bgpdConf := filepath.Join(dir, "bgpd.conf")
+	zebraConf := filepath.Join(dir, "zebra.conf")
+	if err := os.WriteFile(bgpdConf, buf.Bytes(), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(zebraConf, []byte("hostname tor-"+strconv.Itoa(r.Index)+"\nlog file "+dir+"/zebra.log\n"), 0o644); err != nil {
+		return err
+	}
+	for _, f := range []string{bgpdConf, zebraConf} {
+		if u, err := user.Lookup("frr"); err == nil {
+			uid, _ := strconv.Atoi(u.Uid)
+			gid, _ := strconv.Atoi(u.Gid)
+			os.Chown(f, uid, gid)
+		}
+	}
+	common := fmt.Sprintf("--vty_socket %s -z %s/zserv.api", run, run)
+	zebra := fmt.Sprintf("mount --bind %s /var/tmp && exec /usr/lib/frr/zebra %s -f %s -i %s/zebra.pid", tmp, common, zebraConf, run)
+	if err := l.startProc("zebra", "", l.torNS(r.Index), filepath.Join(dir, "zebra.out"), "/usr/lib/frr/zebra", "sh", "-c", zebra); err != nil {
+		return err
+	}
+	bgpd := fmt.Sprintf("mount --bind %s /var/tmp && exec /usr/lib/frr/bgpd %s -f %s -i %s/bgpd.pid", tmp, common, bgpdConf, run)
+	return l.startProc("bgpd", "", l.torNS(r.Index), filepath.Join(dir, "bgpd.out"), "/usr/lib/frr/bgpd", "sh", "-c", bgpd)
+}
+
+// torShow runs the ToR's CLI (birdc / vtysh) with a command.
+func (l *Lab) torShow(rack int, command string) ([]byte, error) {
+	dir := l.torDir(rack)
+	switch l.State.Options.ToR {
+	case "bird":
+		return exec.Command("ip", append([]string{"netns", "exec", l.torNS(rack), "birdc", "-s", filepath.Join(dir, "bird.ctl")}, strings.Fields(command)...)...).CombinedOutput()
+	case "frr":
+		return exec.Command("ip", "netns", "exec", l.torNS(rack), "vtysh", "--vty_socket", filepath.Join(dir, "run"), "-c", command).CombinedOutput()
+	}
+	return nil, fmt.Errorf("the ToRs run no BGP (--tor none)")
+}
