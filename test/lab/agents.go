@@ -20,7 +20,7 @@ const (
 	gobgpAPIAddr    = "127.0.0.1:50051"
 )
 
-func (l *Lab) nodeDir(name string) string    { return filepath.Join(l.Dir, "nodes", name) }
+func (l *Lab) nodeDir(name string) string     { return filepath.Join(l.Dir, "nodes", name) }
 func (l *Lab) agentSocket(name string) string { return filepath.Join(l.nodeDir(name), "agent.sock") }
 func (l *Lab) agentLog(name string) string    { return filepath.Join(l.nodeDir(name), "agent.log") }
 
