@@ -1,0 +1,92 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rhizome-net/rhizome/agent/agentapi"
+	"github.com/rhizome-net/rhizome/agent/localapi"
+)
+
+type fixedState struct{ st *agentapi.StatusResponse }
+
+func (f fixedState) NetworkConfig() (int, bool, string) { return 1450, true, "" }
+func (f fixedState) Status() *agentapi.StatusResponse   { return f.st }
+
+// serve runs the real local API over a unix socket, as the agent does.
+func serve(t *testing.T, st *agentapi.StatusResponse) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		localapi.New(localapi.NewFakeAllocator("10.0.0.0/24"), fixedState{st}, nil).Serve(ctx, sock)
+		close(done)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	for i := 0; i < 200; i++ {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return sock
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("local API did not start")
+	return ""
+}
+
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := NewCommand()
+	var out bytes.Buffer
+	cmd.SetArgs(args)
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	err := cmd.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func TestStatusPeersRoutes(t *testing.T) {
+	sock := serve(t, &agentapi.StatusResponse{
+		NodeName: "node-1", RouterId: "10.0.1.10", AsNumber: 64512, Ready: true,
+		Blocks: []string{"10.244.0.0/26"},
+		Sessions: []*agentapi.Session{
+			{Peer: "10.0.1.11", PeerAs: 64512, Kind: "mesh", State: "Established", SinceUnix: time.Now().Add(-time.Minute).Unix(), PrefixesReceived: 2, PrefixesAccepted: 2, PrefixesAdvertised: 1, Source: "node-2"},
+			{Peer: "10.0.1.1", PeerAs: 65001, Kind: "external", State: "Active", LastError: "wrong password: TCP MD5 signature mismatch"},
+		},
+		Routes: []*agentapi.Route{{Prefix: "10.244.1.0/26", NextHops: []string{"10.0.1.11"}, Encapsulation: "none", Device: "eth0"}},
+	})
+	out, err := run(t, "--socket", sock, "status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Rhizome agent on node-1 is ready", "Router ID 10.0.1.10, AS 64512; 1/2 BGP sessions established; 1 routes programmed", "Blocks: 10.244.0.0/26", "10.0.1.11", "Established", "wrong password"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status lacks %q:\n%s", want, out)
+		}
+	}
+	// Sessions are sorted by peer.
+	if strings.Index(out, "10.0.1.1 ") > strings.Index(out, "10.0.1.11") {
+		t.Errorf("peers not sorted:\n%s", out)
+	}
+	out, err = run(t, "--socket", sock, "routes")
+	if err != nil || !strings.Contains(out, "10.244.1.0/26") || !strings.Contains(out, "10.0.1.11") {
+		t.Errorf("routes: %v\n%s", err, out)
+	}
+	out, err = run(t, "--socket", sock, "bgp", "peers", "-o", "json")
+	if err != nil || !strings.Contains(out, `"routerId": "10.0.1.10"`) {
+		t.Errorf("json: %v\n%s", err, out)
+	}
+}
+
+func TestAgentNotRunning(t *testing.T) {
+	_, err := run(t, "--socket", filepath.Join(t.TempDir(), "missing.sock"), "status")
+	if err == nil || !strings.Contains(err.Error(), "not running") {
+		t.Fatalf("error = %v, want one saying the agent is not running", err)
+	}
+}
