@@ -3,6 +3,7 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net"
 	"path/filepath"
 	"strings"
@@ -79,7 +80,8 @@ func TestStatusPeersRoutes(t *testing.T) {
 		t.Errorf("routes: %v\n%s", err, out)
 	}
 	out, err = run(t, "--socket", sock, "bgp", "peers", "-o", "json")
-	if err != nil || !strings.Contains(out, `"routerId": "10.0.1.10"`) {
+	var doc map[string]any
+	if err != nil || json.Unmarshal([]byte(out), &doc) != nil || doc["routerId"] != "10.0.1.10" {
 		t.Errorf("json: %v\n%s", err, out)
 	}
 }
