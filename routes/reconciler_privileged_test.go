@@ -1,0 +1,336 @@
+//go:build linux && privileged
+
+package routes
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/test/netns"
+)
+
+var (
+	poolNever = Pool{CIDR: netip.MustParsePrefix("10.244.0.0/16"), IPIPMode: v1alpha1.EncapNever, VXLANMode: v1alpha1.EncapNever}
+	poolVXLAN = Pool{CIDR: netip.MustParsePrefix("10.244.0.0/16"), IPIPMode: v1alpha1.EncapNever, VXLANMode: v1alpha1.EncapAlways}
+	poolVXCS  = Pool{CIDR: netip.MustParsePrefix("10.244.0.0/16"), IPIPMode: v1alpha1.EncapNever, VXLANMode: v1alpha1.EncapCrossSubnet}
+)
+
+func TestKernelDirectRoutesAndBlackholes(t *testing.T) {
+	l := newLab(t)
+	l.startAll(poolNever)
+	n1, n2, n3 := l.nodes[0], l.nodes[1], l.nodes[2]
+
+	if got := l.kernelRoute(n1.ns, n2.block); got != "10.244.2.0/26 via 192.168.10.12 dev eth0 proto 114" {
+		t.Errorf("n1 route to n2's block: %q", got)
+	}
+	// n3 is on another subnet: without encapsulation the next hop is
+	// resolved through the router.
+	if got := l.kernelRoute(n1.ns, n3.block); got != "10.244.3.0/26 via 192.168.10.1 dev eth0 proto 114" {
+		t.Errorf("n1 route to n3's block: %q", got)
+	}
+	if got := l.kernelRoute(n1.ns, n1.block); got != "blackhole 10.244.1.0/26 proto 114" {
+		t.Errorf("n1's own block: %q", got)
+	}
+	ping(t, n1.pod, n2.podIP)
+	// The router knows no pod routes, so n3 is unreachable without
+	// encapsulation: that is what VXLAN/IPIP are for.
+	noPing(t, n1.pod, n3.podIP)
+	// An unallocated address of n1's block dies in n1's blackhole, instead
+	// of bouncing to the default route.
+	l.ip(n2.ns, "route", "add", "10.244.1.0/26", "via", "192.168.10.11", "metric", "10")
+	noPing(t, n2.ns, netip.MustParseAddr("10.244.1.33"))
+	ping(t, n2.ns, n1.podIP) // the pod's /32 beats the blackhole
+
+	if st := n1.r.Status(); st.Underlay != "eth0" || st.PodMTU != 1500 || st.RoutesProgrammed != 3 {
+		t.Errorf("status %+v", st)
+	}
+	if got := l.ip(n1.ns, "-o", "link", "show"); strings.Contains(got, "vxlan") {
+		t.Errorf("VXLAN device exists though no pool asks for it:\n%s", got)
+	}
+}
+
+func TestKernelVXLAN(t *testing.T) {
+	for _, tc := range []struct {
+		name           string
+		pool           Pool
+		wantToN2       string
+		n2ThroughVXLAN bool
+	}{
+		{"Always", poolVXLAN, "10.244.2.0/26 via 10.244.2.0 dev vxlan.rhizome proto 114 onlink", true},
+		{"CrossSubnet", poolVXCS, "10.244.2.0/26 via 192.168.10.12 dev eth0 proto 114", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLab(t)
+			l.startAll(tc.pool)
+			n1, n2, n3 := l.nodes[0], l.nodes[1], l.nodes[2]
+			if got := l.kernelRoute(n1.ns, n2.block); got != tc.wantToN2 {
+				t.Errorf("n1 route to n2's block: %q, want %q", got, tc.wantToN2)
+			}
+			if got := l.kernelRoute(n1.ns, n3.block); got != "10.244.3.0/26 via 10.244.3.0 dev vxlan.rhizome proto 114 onlink" {
+				t.Errorf("n1 route to n3's block: %q", got)
+			}
+			link := l.ip(n1.ns, "-d", "link", "show", "vxlan.rhizome")
+			for _, want := range []string{"mtu 1450", "vxlan id 4096", "local 192.168.10.11", "dev eth0", "dstport 4789", "nolearning", n1.r.VXLANMAC().String()} {
+				if !strings.Contains(link, want) {
+					t.Errorf("vxlan.rhizome lacks %q:\n%s", want, link)
+				}
+			}
+			neigh := l.ip(n1.ns, "neigh", "show", "dev", "vxlan.rhizome")
+			fdb := mustBridgeFDB(t, n1.ns)
+			for _, o := range []*labNode{n2, n3} {
+				if !strings.Contains(neigh, o.block.Addr().String()+" lladdr "+o.r.VXLANMAC().String()) {
+					t.Errorf("no neighbour entry for %s's VTEP:\n%s", o.name, neigh)
+				}
+				if !strings.Contains(fdb, o.r.VXLANMAC().String()+" dst "+o.addr.Addr().String()) {
+					t.Errorf("no FDB entry for %s's VTEP:\n%s", o.name, fdb)
+				}
+			}
+
+			tx := txPackets(t, n1.ns, "vxlan.rhizome")
+			ping(t, n1.pod, n3.podIP) // across subnets, through VXLAN
+			ping(t, n1.pod, n2.podIP)
+			ping(t, n3.pod, n2.podIP)
+			sent := txPackets(t, n1.ns, "vxlan.rhizome") - tx
+			// n1 sent at least one echo request to n3 through the tunnel, and
+			// one to n2 as well unless CrossSubnet routes it directly.
+			if min := uint64(1); tc.n2ThroughVXLAN {
+				min = 2
+				if sent < min {
+					t.Errorf("vxlan.rhizome sent %d packets, want >= %d", sent, min)
+				}
+			} else if sent < min {
+				t.Errorf("vxlan.rhizome sent %d packets, want >= %d", sent, min)
+			}
+			if st := n1.r.Status(); st.PodMTU != 1450 || len(st.Devices) != 1 || st.Devices[0].Name != "vxlan.rhizome" {
+				t.Errorf("status %+v", st)
+			}
+		})
+	}
+}
+
+func mustBridgeFDB(t *testing.T, ns *netns.NS) string {
+	t.Helper()
+	out, err := ns.Exec(context.Background(), "bridge", "fdb", "show", "dev", "vxlan.rhizome")
+	must(t, err)
+	return string(out)
+}
+
+func TestKernelECMPAndForeignRoutesUntouched(t *testing.T) {
+	l := newLab(t)
+	n1 := l.nodes[0]
+	// Foreign state that must survive: a static route inside the pool, one
+	// on a prefix we will want, a device, and an nftables table.
+	l.ip(n1.ns, "route", "add", "10.244.9.0/24", "via", "192.168.10.1")
+	l.ip(n1.ns, "route", "add", "10.244.8.0/26", "via", "192.168.10.1", "proto", "static")
+	l.ip(n1.ns, "link", "add", "vxlan.other", "type", "vxlan", "id", "7", "dstport", "4790", "dev", "eth0")
+	if _, err := n1.ns.Exec(context.Background(), "nft", "add", "table", "inet", "other"); err != nil {
+		t.Fatal(err)
+	}
+	l.startAll(poolVXLAN)
+	must(t, n1.r.Apply(Batch{Upserts: []RemoteRoute{
+		{Prefix: netip.MustParsePrefix("10.244.7.0/26"), NextHops: []netip.Addr{netip.MustParseAddr("192.168.10.12"), netip.MustParseAddr("192.168.10.13")}, Encap: Encap{Mode: EncapNone}},
+		{Prefix: netip.MustParsePrefix("10.244.8.0/26"), NextHops: []netip.Addr{netip.MustParseAddr("192.168.10.12")}},
+	}}))
+	n1.r.SetConverged()
+	l.waitRoutes(n1, 4) // blackhole, n2, n3, ECMP; 10.244.8.0/26 is a conflict
+	got := l.ip(n1.ns, "route", "show", "exact", "10.244.7.0/26")
+	if !strings.Contains(got, "proto 114") || !strings.Contains(got, "nexthop via 192.168.10.12 dev eth0 weight 1") ||
+		!strings.Contains(got, "nexthop via 192.168.10.13 dev eth0 weight 1") {
+		t.Errorf("ECMP route:\n%s", got)
+	}
+	if got := l.kernelRoute(n1.ns, netip.MustParsePrefix("10.244.8.0/26")); got != "10.244.8.0/26 via 192.168.10.1 dev eth0 proto static" {
+		t.Errorf("foreign route on a wanted prefix was touched: %q", got)
+	}
+	if got := l.kernelRoute(n1.ns, netip.MustParsePrefix("10.244.9.0/24")); got != "10.244.9.0/24 via 192.168.10.1 dev eth0" {
+		t.Errorf("foreign route was touched: %q", got)
+	}
+	if st := n1.r.Status(); len(st.Conflicts) != 1 || st.Conflicts[0] != netip.MustParsePrefix("10.244.8.0/26") {
+		t.Errorf("conflicts %v", st.Conflicts)
+	}
+	l.ip(n1.ns, "link", "show", "vxlan.other")
+	if out, err := n1.ns.Exec(context.Background(), "nft", "list", "tables"); err != nil || !strings.Contains(string(out), "table inet other") {
+		t.Errorf("foreign nftables table gone: %s %v", out, err)
+	}
+	// The foreign route goes: ours takes its place.
+	l.ip(n1.ns, "route", "del", "10.244.8.0/26", "proto", "static")
+	l.waitRoutes(n1, 5)
+	if got := l.kernelRoute(n1.ns, netip.MustParsePrefix("10.244.8.0/26")); !strings.Contains(got, "proto 114") {
+		t.Errorf("ours did not replace the deleted foreign route: %q", got)
+	}
+}
+
+func TestKernelDriftRepair(t *testing.T) {
+	l := newLab(t)
+	l.startAll(poolVXLAN)
+	n1, n3 := l.nodes[0], l.nodes[2]
+	want := l.kernelRoute(n1.ns, n3.block)
+
+	var start time.Time
+	restored := func(what string) {
+		t.Helper()
+		eventually(t, what, func() string {
+			if got := strings.TrimSpace(l.ip(n1.ns, "route", "show", "exact", n3.block.String())); got != want {
+				return "route is " + got
+			}
+			return ""
+		})
+		t.Logf("%s: repaired within %v (including the time to run ip)", what, time.Since(start))
+	}
+	start = time.Now()
+	l.ip(n1.ns, "route", "del", n3.block.String())
+	restored("route deleted by hand")
+	start = time.Now()
+	l.ip(n1.ns, "route", "replace", n3.block.String(), "via", "192.168.10.1")
+	restored("route replaced by hand")
+	start = time.Now()
+	l.ip(n1.ns, "route", "change", n3.block.String(), "via", "192.168.10.12", "dev", "eth0", "proto", "114")
+	restored("route changed by hand, keeping our protocol")
+	start = time.Now()
+	l.ip(n1.ns, "link", "del", "vxlan.rhizome")
+	restored("VXLAN device deleted")
+	eventually(t, "VTEP entries back", func() string {
+		if n := l.ip(n1.ns, "neigh", "show", "dev", "vxlan.rhizome"); !strings.Contains(n, n3.r.VXLANMAC().String()) {
+			return "neighbours: " + n
+		}
+		return ""
+	})
+	ping(t, n1.pod, n3.podIP)
+	l.ip(n1.ns, "neigh", "del", n3.block.Addr().String(), "dev", "vxlan.rhizome")
+	eventually(t, "neighbour entry restored", func() string {
+		if n := l.ip(n1.ns, "neigh", "show", "dev", "vxlan.rhizome"); !strings.Contains(n, n3.block.Addr().String()) {
+			return "neighbours: " + n
+		}
+		return ""
+	})
+	ping(t, n1.pod, n3.podIP)
+}
+
+func TestKernelAdoptionAfterRestart(t *testing.T) {
+	l := newLab(t)
+	l.startAll(poolVXLAN)
+	n1 := l.nodes[0]
+	before := l.ip(n1.ns, "route", "show", "proto", "114")
+	n1.stop()
+	if after := l.ip(n1.ns, "route", "show", "proto", "114"); after != before {
+		t.Fatalf("stopping changed the routes:\n%s\nwant:\n%s", after, before)
+	}
+
+	// A new agent starts: it knows its blocks but BGP has not converged.
+	l.start(n1)
+	s := l.state(n1, poolVXLAN)
+	must(t, n1.r.SetState(s))
+	eventually(t, "first pass after restart", func() string {
+		if st := n1.r.Status(); st.Passes == 0 || st.StaleRoutes != 2 {
+			return "waiting"
+		}
+		return ""
+	})
+	if after := l.ip(n1.ns, "route", "show", "proto", "114"); after != before {
+		t.Errorf("restart changed routes before convergence:\n%s\nwant:\n%s", after, before)
+	}
+	ping(t, n1.pod, l.nodes[2].podIP)
+	// BGP relearns one of the two remote blocks, then converges: the other
+	// one, stale, goes.
+	must(t, n1.r.Apply(Batch{Upserts: []RemoteRoute{{Prefix: l.nodes[2].block, NextHops: []netip.Addr{l.nodes[2].addr.Addr()}}}}))
+	n1.r.SetConverged()
+	l.waitRoutes(n1, 2)
+	if got := l.kernelRoute(n1.ns, l.nodes[1].block); got != "" {
+		t.Errorf("stale route still there after convergence: %q", got)
+	}
+}
+
+func TestKernelNATOutgoing(t *testing.T) {
+	l := newLab(t)
+	n1, n2 := l.nodes[0], l.nodes[1]
+	// An outside host, on a second link of n1, that knows no pod routes.
+	ext := netns.New(t, "ext")
+	must(t, netns.Veth(n1.ns, "eth1", ext, "eth0"))
+	must(t, netns.AddAddr(n1.ns, "eth1", netip.MustParsePrefix("198.51.100.1/24")))
+	must(t, netns.AddAddr(ext, "eth0", netip.MustParsePrefix("198.51.100.2/24")))
+	outside := listen(t, ext, "198.51.100.2:8080")
+	inside := listen(t, n2.pod, n2.podIP.String()+":8080")
+
+	pool := poolVXCS
+	pool.NATOutgoing = true
+	l.startAll(pool)
+	must(t, dial(n1.pod, "198.51.100.2:8080"))
+	if got := <-outside; got != "198.51.100.1" {
+		t.Errorf("outside host saw the pod as %s, want the node's address 198.51.100.1", got)
+	}
+	must(t, dial(n1.pod, n2.podIP.String()+":8080"))
+	if got := <-inside; got != n1.podIP.String() {
+		t.Errorf("pod-to-pod traffic seen from %s, want the pod's own address %s (no NAT inside the pools)", got, n1.podIP)
+	}
+	table, err := n1.ns.Exec(context.Background(), "nft", "list", "table", "inet", NATTable)
+	must(t, err)
+	if !strings.Contains(string(table), "masquerade") {
+		t.Errorf("NAT table:\n%s", table)
+	}
+	// Flushed by hand: restored by the next resync; natOutgoing off: gone.
+	s := l.state(n1, pool)
+	s.Pools[0].NATOutgoing = false
+	must(t, n1.r.SetState(s))
+	eventually(t, "NAT table removed", func() string {
+		out, _ := n1.ns.Exec(context.Background(), "nft", "list", "tables")
+		if strings.Contains(string(out), NATTable) {
+			return string(out)
+		}
+		return ""
+	})
+	if err := dial(n1.pod, "198.51.100.2:8080"); err == nil {
+		t.Error("the outside host is reachable from the pod without NAT (it has no route back)")
+	}
+}
+
+func TestKernelIPIP(t *testing.T) {
+	probe := netns.New(t, "ipip")
+	if out, err := probe.Exec(context.Background(), "ip", "link", "add", "probe0", "type", "ipip"); err != nil {
+		t.Skipf("skipped: this kernel cannot create IPIP devices (`ip link add type ipip`: %s); make test-ipip-vm runs this test in a VM whose kernel can", strings.TrimSpace(string(out)))
+	}
+	for _, tc := range []struct {
+		name     string
+		mode     v1alpha1.EncapMode
+		wantToN2 string
+	}{
+		{"Always", v1alpha1.EncapAlways, "10.244.2.0/26 via 192.168.10.12 dev tunl0 proto 114 onlink"},
+		{"CrossSubnet", v1alpha1.EncapCrossSubnet, "10.244.2.0/26 via 192.168.10.12 dev eth0 proto 114"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := newLab(t)
+			pool := Pool{CIDR: netip.MustParsePrefix("10.244.0.0/16"), IPIPMode: tc.mode, VXLANMode: v1alpha1.EncapNever}
+			l.startAll(pool)
+			n1, n2, n3 := l.nodes[0], l.nodes[1], l.nodes[2]
+			if got := l.kernelRoute(n1.ns, n2.block); got != tc.wantToN2 {
+				t.Errorf("n1 route to n2's block: %q, want %q", got, tc.wantToN2)
+			}
+			if got := l.kernelRoute(n1.ns, n3.block); got != "10.244.3.0/26 via 192.168.20.13 dev tunl0 proto 114 onlink" {
+				t.Errorf("n1 route to n3's block: %q", got)
+			}
+			if link := l.ip(n1.ns, "link", "show", "tunl0"); !strings.Contains(link, "mtu 1480") || !strings.Contains(link, "UP") {
+				t.Errorf("tunl0: %s", link)
+			}
+			tx := txPackets(t, n1.ns, "tunl0")
+			ping(t, n1.pod, n3.podIP)
+			ping(t, n1.pod, n2.podIP)
+			if txPackets(t, n1.ns, "tunl0") == tx {
+				t.Error("nothing went through tunl0")
+			}
+			if st := n1.r.Status(); st.PodMTU != 1480 {
+				t.Errorf("pod MTU %d, want 1480", st.PodMTU)
+			}
+			// Drift: tunl0 taken down comes back up, routes restored.
+			l.ip(n1.ns, "link", "set", "tunl0", "down")
+			eventually(t, "tunl0 routes restored", func() string {
+				if got := l.kernelRoute(n1.ns, n3.block); !strings.Contains(got, "tunl0") {
+					return "route is " + got
+				}
+				return ""
+			})
+			ping(t, n1.pod, n3.podIP)
+		})
+	}
+}
