@@ -47,3 +47,6 @@ protoc --plugin=protoc-gen-go="$plugins/protoc-gen-go" --plugin=protoc-gen-go-gr
   --go_out=. --go_opt=paths=source_relative \
   --go-grpc_out=. --go-grpc_opt=paths=source_relative \
   agent/agentapi/agent.proto
+
+echo "generate: configuration reference (hack/crddoc)"
+go run ./hack/crddoc docs/reference.md
