@@ -1,0 +1,46 @@
+//go:build integration
+
+// Package deploy holds the install manifests; its tests apply them to the
+// local control plane.
+package deploy
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rhizome-net/rhizome/test/controlplane"
+)
+
+func TestMain(m *testing.M) { controlplane.Main(m) }
+
+// TestOverlaysApplyServerSide renders each overlay with kustomize and applies
+// it with --dry-run=server: the API server validates every object (CRD
+// schemas and CEL rules, RBAC objects, the DaemonSet) without keeping them.
+func TestOverlaysApplyServerSide(t *testing.T) {
+	cp := controlplane.ForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// Namespaced objects need their namespace to exist even in a dry run.
+	if out, err := cp.Kubectl(ctx, nil, "create", "namespace", "rhizome-system"); err != nil && !strings.Contains(string(out), "AlreadyExists") {
+		t.Fatal(err)
+	}
+	for _, overlay := range []string{"mesh", "route-reflector", "tor"} {
+		t.Run(overlay, func(t *testing.T) {
+			rendered, err := cp.Kubectl(ctx, nil, "kustomize", "overlays/"+overlay)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := cp.Kubectl(ctx, rendered, "apply", "--dry-run=server", "--server-side", "--field-manager=rhizome-test", "-f", "-")
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			for _, want := range []string{"daemonset.apps/rhizome-agent", "clusterrole.rbac.authorization.k8s.io/rhizome-agent", "ippool.rhizome.dev/default-ipv4", "bgpconfiguration.rhizome.dev/default"} {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("%s not applied:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
