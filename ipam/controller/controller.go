@@ -1,0 +1,302 @@
+// Package controller runs the cluster-wide IPAM controllers: the garbage
+// collector of orphaned addresses, the cleanup of blocks whose node is gone,
+// IPPool status (use, Exhausted, Valid), the events when a pool fills up, and
+// the IPPool finalizer that holds back the deletion of a pool in use.
+//
+// They must have a single writer, so they run in one agent at a time: the
+// holder of a coordination.k8s.io Lease (client-go leader election). Each
+// pass recomputes everything from the informer caches; every write is a
+// compare-and-swap, so a pass cut short by a lost Lease leaves nothing half
+// done. The garbage collector is conservative: an address is released only
+// after it was seen orphaned (its pod gone, or for an address without a pod,
+// its node gone) in two passes a grace period apart, and after a live read
+// from the API server confirms it. Its memory of first sightings is per
+// leadership term, so a new leader waits a full grace period again.
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	kubeinformers "k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	corelisters "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+
+	"github.com/rhizome-net/rhizome/crds/client/clientset/versioned"
+	rhizomeinformers "github.com/rhizome-net/rhizome/crds/client/informers/externalversions"
+	listers "github.com/rhizome-net/rhizome/crds/client/listers/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/ipam/store"
+)
+
+// LeaseName is the name of the election Lease.
+const LeaseName = "rhizome-ipam-controller"
+
+// Config configures a Controller.
+type Config struct {
+	// Identity names this candidate in the Lease (the node name).
+	Identity string
+	Client   versioned.Interface
+	Kube     kubernetes.Interface
+	// Metadata is a metadata-only client: pods are watched without their
+	// specs, which keeps the leader's memory small.
+	Metadata metadata.Interface
+	// Informers is the shared factory of rhizome.dev informers (the
+	// allocator's, so that pools and blocks are cached once); nil creates
+	// one.
+	Informers  rhizomeinformers.SharedInformerFactory
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Clock      clock.WithTicker
+	// LeaseNamespace defaults to kube-system.
+	LeaseNamespace string
+	// Interval between passes when nothing changes; default 1m. Changes to
+	// pools, blocks, nodes or pods trigger a pass sooner, at most one per
+	// MinInterval (default 5s).
+	Interval, MinInterval time.Duration
+	// Lease timings; defaults 15s, 10s, 2s.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+}
+
+// Controller is the cluster-wide IPAM controller.
+type Controller struct {
+	cfg      Config
+	log      *slog.Logger
+	clock    clock.WithTicker
+	store    *store.Store
+	recorder record.EventRecorder
+	m        metrics
+
+	pools    listers.IPPoolLister
+	blocks   listers.IPAMBlockLister
+	settings listers.IPAMConfigurationLister
+	synced   []cache.InformerSynced
+
+	// Per leadership term: caches of nodes and pods, and first sightings.
+	nodes   corelisters.NodeLister
+	pods    cache.GenericLister
+	orphans map[string]time.Time
+	trigger chan struct{}
+}
+
+// New creates a Controller; Run starts it.
+func New(cfg Config) (*Controller, error) {
+	if cfg.Identity == "" || cfg.Client == nil || cfg.Kube == nil || cfg.Metadata == nil {
+		return nil, errors.New("controller: Config needs Identity, Client, Kube and Metadata")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Informers == nil {
+		cfg.Informers = rhizomeinformers.NewSharedInformerFactory(cfg.Client, 0)
+	}
+	cfg.LeaseNamespace = cmpOr(cfg.LeaseNamespace, metav1.NamespaceSystem)
+	cfg.Interval = cmpOr(cfg.Interval, time.Minute)
+	cfg.MinInterval = cmpOr(cfg.MinInterval, 5*time.Second)
+	cfg.LeaseDuration = cmpOr(cfg.LeaseDuration, 15*time.Second)
+	cfg.RenewDeadline = cmpOr(cfg.RenewDeadline, 10*time.Second)
+	cfg.RetryPeriod = cmpOr(cfg.RetryPeriod, 2*time.Second)
+
+	c := &Controller{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "ipam-controller", "node", cfg.Identity),
+		clock:   cfg.Clock,
+		orphans: map[string]time.Time{},
+		trigger: make(chan struct{}, 1),
+	}
+	c.store = &store.Store{Blocks: cfg.Client.RhizomeV1alpha1().IPAMBlocks()}
+	if cfg.Registerer != nil {
+		if err := c.m.register(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("controller: registering metrics: %w", err)
+		}
+	}
+	v1 := cfg.Informers.Rhizome().V1alpha1()
+	c.pools, c.blocks, c.settings = v1.IPPools().Lister(), v1.IPAMBlocks().Lister(), v1.IPAMConfigurations().Lister()
+	for _, inf := range []cache.SharedIndexInformer{v1.IPPools().Informer(), v1.IPAMBlocks().Informer(), v1.IPAMConfigurations().Informer()} {
+		if _, err := inf.AddEventHandler(c.poke()); err != nil {
+			return nil, fmt.Errorf("controller: adding event handler: %w", err)
+		}
+		c.synced = append(c.synced, inf.HasSynced)
+	}
+
+	scheme := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return nil, fmt.Errorf("controller: %w", err)
+	}
+	broadcaster := record.NewBroadcaster()
+	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cfg.Kube.CoreV1().Events("")})
+	c.recorder = broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "rhizome-ipam", Host: cfg.Identity})
+	return c, nil
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+// poke returns event handlers that ask for a pass.
+func (c *Controller) poke() cache.ResourceEventHandlerFuncs {
+	f := func() {
+		select {
+		case c.trigger <- struct{}{}:
+		default:
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { f() },
+		UpdateFunc: func(any, any) { f() },
+		DeleteFunc: func(any) { f() },
+	}
+}
+
+// Run takes part in the election until ctx ends, running passes while it
+// holds the Lease. A lost Lease ends the term; Run then stands again.
+func (c *Controller) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+			Lock: &resourcelock.LeaseLock{
+				LeaseMeta:  metav1.ObjectMeta{Namespace: c.cfg.LeaseNamespace, Name: LeaseName},
+				Client:     c.cfg.Kube.CoordinationV1(),
+				LockConfig: resourcelock.ResourceLockConfig{Identity: c.cfg.Identity},
+			},
+			LeaseDuration:   c.cfg.LeaseDuration,
+			RenewDeadline:   c.cfg.RenewDeadline,
+			RetryPeriod:     c.cfg.RetryPeriod,
+			ReleaseOnCancel: true,
+			Name:            LeaseName,
+			Callbacks: leaderelection.LeaderCallbacks{
+				OnStartedLeading: c.lead,
+				OnStoppedLeading: func() { c.log.Info("stopped leading", "op", "elect") },
+			},
+		})
+		if err != nil {
+			c.log.Error("leader election", "op", "elect", "error", err)
+			return
+		}
+		le.Run(ctx)
+	}
+}
+
+// lead runs one leadership term.
+func (c *Controller) lead(ctx context.Context) {
+	c.log.Info("leading the cluster-wide IPAM controllers", "op", "elect")
+	c.m.leader.Store(1)
+	defer c.m.leader.Store(0)
+	if err := c.Start(ctx); err != nil {
+		c.log.Error("starting caches", "op", "elect", "error", err)
+		return
+	}
+	t := c.clock.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		if err := c.Reconcile(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("IPAM controller pass", "op", "reconcile", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.clock.After(c.cfg.MinInterval):
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.trigger:
+		case <-t.C():
+		}
+	}
+}
+
+// Start begins a term: it starts the caches of nodes and pods (bound to
+// ctx) and of pools and blocks if nobody has, forgets earlier sightings and
+// waits for the caches to fill. Run calls it on election; tests call it
+// before calling Reconcile directly.
+func (c *Controller) Start(ctx context.Context) error {
+	kf := kubeinformers.NewSharedInformerFactory(c.cfg.Kube, 0)
+	mf := metadatainformer.NewSharedInformerFactory(c.cfg.Metadata, 0)
+	nodes := kf.Core().V1().Nodes()
+	pods := mf.ForResource(schema.GroupVersionResource{Version: "v1", Resource: "pods"})
+	for _, inf := range []cache.SharedIndexInformer{nodes.Informer(), pods.Informer()} {
+		if _, err := inf.AddEventHandler(c.poke()); err != nil {
+			return fmt.Errorf("controller: adding event handler: %w", err)
+		}
+	}
+	c.nodes, c.pods = nodes.Lister(), pods.Lister()
+	c.orphans = map[string]time.Time{}
+	kf.Start(ctx.Done())
+	mf.Start(ctx.Done())
+	c.cfg.Informers.Start(ctx.Done())
+	synced := append([]cache.InformerSynced{nodes.Informer().HasSynced, pods.Informer().HasSynced}, c.synced...)
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return fmt.Errorf("controller: caches did not sync: %w", ctx.Err())
+	}
+	return nil
+}
+
+// Stats are the garbage collector's counters since the Controller was made.
+type Stats struct {
+	Candidates         int64  // allocations now seen orphaned, waiting for their grace period
+	CandidatesSeen     uint64 // allocations seen orphaned for the first time
+	Releases           uint64 // orphaned allocations released
+	AffinitiesReleased uint64 // blocks whose affinity was removed because their node is gone
+	Leader             bool   // a term is running
+}
+
+// Stats returns the counters.
+func (c *Controller) Stats() Stats {
+	return Stats{
+		Candidates: c.m.candidates.Load(), CandidatesSeen: c.m.candidatesSeen.Load(), Releases: c.m.releases.Load(),
+		AffinitiesReleased: c.m.affinities.Load(), Leader: c.m.leader.Load() == 1,
+	}
+}
+
+type metrics struct {
+	candidates, leader                   atomic.Int64
+	candidatesSeen, releases, affinities atomic.Uint64
+}
+
+func (m *metrics) register(r prometheus.Registerer) error {
+	opts := func(name, help string) prometheus.GaugeOpts {
+		return prometheus.GaugeOpts{Namespace: "rhizome", Subsystem: "ipam", Name: name, Help: help}
+	}
+	counter := func(name, help string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts(opts(name, help)), func() float64 { return float64(v.Load()) })
+	}
+	gauge := func(name, help string, v *atomic.Int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(opts(name, help), func() float64 { return float64(v.Load()) })
+	}
+	for _, col := range []prometheus.Collector{
+		gauge("gc_candidates", "Allocations now seen orphaned (pod or node gone), waiting for their grace period.", &m.candidates),
+		gauge("controller_leader", "1 while this agent runs the cluster-wide IPAM controllers.", &m.leader),
+		counter("gc_candidates_seen_total", "Allocations seen orphaned for the first time.", &m.candidatesSeen),
+		counter("gc_releases_total", "Orphaned allocations released by the garbage collector.", &m.releases),
+		counter("gc_affinities_released_total", "Blocks whose affinity was removed because their node is gone.", &m.affinities),
+	} {
+		if err := r.Register(col); err != nil {
+			return err
+		}
+	}
+	return nil
+}

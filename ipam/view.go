@@ -1,0 +1,148 @@
+package ipam
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+
+	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/ipam/pools"
+)
+
+// Snapshot implements View.
+func (a *NodeAllocator) Snapshot() Snapshot {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := Snapshot{Node: a.node}
+	select {
+	case <-a.ready:
+		s.Ready = true
+	default:
+		return s
+	}
+	for _, p := range a.pools.All() {
+		s.Pools = append(s.Pools, poolInfo(p))
+	}
+	for _, e := range a.sorted() {
+		if e.obj == nil {
+			continue // a claim in flight: not a block yet
+		}
+		b := Block{CIDR: e.prefix, Node: e.obj.Spec.Affinity}
+		if p, ok := a.pools.ForBlock(e.prefix); ok {
+			b.Pool = p.Name
+		}
+		s.Blocks = append(s.Blocks, b)
+		ours := b.Node == a.node
+		if ours {
+			s.Affine = append(s.Affine, b)
+		}
+		for _, al := range e.obj.Spec.Allocations {
+			addr, err := netip.ParseAddr(al.Address)
+			if err != nil || al.Node == "" || al.Node == b.Node {
+				continue
+			}
+			switch {
+			case al.Node == a.node:
+				s.Borrowed = append(s.Borrowed, addr)
+			case ours:
+				s.Lent = append(s.Lent, addr)
+			}
+		}
+	}
+	slices.SortFunc(s.Borrowed, netip.Addr.Compare)
+	return s
+}
+
+func poolInfo(p pools.Pool) Pool {
+	return Pool{
+		Name: p.Name, CIDR: p.CIDR(), BlockBits: p.Layout.BlockBits(), Allocatable: p.Allocatable(),
+		NATOutgoing: p.NATOutgoing, DisableBGPExport: p.DisableBGPExport, IPIPMode: p.IPIPMode, VXLANMode: p.VXLANMode,
+	}
+}
+
+// Subscribe implements View.
+func (a *NodeAllocator) Subscribe() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ch := make(chan struct{}, 1)
+	a.subs = append(a.subs, ch)
+	ch <- struct{}{} // compute once at start
+	return ch
+}
+
+// signal tells every subscriber that the snapshot changed. The caller holds
+// a.mu; sends never block, bursts collapse into one signal.
+func (a *NodeAllocator) signal() {
+	for _, ch := range a.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// routingChanged reports whether a new version of a block changes the
+// snapshot: its existence, affinity, or the addresses held by other nodes
+// than its owner. Allocations of the owner's own pods do not, so a burst of
+// pod starts does not wake the routing side.
+func routingChanged(old, new *v1alpha1.IPAMBlock) bool {
+	if old == nil || new == nil || old.Spec.Affinity != new.Spec.Affinity {
+		return true
+	}
+	return !slices.Equal(foreign(old), foreign(new))
+}
+
+func foreign(b *v1alpha1.IPAMBlock) []string {
+	var out []string
+	for _, al := range b.Spec.Allocations {
+		if al.Node != "" && al.Node != b.Spec.Affinity {
+			out = append(out, al.Address+"@"+al.Node)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ReleaseEmptyBlocks deletes this node's blocks that have held no address
+// for the empty-block grace period, and returns how many it deleted. Run
+// calls it periodically; each delete is conditional on the block being
+// unchanged since it was seen empty.
+func (a *NodeAllocator) ReleaseEmptyBlocks(ctx context.Context) (int, error) {
+	if err := a.waitReady(ctx); err != nil {
+		return 0, err
+	}
+	a.mu.Lock()
+	now := a.clock.Now()
+	grace := a.settings.EmptyBlockGracePeriod
+	var ops []*op
+	for _, e := range a.sorted() {
+		if e.obj == nil || e.creating || e.deleting || e.obj.Spec.Affinity != a.node ||
+			len(e.obj.Spec.Allocations) > 0 || len(e.reserved) > 0 || len(e.queue) > 0 {
+			continue
+		}
+		since := e.obj.CreationTimestamp.Time
+		if e.obj.Spec.EmptySince != nil {
+			since = e.obj.Spec.EmptySince.Time
+		}
+		if now.Sub(since) < grace {
+			continue
+		}
+		o := &op{kind: opDeleteEmpty, entry: e, done: make(chan struct{})}
+		e.queue = append(e.queue, o)
+		a.kick(e)
+		ops = append(ops, o)
+	}
+	a.mu.Unlock()
+	n := 0
+	for _, o := range ops {
+		select {
+		case <-o.done:
+			if o.res.fresh {
+				n++
+			}
+		case <-ctx.Done():
+			return n, ctx.Err()
+		}
+	}
+	return n, nil
+}
