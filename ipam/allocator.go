@@ -82,7 +82,7 @@ type NodeAllocator struct {
 
 	mu       sync.Mutex
 	running  bool
-	stopped  bool // Run is returning: no new writers
+	stopped  bool                    // Run is returning: no new writers
 	blocks   map[string]*entry       // every block known, by name
 	order    []*entry                // blocks in address order; nil = rebuild
 	handles  map[string][]loc        // handle -> where its addresses are
