@@ -214,3 +214,9 @@ func (rr *RemoteRoute) validate() error {
 	}
 	return nil
 }
+
+// EncapForModes is the Encap of a pool with these modes, for callers that
+// already know the pool of a route (bgp/rib does).
+func EncapForModes(ipip, vxlan v1alpha1.EncapMode) Encap {
+	return poolEncap(Pool{IPIPMode: ipip, VXLANMode: vxlan})
+}

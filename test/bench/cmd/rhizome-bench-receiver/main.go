@@ -1,0 +1,110 @@
+// Command rhizome-bench-receiver is the `rhizome` receiver of the
+// route-install benchmark (test/bench): the agent's receive path without
+// the Kubernetes parts. It runs inside the benchmark's receiver namespace:
+//
+//	embedded GoBGP (bgp.GoBGP, per-UPDATE Adj-RIB-In events)
+//	  -> bgp/rib (import policy, path selection, ECMP, session loss, GR)
+//	  -> routes/ribsink -> routes.Reconciler.Apply (batched rtnetlink)
+//
+// The feeder's session is passive eBGP; everything inside 0.0.0.0/0 is
+// accepted. It stays in the foreground until SIGTERM. (go.mod turns
+// Go's default MPTCP listener off, as the agent needs.)
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/rhizome-net/rhizome/bgp"
+	"github.com/rhizome-net/rhizome/bgp/policy"
+	"github.com/rhizome-net/rhizome/bgp/rib"
+	"github.com/rhizome-net/rhizome/routes"
+	"github.com/rhizome-net/rhizome/routes/ribsink"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "rhizome-bench-receiver:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	local := flag.String("local", "172.31.255.2", "our address")
+	peer := flag.String("peer", "172.31.255.1", "the feeder's address")
+	as := flag.Uint("as", 65002, "our AS")
+	peerAS := flag.Uint("peer-as", 65001, "the feeder's AS")
+	plen := flag.Int("plen", 30, "prefix length of our subnet")
+	gc := flag.Int("gc", -2, "GOGC percent (-2: leave the runtime default)")
+	verbose := flag.Bool("v", false, "debug logs")
+	flag.Parse()
+	if *gc != -2 {
+		debug.SetGCPercent(*gc)
+	}
+	lvl := slog.LevelInfo
+	if *verbose {
+		lvl = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	self, err := netip.ParseAddr(*local)
+	if err != nil {
+		return err
+	}
+	feeder, err := netip.ParseAddr(*peer)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	rec, err := routes.New(routes.Config{Address: netip.PrefixFrom(self, *plen), Logger: log})
+	if err != nil {
+		return err
+	}
+	defer rec.Close()
+	if err := rec.SetState(routes.State{}); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- rec.Run(ctx) }()
+	for rec.Status().Passes == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	spk := bgp.NewGoBGP(bgp.GoBGPOptions{Logger: log})
+	if err := spk.Start(ctx, bgp.Global{ASN: uint32(*as), RouterID: self}); err != nil {
+		return err
+	}
+	defer spk.Stop(context.Background())
+	r := rib.New(rib.Config{Speaker: spk, Sink: ribsink.New(rec, log), Logger: log})
+	r.Set(rib.Settings{
+		Policy: policy.Compile(policy.Input{
+			OwnAddresses: []netip.Addr{self},
+			Peers: map[netip.Addr]policy.PeerPolicy{feeder: {Rules: []policy.Rule{
+				{CIDR: netip.MustParsePrefix("0.0.0.0/0"), Op: policy.In, MinLen: -1, MaxLen: -1, Action: policy.Accept},
+			}}},
+		}),
+		Peers: map[netip.Addr]rib.PeerInfo{feeder: {EBGP: true}},
+	})
+	go r.Run(ctx)
+	if err := spk.Watch(ctx, r); err != nil {
+		return err
+	}
+	if err := spk.SetExportPolicy(ctx, bgp.ExportPolicy{}); err != nil {
+		return err
+	}
+	if err := spk.AddPeer(ctx, bgp.Peer{Address: feeder, ASN: uint32(*peerAS), Passive: true}); err != nil {
+		return err
+	}
+	log.Info("receiver ready", "peer", feeder)
+	<-ctx.Done()
+	return <-done
+}
