@@ -1,0 +1,561 @@
+package bgp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/server"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// GoBGPOptions configure the embedded GoBGP speaker.
+type GoBGPOptions struct {
+	// Logger receives the speaker's logs (component=bgp-speaker). Nil: slog.Default().
+	Logger *slog.Logger
+	// GoBGPLogLevel is the least severe of GoBGP's own messages that are
+	// logged. Nil: warnings and errors only (GoBGP is chatty at info).
+	GoBGPLogLevel slog.Leveler
+}
+
+// GoBGP is the Speaker backed by an in-process GoBGP v3 server.
+type GoBGP struct {
+	log  *slog.Logger
+	glog *gobgpLogger
+
+	mu       sync.Mutex
+	srv      *server.BgpServer
+	global   Global
+	running  bool
+	stopped  bool
+	watching bool
+	apiErr   error
+	peers    map[netip.Addr]Peer
+	// paths we originate, as sent to GoBGP, so that a withdraw names the
+	// exact path (a delete by UUID scans the whole RIB in GoBGP v3).
+	paths map[netip.Prefix]*api.Path
+	ads   map[netip.Prefix]Advertisement
+	// export policy as last applied
+	export ExportPolicy
+	// session state as seen by our own peer watcher
+	states    map[netip.Addr]peerState
+	stopWatch context.CancelFunc
+}
+
+type peerState struct {
+	state SessionState
+	since time.Time
+}
+
+var _ Speaker = (*GoBGP)(nil)
+
+// NewGoBGP returns a speaker that is not started yet.
+func NewGoBGP(o GoBGPOptions) *GoBGP {
+	l := o.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	l = l.With("component", "bgp-speaker")
+	lvl := slog.Leveler(slog.LevelWarn)
+	if o.GoBGPLogLevel != nil {
+		lvl = o.GoBGPLogLevel
+	}
+	return &GoBGP{
+		log:    l,
+		glog:   newGoBGPLogger(l.With("component", "gobgp"), lvl.Level()),
+		peers:  make(map[netip.Addr]Peer),
+		paths:  make(map[netip.Prefix]*api.Path),
+		ads:    make(map[netip.Prefix]Advertisement),
+		states: make(map[netip.Addr]peerState),
+	}
+}
+
+// Start implements Speaker.
+func (s *GoBGP) Start(ctx context.Context, g Global) error {
+	if g.ASN == 0 {
+		return errors.New("starting bgp speaker: AS number 0")
+	}
+	if !g.RouterID.Is4() {
+		return fmt.Errorf("starting bgp speaker: router ID %v is not an IPv4 address", g.RouterID)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.running || s.stopped {
+		return errors.New("starting bgp speaker: already started")
+	}
+
+	opts := []server.ServerOption{server.LoggerOption(s.glog)}
+	if g.APIAddress != "" {
+		// GoBGP exits the process (logger Fatal) when its API cannot listen.
+		// Our logger no longer exits, but check first so that the failure is
+		// reported clearly and the speaker runs on without the API.
+		if err := checkListen(g.APIAddress); err != nil {
+			s.apiErr = fmt.Errorf("gobgp gRPC API not served on %s: %w", g.APIAddress, err)
+			s.log.Warn("running without the gobgp API", "op", "start", "error", s.apiErr)
+		} else {
+			opts = append(opts, server.GrpcListenAddress(g.APIAddress))
+		}
+	}
+	srv := server.NewBgpServer(opts...)
+	go srv.Serve()
+
+	port := g.ListenPort
+	if port == 0 {
+		port = 179
+	}
+	req := &api.StartBgpRequest{Global: &api.Global{
+		Asn:        g.ASN,
+		RouterId:   g.RouterID.String(),
+		ListenPort: port,
+	}}
+	for _, a := range g.ListenAddresses {
+		req.Global.ListenAddresses = append(req.Global.ListenAddresses, a.String())
+	}
+	if err := srv.StartBgp(ctx, req); err != nil {
+		srv.Stop()
+		return fmt.Errorf("starting bgp speaker (AS %d, router ID %s, port %d): %w", g.ASN, g.RouterID, port, err)
+	}
+	if err := applyExportPolicy(ctx, srv, ExportPolicy{}, true); err != nil {
+		srv.Stop()
+		return fmt.Errorf("starting bgp speaker: %w", err)
+	}
+	s.srv, s.global, s.running = srv, g, true
+
+	wctx, cancel := context.WithCancel(context.Background())
+	s.stopWatch = cancel
+	if err := srv.WatchEvent(wctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, s.trackPeerState); err != nil {
+		cancel()
+		srv.Stop()
+		s.running = false
+		return fmt.Errorf("starting bgp speaker: watching sessions: %w", err)
+	}
+	s.log.Info("bgp speaker started", "op", "start", "asn", g.ASN, "routerID", g.RouterID, "port", port, "api", g.APIAddress)
+	return nil
+}
+
+func checkListen(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return l.Close()
+}
+
+// APIError says why GoBGP's gRPC API is not being served, or nil.
+func (s *GoBGP) APIError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.apiErr != nil {
+		return s.apiErr
+	}
+	return s.glog.fatalError()
+}
+
+// Stop implements Speaker. GoBGP sends every peer a Cease notification, so
+// peers drop our routes at once. An agent that restarts and wants its peers
+// to keep forwarding (graceful restart) should exit without calling Stop:
+// the kernel then closes the connections without a notification.
+func (s *GoBGP) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.running {
+		s.mu.Unlock()
+		return nil
+	}
+	srv := s.srv
+	s.running, s.stopped = false, true
+	s.stopWatch()
+	s.mu.Unlock()
+	// GoBGP's Serve goroutine does not end (v3 has no way to stop it); the
+	// server itself is idle after this.
+	srv.Stop()
+	s.log.Info("bgp speaker stopped", "op", "stop")
+	return nil
+}
+
+// server returns the running GoBGP server or ErrNotRunning.
+func (s *GoBGP) server() (*server.BgpServer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.running {
+		return nil, ErrNotRunning
+	}
+	return s.srv, nil
+}
+
+func (s *GoBGP) trackPeerState(r *api.WatchEventResponse) {
+	pe := r.GetPeer()
+	if pe == nil || pe.Type != api.WatchEventResponse_PeerEvent_STATE || pe.Peer.GetState() == nil {
+		return
+	}
+	addr, err := netip.ParseAddr(pe.Peer.State.NeighborAddress)
+	if err != nil {
+		return
+	}
+	st := SessionState(pe.Peer.State.SessionState)
+	s.mu.Lock()
+	if s.states[addr].state != st {
+		s.states[addr] = peerState{state: st, since: time.Now()}
+	}
+	s.mu.Unlock()
+}
+
+// AddPeer implements Speaker.
+func (s *GoBGP) AddPeer(ctx context.Context, p Peer) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	srv, err := s.server()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	_, exists := s.peers[p.Address]
+	s.mu.Unlock()
+	if exists {
+		return fmt.Errorf("adding peer %s: already configured", p.Address)
+	}
+	if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: toAPIPeer(p)}); err != nil {
+		return fmt.Errorf("adding peer %s: %w", p.Address, err)
+	}
+	s.mu.Lock()
+	s.peers[p.Address] = p
+	s.mu.Unlock()
+	return nil
+}
+
+// UpdatePeer implements Speaker. GoBGP resets the session itself when the
+// change needs a new OPEN (AS, password, transport, families, graceful
+// restart); timers, TTL and the prefix limit change in place, timers taking
+// effect at the next connection.
+func (s *GoBGP) UpdatePeer(ctx context.Context, p Peer) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	srv, err := s.server()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	old, exists := s.peers[p.Address]
+	s.mu.Unlock()
+	if !exists {
+		return fmt.Errorf("updating peer %s: %w", p.Address, ErrPeerNotFound)
+	}
+	if old == p {
+		return nil
+	}
+	if _, err := srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: toAPIPeer(p)}); err != nil {
+		return fmt.Errorf("updating peer %s: %w", p.Address, err)
+	}
+	s.mu.Lock()
+	s.peers[p.Address] = p
+	s.mu.Unlock()
+	// A session shut down for exceeding its prefix limit stays down until
+	// its configuration changes: this is that change.
+	var pfxCt bool
+	_ = srv.ListPeer(ctx, &api.ListPeerRequest{Address: p.Address.String()}, func(ap *api.Peer) {
+		pfxCt = ap.GetState().GetAdminState() == api.PeerState_PFX_CT
+	})
+	if pfxCt {
+		if err := srv.EnablePeer(ctx, &api.EnablePeerRequest{Address: p.Address.String()}); err != nil {
+			return fmt.Errorf("re-enabling peer %s after its prefix limit: %w", p.Address, err)
+		}
+	}
+	return nil
+}
+
+// DeletePeer implements Speaker.
+func (s *GoBGP) DeletePeer(ctx context.Context, addr netip.Addr) error {
+	srv, err := s.server()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	_, exists := s.peers[addr]
+	s.mu.Unlock()
+	if !exists {
+		return fmt.Errorf("deleting peer %s: %w", addr, ErrPeerNotFound)
+	}
+	if err := srv.DeletePeer(ctx, &api.DeletePeerRequest{Address: addr.String()}); err != nil {
+		return fmt.Errorf("deleting peer %s: %w", addr, err)
+	}
+	s.mu.Lock()
+	delete(s.peers, addr)
+	delete(s.states, addr)
+	s.mu.Unlock()
+	s.glog.clearPeer(addr)
+	return nil
+}
+
+func familyAPI(f Family) *api.Family {
+	if f == IPv6 {
+		return &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
+	}
+	return &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+}
+
+func seconds(d time.Duration) uint64 {
+	if d <= 0 {
+		return 0
+	}
+	return uint64((d + time.Second - 1) / time.Second)
+}
+
+// toAPIPeer converts a Peer to GoBGP's configuration.
+func toAPIPeer(p Peer) *api.Peer {
+	fam := familyAPI(p.Family())
+	hold := seconds(p.Timers.Hold)
+	if p.Timers.Hold == HoldTimeDisabled {
+		// GoBGP cannot send hold time 0 (0 means its default, 90s); the
+		// largest hold time is the closest it comes to "no hold timer".
+		hold = 65535
+	}
+	connectRetry := p.Timers.ConnectRetry
+	if connectRetry == 0 {
+		connectRetry = DefaultConnectRetry
+	}
+	ap := &api.Peer{
+		Conf: &api.PeerConf{
+			NeighborAddress: p.Address.String(),
+			PeerAsn:         p.ASN,
+			LocalAsn:        p.LocalASN,
+			AuthPassword:    p.Password,
+			Description:     p.Description,
+		},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			ConnectRetry:      seconds(connectRetry),
+			HoldTime:          hold,
+			KeepaliveInterval: seconds(p.Timers.Keepalive),
+			// We reset a session only on purpose (an export filter now
+			// holds back a route already sent): come back at once rather
+			// than after GoBGP's default 30s.
+			IdleHoldTimeAfterReset: 1,
+		}},
+		Transport: &api.Transport{
+			PassiveMode: p.Passive,
+			RemotePort:  uint32(p.Port),
+		},
+		AfiSafis: []*api.AfiSafi{{
+			Config: &api.AfiSafiConfig{Family: fam, Enabled: true},
+		}},
+	}
+	if p.LocalAddress.IsValid() {
+		ap.Transport.LocalAddress = p.LocalAddress.String()
+	}
+	if p.EBGPMultihop > 0 {
+		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.EBGPMultihop)}
+	}
+	if p.TTLSecurityHops > 0 {
+		ap.TtlSecurity = &api.TtlSecurity{Enabled: true, TtlMin: uint32(255 - int(p.TTLSecurityHops))}
+	}
+	if p.RouteReflectorClient {
+		ap.RouteReflector = &api.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: p.RouteReflectorClusterID.String()}
+	}
+	afi := ap.AfiSafis[0]
+	if p.MaxPrefixes > 0 {
+		afi.PrefixLimits = &api.PrefixLimit{Family: fam, MaxPrefixes: p.MaxPrefixes}
+	}
+	if gr := p.GracefulRestart; gr.Enabled {
+		rt := gr.RestartTime
+		if rt == 0 {
+			rt = DefaultRestartTime
+		}
+		ap.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(seconds(rt))}
+		afi.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+		if gr.LongLivedStaleTime > 0 {
+			ap.GracefulRestart.LonglivedEnabled = true
+			afi.LongLivedGracefulRestart = &api.LongLivedGracefulRestart{Config: &api.LongLivedGracefulRestartConfig{
+				Enabled: true, RestartTime: uint32(seconds(gr.LongLivedStaleTime)),
+			}}
+		}
+	}
+	return ap
+}
+
+// Advertise implements Speaker.
+func (s *GoBGP) Advertise(ctx context.Context, a Advertisement) error {
+	if !a.Prefix.IsValid() || a.Prefix != a.Prefix.Masked() {
+		return fmt.Errorf("advertising %s: not a network prefix", a.Prefix)
+	}
+	if a.NextHop.IsValid() && FamilyOf(a.NextHop) != FamilyOf(a.Prefix.Addr()) {
+		return fmt.Errorf("advertising %s: next hop %s is of another family", a.Prefix, a.NextHop)
+	}
+	srv, err := s.server()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	old, exists := s.ads[a.Prefix]
+	s.mu.Unlock()
+	if exists && old.Equal(a) {
+		return nil
+	}
+	p, err := toAPIPath(a)
+	if err != nil {
+		return fmt.Errorf("advertising %s: %w", a.Prefix, err)
+	}
+	// Adding a path for a prefix we already originate replaces it (an
+	// implicit withdraw in GoBGP's RIB).
+	if _, err := srv.AddPath(ctx, &api.AddPathRequest{TableType: api.TableType_GLOBAL, Path: p}); err != nil {
+		return fmt.Errorf("advertising %s: %w", a.Prefix, err)
+	}
+	s.mu.Lock()
+	s.paths[a.Prefix], s.ads[a.Prefix] = p, a
+	s.mu.Unlock()
+	return nil
+}
+
+// Withdraw implements Speaker.
+func (s *GoBGP) Withdraw(ctx context.Context, prefix netip.Prefix) error {
+	srv, err := s.server()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	p, exists := s.paths[prefix]
+	s.mu.Unlock()
+	if !exists {
+		return nil
+	}
+	if err := srv.DeletePath(ctx, &api.DeletePathRequest{TableType: api.TableType_GLOBAL, Family: p.Family, Path: p}); err != nil {
+		return fmt.Errorf("withdrawing %s: %w", prefix, err)
+	}
+	s.mu.Lock()
+	delete(s.paths, prefix)
+	delete(s.ads, prefix)
+	s.mu.Unlock()
+	return nil
+}
+
+// toAPIPath builds the GoBGP path of an advertisement: ORIGIN IGP, our next
+// hop (0.0.0.0 / :: mean the session's local address), communities.
+func toAPIPath(a Advertisement) (*api.Path, error) {
+	fam := FamilyOf(a.Prefix.Addr())
+	nlri, err := anypb.New(&api.IPAddressPrefix{PrefixLen: uint32(a.Prefix.Bits()), Prefix: a.Prefix.Addr().String()})
+	if err != nil {
+		return nil, err
+	}
+	attrs := []proto.Message{&api.OriginAttribute{Origin: 0}}
+	nh := a.NextHop
+	if fam == IPv4 {
+		if !nh.IsValid() {
+			nh = netip.IPv4Unspecified()
+		}
+		attrs = append(attrs, &api.NextHopAttribute{NextHop: nh.String()})
+	} else {
+		if !nh.IsValid() {
+			nh = netip.IPv6Unspecified()
+		}
+		attrs = append(attrs, &api.MpReachNLRIAttribute{Family: familyAPI(IPv6), NextHops: []string{nh.String()}, Nlris: []*anypb.Any{nlri}})
+	}
+	if len(a.Communities) > 0 {
+		attrs = append(attrs, &api.CommunitiesAttribute{Communities: a.Communities})
+	}
+	if len(a.LargeCommunities) > 0 {
+		lc := &api.LargeCommunitiesAttribute{}
+		for _, c := range a.LargeCommunities {
+			lc.Communities = append(lc.Communities, &api.LargeCommunity{GlobalAdmin: c.Global, LocalData1: c.Local1, LocalData2: c.Local2})
+		}
+		attrs = append(attrs, lc)
+	}
+	p := &api.Path{Family: familyAPI(fam), Nlri: nlri}
+	for _, m := range attrs {
+		x, err := anypb.New(m)
+		if err != nil {
+			return nil, err
+		}
+		p.Pattrs = append(p.Pattrs, x)
+	}
+	return p, nil
+}
+
+// Peers implements Speaker.
+func (s *GoBGP) Peers(ctx context.Context) ([]PeerStatus, error) {
+	srv, err := s.server()
+	if err != nil {
+		return nil, err
+	}
+	var out []PeerStatus
+	err = srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+		out = append(out, s.peerStatus(p))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing peers: %w", err)
+	}
+	return out, nil
+}
+
+func (s *GoBGP) peerStatus(p *api.Peer) PeerStatus {
+	var st PeerStatus
+	st.Address, _ = netip.ParseAddr(p.GetConf().GetNeighborAddress())
+	st.ASN = p.GetConf().GetPeerAsn()
+	if ps := p.GetState(); ps != nil {
+		st.State = SessionState(ps.SessionState)
+		st.AdminDown = ps.AdminState != api.PeerState_UP
+		if st.State == StateEstablished {
+			st.RemoteRouterID, _ = netip.ParseAddr(ps.RouterId)
+		}
+		if ps.PeerAsn != 0 {
+			st.ASN = ps.PeerAsn
+		}
+	}
+	for _, a := range p.GetAfiSafis() {
+		st.Received += a.GetState().GetReceived()
+		st.Advertised += a.GetState().GetAdvertised()
+		if t := a.GetLongLivedGracefulRestart().GetState().GetPeerRestartTime(); t > 0 {
+			st.PeerLLGRStaleTime = time.Duration(t) * time.Second
+		}
+	}
+	if gr := p.GetGracefulRestart(); gr != nil {
+		st.PeerRestartTime = time.Duration(gr.PeerRestartTime) * time.Second
+	}
+	st.LastError = s.glog.lastErrorOf(st.Address)
+	s.mu.Lock()
+	if ps, ok := s.states[st.Address]; ok && ps.state == st.State {
+		st.Since = ps.since
+	}
+	s.mu.Unlock()
+	return st
+}
+
+// Received implements Speaker.
+func (s *GoBGP) Received(ctx context.Context, peer netip.Addr) ([]ReceivedPath, error) {
+	srv, err := s.server()
+	if err != nil {
+		return nil, err
+	}
+	var (
+		out    []ReceivedPath
+		d      decoder
+		decErr error
+	)
+	err = srv.ListPath(ctx, &api.ListPathRequest{
+		TableType: api.TableType_ADJ_IN,
+		Name:      peer.String(),
+		Family:    familyAPI(FamilyOf(peer)),
+	}, func(dst *api.Destination) {
+		for _, p := range dst.Paths {
+			rp, err := d.path(p)
+			if err != nil {
+				decErr = err
+				continue
+			}
+			rp.Stale = p.Stale
+			out = append(out, rp)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing paths received from %s: %w", peer, err)
+	}
+	if decErr != nil {
+		s.log.Warn("skipped undecodable paths", "op", "received", "peer", peer, "error", decErr)
+	}
+	return out, nil
+}

@@ -1,0 +1,299 @@
+package rib
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/rhizome-net/rhizome/bgp"
+	"github.com/rhizome-net/rhizome/bgp/policy"
+)
+
+// resyncTimeout bounds one read-back of a peer's paths from the speaker.
+const resyncTimeout = 30 * time.Second
+
+// HandleUpdate implements bgp.Handler.
+func (r *RIB) HandleUpdate(u *bgp.Update) {
+	r.mu.Lock()
+	pt := r.peer(u.Peer)
+	eval := r.evaluator(pt)
+	for _, rp := range u.Announced {
+		r.announceLocked(pt, rp, eval)
+	}
+	for _, p := range u.Withdrawn {
+		r.withdrawLocked(pt, p)
+	}
+	r.flushLocked()
+}
+
+// evaluator returns the policy judgement for one peer's prefixes.
+func (r *RIB) evaluator(pt *peerTable) func(netip.Prefix) (policy.Reason, int16) {
+	im := r.settings.Policy
+	if im == nil {
+		return func(netip.Prefix) (policy.Reason, int16) { return policy.RejectedUnknownPeer, -1 }
+	}
+	pp, known := im.Peer(pt.addr)
+	return func(p netip.Prefix) (policy.Reason, int16) {
+		v := im.EvaluatePeer(pp, known, p)
+		return v.Reason, int16(v.Pool)
+	}
+}
+
+func (r *RIB) announceLocked(pt *peerTable, rp bgp.ReceivedPath, eval func(netip.Prefix) (policy.Reason, int16)) {
+	e := pt.paths[rp.Prefix]
+	was := false
+	if e == nil {
+		e = &entry{}
+		pt.paths[rp.Prefix] = e
+	} else {
+		was = e.reason == policy.Accepted
+	}
+	e.nh, e.attrs, e.stale, e.gen = rp.NextHop, rp.Attrs, rp.Stale, pt.gen
+	e.reason, e.pool = eval(rp.Prefix)
+	switch {
+	case e.reason == policy.Accepted:
+		r.addCand(rp.Prefix, pt, e)
+	case was:
+		r.removeCand(rp.Prefix, pt)
+	}
+}
+
+func (r *RIB) withdrawLocked(pt *peerTable, p netip.Prefix) {
+	e := pt.paths[p]
+	if e == nil {
+		return
+	}
+	if e.reason == policy.Accepted {
+		r.removeCand(p, pt)
+	}
+	delete(pt.paths, p)
+}
+
+// HandleEndOfRIB implements bgp.Handler: the peer's table is complete, so
+// paths still stale from before its restart are gone.
+func (r *RIB) HandleEndOfRIB(peer netip.Addr, f bgp.Family) {
+	r.mu.Lock()
+	pt := r.peer(peer)
+	pt.eor = true
+	for p, e := range pt.paths {
+		if e.stale && bgp.FamilyOf(p.Addr()) == f {
+			r.withdrawLocked(pt, p)
+		}
+	}
+	r.checkConvergedLocked()
+	r.flushLocked()
+}
+
+// HandlePeerState implements bgp.Handler.
+func (r *RIB) HandlePeerState(e bgp.PeerEvent) {
+	r.mu.Lock()
+	pt := r.peer(e.Peer)
+	pt.state = e.State
+	if e.State == bgp.StateEstablished {
+		pt.eor = false
+	}
+	if (e.Previous == bgp.StateEstablished && e.State != bgp.StateEstablished) || (e.State != bgp.StateEstablished && r.hasStaleLocked(pt)) {
+		// The speaker has dropped the peer's paths, or kept them as stale
+		// for a graceful restart, or its restart timer just ran out: read
+		// back what it still holds.
+		pt.eor = false
+		ctx, cancel := context.WithTimeout(context.Background(), resyncTimeout)
+		r.resyncLocked(ctx, e.Peer)
+		cancel()
+	}
+	r.checkConvergedLocked()
+	r.flushLocked()
+}
+
+func (r *RIB) hasStaleLocked(pt *peerTable) bool {
+	for _, e := range pt.paths {
+		if e.stale {
+			return true
+		}
+	}
+	return false
+}
+
+// resyncLocked replaces a peer's paths with what the speaker holds. It is
+// called with r.mu held, so no update can slip in between the read and the
+// replace; updates still queued behind it were produced before the read and
+// replay on top, ending in the speaker's current state.
+func (r *RIB) resyncLocked(ctx context.Context, peer netip.Addr) {
+	pt := r.peers[peer]
+	if pt == nil {
+		return
+	}
+	paths, err := r.cfg.Speaker.Received(ctx, peer)
+	if err != nil {
+		// The peer is gone from the speaker (deleted) or the speaker is
+		// stopping: either way nothing from it can be trusted any more.
+		r.log.Info("dropping paths of peer", "op", "resync", "peer", peer, "error", err)
+		paths = nil
+	}
+	pt.gen++
+	eval := r.evaluator(pt)
+	for _, rp := range paths {
+		r.announceLocked(pt, rp, eval)
+	}
+	for p, e := range pt.paths {
+		if e.gen != pt.gen {
+			r.withdrawLocked(pt, p)
+		}
+	}
+}
+
+func (r *RIB) checkConvergedLocked() {
+	if r.converged || !r.haveSet {
+		return
+	}
+	for a := range r.settings.Peers {
+		if pt := r.peers[a]; pt == nil || !pt.eor {
+			return
+		}
+	}
+	r.converged, r.convergePending = true, true
+	r.log.Info("bgp converged: every peer sent its table", "op", "converge", "peers", len(r.settings.Peers))
+}
+
+func (r *RIB) pendingEORLocked() []netip.Addr {
+	var out []netip.Addr
+	for a := range r.settings.Peers {
+		if pt := r.peers[a]; pt == nil || !pt.eor {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// flushLocked turns the dirty prefixes into a batch, releases r.mu and
+// hands the batch (and a due Converged) to the sink in order.
+func (r *RIB) flushLocked() {
+	var b Batch
+	for _, p := range r.dirty {
+		d := r.dests[p]
+		d.dirty = false
+		if len(d.cands) == 0 {
+			if d.out != nil {
+				b.Withdraw = append(b.Withdraw, p)
+			}
+			delete(r.dests, p)
+			continue
+		}
+		r.sel = selectPaths(d.cands, r.sel)
+		pool := d.cands[0].e.pool
+		if !d.force && pool == d.outPool && slices.Equal(r.sel, d.out) {
+			continue
+		}
+		d.force = false
+		d.out, d.outPool = r.internNH(r.sel), pool
+		b.Set = append(b.Set, r.route(p, d.out, pool))
+	}
+	r.dirty = r.dirty[:0]
+	converged := r.convergePending
+	r.convergePending = false
+	if n := len(b.Set) + len(b.Withdraw); n > 0 {
+		r.totals.Batches++
+		r.totals.RoutesSet += uint64(len(b.Set))
+		r.totals.RoutesWithdrawn += uint64(len(b.Withdraw))
+	}
+	r.sinkMu.Lock()
+	r.mu.Unlock()
+	defer r.sinkMu.Unlock()
+	if len(b.Set)+len(b.Withdraw) > 0 {
+		r.cfg.Sink.ApplyRoutes(b)
+	}
+	if converged {
+		r.cfg.Sink.Converged()
+	}
+}
+
+func (r *RIB) internNH(sel []netip.Addr) []netip.Addr {
+	if len(sel) == 1 {
+		if s, ok := r.oneNH[sel[0]]; ok {
+			return s
+		}
+		s := []netip.Addr{sel[0]}
+		r.oneNH[sel[0]] = s
+		return s
+	}
+	return slices.Clone(sel)
+}
+
+func (r *RIB) route(p netip.Prefix, nhs []netip.Addr, pool int16) Route {
+	rt := Route{Prefix: p}
+	if pools := r.poolsLocked(); pool >= 0 && int(pool) < len(pools) {
+		rt.Pool, rt.IPIPMode, rt.VXLANMode = pools[pool].Name, pools[pool].IPIPMode, pools[pool].VXLANMode
+	}
+	if len(nhs) == 1 {
+		if s, ok := r.oneOut[nhs[0]]; ok {
+			rt.NextHops = s
+			return rt
+		}
+		s := []NextHop{{Addr: nhs[0], Node: r.settings.Nodes[nhs[0]]}}
+		r.oneOut[nhs[0]] = s
+		rt.NextHops = s
+		return rt
+	}
+	rt.NextHops = make([]NextHop, len(nhs))
+	for i, a := range nhs {
+		rt.NextHops[i] = NextHop{Addr: a, Node: r.settings.Nodes[a]}
+	}
+	return rt
+}
+
+// Counters returns each known peer's counters.
+func (r *RIB) Counters() map[netip.Addr]PeerCounters {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[netip.Addr]PeerCounters, len(r.peers))
+	for a, pt := range r.peers {
+		c := PeerCounters{State: pt.state, Received: len(pt.paths), EndOfRIB: pt.eor}
+		for _, e := range pt.paths {
+			if e.stale {
+				c.Stale++
+			}
+			if e.reason == policy.Accepted {
+				c.Accepted++
+			} else {
+				c.Rejected[e.reason]++
+			}
+		}
+		out[a] = c
+	}
+	return out
+}
+
+// Totals returns the cumulative counters.
+func (r *RIB) Totals() Totals {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.totals
+}
+
+// Converged reports whether Converged has been signalled.
+func (r *RIB) Converged() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.converged
+}
+
+// Routes returns the routes as last sent to the sink, sorted by prefix.
+func (r *RIB) Routes() []Route {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Route, 0, len(r.dests))
+	for p, d := range r.dests {
+		if d.out != nil {
+			out = append(out, r.route(p, d.out, d.outPool))
+		}
+	}
+	slices.SortFunc(out, func(a, b Route) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return a.Prefix.Bits() - b.Prefix.Bits()
+	})
+	return out
+}
