@@ -32,6 +32,10 @@ type compiler struct {
 	vteps   map[netip.Addr]VTEP
 	resolve func(netip.Addr) (NextHop, error)
 	cache   map[netip.Addr]resolved
+	// one interns single-next-hop slices: most routes have one next hop
+	// and a cluster has few distinct ones, so 100k routes share a handful
+	// of slices instead of allocating 100k. Routes never modify them.
+	one map[NextHop][]NextHop
 }
 
 type resolved struct {
@@ -115,6 +119,21 @@ func (c *compiler) nextHop(enc Encap, nh netip.Addr) (NextHop, error) {
 // is returned with the usable ones and an error naming the others.
 func (c *compiler) remote(rr *RemoteRoute) (Route, error) {
 	enc := c.encapFor(rr)
+	if len(rr.NextHops) == 1 && !c.isSelf(rr.NextHops[0]) && rr.NextHops[0].Is4() == rr.Prefix.Addr().Is4() {
+		hop, err := c.nextHop(enc, rr.NextHops[0])
+		if err != nil {
+			return Route{}, fmt.Errorf("route %s (%s): %w", rr.Prefix, enc.Mode, err)
+		}
+		nhs, ok := c.one[hop]
+		if !ok {
+			if c.one == nil {
+				c.one = map[NextHop][]NextHop{}
+			}
+			nhs = []NextHop{hop}
+			c.one[hop] = nhs
+		}
+		return Route{Dst: rr.Prefix, Kind: Unicast, NextHops: nhs}, nil
+	}
 	r := Route{Dst: rr.Prefix, Kind: Unicast, NextHops: make([]NextHop, 0, len(rr.NextHops))}
 	var errs []error
 	for _, nh := range rr.NextHops {

@@ -51,7 +51,7 @@ type SysctlStatus struct {
 // Status returns a snapshot.
 func (r *Reconciler) Status() Status {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	s := r.status
 	s.RoutesProgrammed = len(r.owned)
 	s.Converged = r.converged
@@ -79,7 +79,7 @@ func (r *Reconciler) Status() Status {
 // NAT. Each part goes on when another fails; the error joins them all.
 func (r *Reconciler) pass() error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	start := time.Now()
 	var errs []error
 

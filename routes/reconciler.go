@@ -145,6 +145,11 @@ type Reconciler struct {
 	conflicts map[netip.Prefix]struct{}
 	// routeErrs are routes we cannot compute (no VTEP, no device...).
 	routeErrs map[netip.Prefix]error
+	// evq holds kernel events waiting to be judged (see onEvents); evMu
+	// guards it, evSpare is its recycled buffer (under mu).
+	evMu    sync.Mutex
+	evq     []Event
+	evSpare []Event
 	// sysChanged are the sysctls this Reconciler has written.
 	sysChanged map[string]bool
 	status     Status
@@ -212,7 +217,7 @@ func (r *Reconciler) VXLANMAC() net.HardwareAddr { return slices.Clone(r.cfg.VXL
 // pass has found the underlay.
 func (r *Reconciler) PodMTU() int {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	return r.podMTU()
 }
 
@@ -328,7 +333,7 @@ func (r *Reconciler) Apply(b Batch) error {
 		upserts = append(upserts, &u)
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	defer r.unlock()
 	touched := make([]netip.Prefix, 0, len(upserts)+len(b.Withdrawals))
 	if b.Full {
 		keep := make(map[netip.Prefix]bool, len(upserts))

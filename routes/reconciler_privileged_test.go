@@ -288,7 +288,9 @@ func TestKernelNATOutgoing(t *testing.T) {
 
 func TestKernelIPIP(t *testing.T) {
 	probe := netns.New(t, "ipip")
-	if out, err := probe.Exec(context.Background(), "ip", "link", "add", "probe0", "type", "ipip"); err != nil {
+	// Endpoints of its own, so that the probe does not collide with the
+	// fallback device tunl0 that loading the ipip module creates.
+	if out, err := probe.Exec(context.Background(), "ip", "link", "add", "probe0", "type", "ipip", "local", "192.0.2.1", "remote", "192.0.2.2"); err != nil {
 		t.Skipf("skipped: this kernel cannot create IPIP devices (`ip link add type ipip`: %s); make test-ipip-vm runs this test in a VM whose kernel can", strings.TrimSpace(string(out)))
 	}
 	for _, tc := range []struct {

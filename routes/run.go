@@ -60,21 +60,54 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	}
 }
 
-// onEvents decides whether kernel notifications show drift. Our own writes
-// echo back as notifications too; they match r.owned and are ignored.
+// onEvents queues kernel notifications and judges them when the state
+// lock is free. It never waits for the lock: while Apply or a pass holds it
+// (writing, possibly 100k routes), the watcher must keep draining its
+// socket, or the kernel drops notifications (ENOBUFS) and a needless full
+// pass follows. Whoever holds the lock judges the queue before releasing
+// it (unlock). Our own writes echo back as notifications too; they match
+// r.owned and are ignored.
 func (r *Reconciler) onEvents(evs []Event) {
-	r.mu.Lock()
+	r.evMu.Lock()
+	r.evq = append(r.evq, evs...)
+	r.evMu.Unlock()
+	if r.mu.TryLock() {
+		r.unlock()
+	}
+}
+
+// unlock judges the queued events, then releases mu, then triggers a pass
+// if they showed drift.
+func (r *Reconciler) unlock() {
 	need := false
-	for i := range evs {
-		if r.drifted(&evs[i]) {
-			need = true
+	for {
+		r.evMu.Lock()
+		q := r.evq
+		r.evq = r.evSpare[:0]
+		r.evMu.Unlock()
+		if len(q) == 0 {
 			break
 		}
+		for i := range q {
+			if !need && r.drifted(&q[i]) {
+				need = true
+			}
+			q[i] = Event{}
+		}
+		r.evSpare = q[:0]
 	}
 	r.mu.Unlock()
 	if need {
 		r.m.driftEvents.Inc()
 		r.Trigger()
+	}
+	// Events queued after the loop above and before Unlock, whose sender
+	// found the lock taken, are judged now.
+	r.evMu.Lock()
+	pending := len(r.evq) > 0
+	r.evMu.Unlock()
+	if pending && r.mu.TryLock() {
+		r.unlock()
 	}
 }
 
