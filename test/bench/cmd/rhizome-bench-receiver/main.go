@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -45,7 +46,18 @@ func run() error {
 	plen := flag.Int("plen", 30, "prefix length of our subnet")
 	gc := flag.Int("gc", -2, "GOGC percent (-2: leave the runtime default)")
 	verbose := flag.Bool("v", false, "debug logs")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *gc != -2 {
 		debug.SetGCPercent(*gc)
 	}

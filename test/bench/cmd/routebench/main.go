@@ -67,6 +67,7 @@ func matrix(args []string) error {
 	keep := fs.Bool("keep", false, "keep the logs of successful runs")
 	out := fs.String("o", "", "also append result lines to this file")
 	rhizome := fs.String("rhizome-bin", "", "the rhizome receiver (default: rhizome-bench-receiver next to this binary)")
+	rhizomeArgs := fs.String("rhizome-args", "", "extra flags for the rhizome receiver, space-separated (e.g. -gc 400)")
 	_ = fs.Parse(args)
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces)")
@@ -75,7 +76,7 @@ func matrix(args []string) error {
 	if err != nil {
 		return err
 	}
-	rn := &runner{self: self, rhizomeBin: *rhizome, settle: *settle, timeout: *timeout}
+	rn := &runner{self: self, rhizomeBin: *rhizome, rhizomeArgs: strings.Fields(*rhizomeArgs), settle: *settle, timeout: *timeout}
 	if rn.rhizomeBin == "" {
 		rn.rhizomeBin = filepath.Join(filepath.Dir(self), "rhizome-bench-receiver")
 	}

@@ -46,6 +46,7 @@ func (r result) String() string {
 // runner holds what every run needs.
 type runner struct {
 	self, rhizomeBin string
+	rhizomeArgs      []string
 	settle, timeout  time.Duration
 	dir              string
 	seq              int
@@ -118,8 +119,8 @@ func (rn *runner) run(ctx context.Context, receiver string, n int) (res result, 
 			rx, err = rn.startFRR(dir, recv, start)
 		case "rhizome":
 			var p *proc
-			p, err = start(recv, "rhizome", rn.rhizomeBin, "-local", recvIP, "-peer", feedIP,
-				"-as", strconv.Itoa(recvAS), "-peer-as", strconv.Itoa(feedAS))
+			p, err = start(recv, "rhizome", append([]string{rn.rhizomeBin, "-local", recvIP, "-peer", feedIP,
+				"-as", strconv.Itoa(recvAS), "-peer-as", strconv.Itoa(feedAS)}, rn.rhizomeArgs...)...)
 			rx = []*proc{p}
 		}
 		if err != nil {
