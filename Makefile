@@ -70,7 +70,7 @@ deps: ## Install the Debian packages the tests and the lab use (root)
 	./hack/install-deps.sh
 
 .PHONY: test
-test: deps verify-generated lint controlplane test-unit test-integration ## Everything CI runs (root): lint, unit, integration, netns
+test: deps verify-generated lint controlplane test-unit test-integration test-ipip-vm ## Everything CI runs (root): lint, unit, integration, netns, IPIP VM
 	@echo "make test: all suites passed"
 
 .PHONY: test-unit
@@ -81,6 +81,21 @@ test-unit: ## Unit tests (no root, no control plane)
 test-integration: controlplane ## Tests against the local control plane and in network namespaces (root)
 	KUBEBUILDER_ASSETS=$$($(BIN)/rhizome-lab controlplane build 2>/dev/null) \
 	  $(GO) test -count=1 -timeout $(TEST_TIMEOUT) -tags $(TEST_TAGS) ./...
+
+.PHONY: test-ipip-vm
+test-ipip-vm: deps ## IPIP data path in a VM: Debian's kernel (it has ipip) under qemu, KVM or TCG (root)
+	./test/ipipvm/run.sh
+
+##@ Benchmarks
+
+N ?= 10000,100000
+REPS ?= 3
+.PHONY: bench-routes
+bench-routes: deps ## Route install/withdraw: BIRD, FRR, ip -batch, batched netlink, Rhizome (N=100000 REPS=3; root)
+	@mkdir -p $(BIN)
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/routebench ./test/bench/cmd/routebench
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/rhizome-bench-receiver ./test/bench/cmd/rhizome-bench-receiver
+	$(BIN)/routebench -n $(N) -reps $(REPS)
 
 ##@ Help
 

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # install-deps.sh installs the Debian packages that Rhizome's tests and lab
 # use, when they are missing: real BGP peers (BIRD 2, FRR, gobgpd), iproute2,
-# ping, nftables. It runs as root (apt) and never starts the daemons as
+# ping, nftables, and qemu + busybox for the IPIP VM test (test/ipipvm). It
+# runs as root (apt) and never starts the daemons as
 # system services: the tests start their own copies inside namespaces.
 set -euo pipefail
 
-PACKAGES=(bird2 frr gobgpd iproute2 iputils-ping nftables procps kmod protobuf-compiler iptables)
+PACKAGES=(bird2 frr gobgpd iproute2 iputils-ping nftables procps kmod protobuf-compiler iptables qemu-system-x86 busybox-static)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
