@@ -2,6 +2,7 @@ package routes
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -45,7 +46,7 @@ func OpenKernel(nsPath string, table uint32, proto uint8, vxlanName string) (*Ke
 		return fail(fmt.Errorf("netlink handle: %w", err))
 	}
 	closers = append(closers, func() error { h.Close(); return nil })
-	w, err := newKernelWatcher(nsPath)
+	w, err := newKernelWatcher(nsPath, tbl.PortID())
 	if err != nil {
 		return fail(err)
 	}
@@ -150,11 +151,33 @@ type kernelWatcher struct {
 	rx *mmsgBufs
 }
 
-func newKernelWatcher(nsPath string) (*kernelWatcher, error) {
+// newKernelWatcher subscribes to route, link and neighbour changes. The
+// kernel stamps a notification with the netlink port of the request that
+// caused it, so a socket filter drops the echoes of our own route writes
+// (port ownPort) inside the kernel: installing 100k routes would otherwise
+// queue 100k notifications here, to be copied out and parsed only to be
+// recognised as ours.
+func newKernelWatcher(nsPath string, ownPort uint32) (*kernelWatcher, error) {
 	groups := uint32(unix.RTMGRP_LINK | unix.RTMGRP_NEIGH | unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV6_ROUTE)
 	fd, err := socketAt(nsPath, groups)
 	if err != nil {
 		return nil, err
+	}
+	if ownPort != 0 {
+		// cBPF loads words big-endian; nlmsg_pid is in host order.
+		var b [4]byte
+		binary.NativeEndian.PutUint32(b[:], ownPort)
+		prog := []unix.SockFilter{
+			{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: 12}, // nlmsghdr.nlmsg_pid
+			{Code: unix.BPF_JMP | unix.BPF_JEQ | unix.BPF_K, Jt: 0, Jf: 1, K: binary.BigEndian.Uint32(b[:])},
+			{Code: unix.BPF_RET | unix.BPF_K, K: 0},
+			{Code: unix.BPF_RET | unix.BPF_K, K: 0xffffffff},
+		}
+		fp := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
+		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("filtering our own route notifications: %w", err)
+		}
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBufSize); err != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBufSize)

@@ -78,7 +78,7 @@ func (r *Reconciler) Status() Status {
 // pass is one full reconciliation: devices, VTEP entries, sysctls, routes,
 // NAT. Each part goes on when another fails; the error joins them all.
 func (r *Reconciler) pass() error {
-	r.mu.Lock()
+	r.lockIdle()
 	defer r.unlock()
 	start := time.Now()
 	var errs []error

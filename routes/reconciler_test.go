@@ -351,6 +351,7 @@ func TestReconcilerErrorsLoseNothing(t *testing.T) {
 		{Prefix: pfx("10.244.9.0/26"), NextHops: []netip.Addr{addr("192.168.7.7")}},
 		{Prefix: pfx("10.245.6.0/24"), NextHops: []netip.Addr{node11}},
 	}}))
+	r.WaitWritten()
 	st := r.Status()
 	if st.RouteErrorCount != 2 || !strings.Contains(st.RouteErrors[pfx("10.244.9.0/26")], "no VTEP") ||
 		!strings.Contains(st.RouteErrors[pfx("10.245.6.0/24")], "invalid argument") {

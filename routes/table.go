@@ -115,6 +115,17 @@ func NewKernelTable(nsPath string, table uint32, proto uint8) (*KernelTable, err
 	return t, nil
 }
 
+// PortID is the netlink port of the table's socket. The kernel stamps it
+// on the notifications our own writes cause, which lets the watcher drop
+// those echoes (see kernelWatcher).
+func (t *KernelTable) PortID() uint32 {
+	sa, err := unix.Getsockname(t.fd)
+	if nl, ok := sa.(*unix.SockaddrNetlink); err == nil && ok {
+		return nl.Pid
+	}
+	return 0
+}
+
 // SetBatchSize sets how many route messages go into one write (1-4096);
 // the benchmark uses it, the agent keeps the default.
 func (t *KernelTable) SetBatchSize(n int) {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/rhizome-net/rhizome/test/netns"
 )
@@ -122,5 +123,40 @@ func TestKernelTableWritesListsAndDeletesOnlyItsOwn(t *testing.T) {
 	}
 	if out := ipRoute(t, lab.ns, "route", "show", "10.13.0.0/24"); !strings.Contains(out, "10.13.0.0/24 via 192.168.50.2") {
 		t.Errorf("foreign route is gone: %q", out)
+	}
+}
+
+func TestWatcherDropsOurOwnEchoes(t *testing.T) {
+	lab := newTableLab(t)
+	k, err := OpenKernel(lab.ns.Path(), 254, 114, DefaultVXLANDevice)
+	must(t, err)
+	defer k.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := make(chan Event, 1024)
+	go k.Watcher.Watch(ctx, func(evs []Event) {
+		for _, e := range evs {
+			if e.Kind == EventRoute && e.Table == 254 {
+				events <- e
+			}
+		}
+	})
+	gw := netip.MustParseAddr("192.168.50.2")
+	var rs []Route
+	for i := range 50 {
+		rs = append(rs, Route{Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 20, byte(i), 0}), 24),
+			NextHops: []NextHop{{Gateway: gw, LinkIndex: lab.link}}})
+	}
+	must(t, k.Table.Create(rs))
+	must(t, k.Table.Delete(rs))
+	// A change by anyone else is seen.
+	ipRoute(t, lab.ns, "route", "add", "10.21.0.0/24", "via", "192.168.50.2", "proto", "114")
+	select {
+	case e := <-events:
+		if e.Route.Dst != netip.MustParsePrefix("10.21.0.0/24") || e.Protocol != 114 {
+			t.Errorf("first route event %+v, want the hand-made 10.21.0.0/24 (our own 100 writes filtered)", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no event for a route added by hand")
 	}
 }
