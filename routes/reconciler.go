@@ -298,10 +298,17 @@ func (r *Reconciler) SetConverged() {
 	r.mu.Lock()
 	already := r.converged
 	r.converged = true
+	// Only a pass can delete stale routes; Apply keeps the rest current,
+	// so without stale routes at the last pass none is needed (a pass
+	// lists every route: 0.1-0.2 s of CPU at 100k).
+	n := r.status.StaleRoutes
+	stale := n > 0 || r.status.Passes == 0
 	r.mu.Unlock()
 	if !already {
-		r.log.Info("BGP converged: stale routes will be removed", "op", "converged")
-		r.Trigger()
+		r.log.Info("BGP converged: stale routes will be removed", "op", "converged", "stale", n)
+		if stale {
+			r.Trigger()
+		}
 	}
 }
 
