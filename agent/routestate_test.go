@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/ipam"
+	"github.com/rhizome-net/rhizome/routes"
+)
+
+var (
+	pfx  = netip.MustParsePrefix
+	addr = netip.MustParseAddr
+)
+
+func mac(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+func TestRouteState(t *testing.T) {
+	pools := []ipam.Pool{{Name: "p", CIDR: pfx("10.244.0.0/16"), VXLANMode: v1alpha1.EncapCrossSubnet, IPIPMode: v1alpha1.EncapNever, NATOutgoing: true}}
+	others := []peerNode{
+		{Name: "n3", IPv4: addr("10.0.2.10"), VXLANMAC: mac("02:00:00:00:00:03"), VXLANAddress: addr("10.244.2.0")},
+		{Name: "n2", IPv4: addr("10.0.1.11"), VXLANMAC: mac("02:00:00:00:00:02"), VXLANAddress: addr("10.244.1.0")},
+		{Name: "n4", IPv4: addr("10.0.2.11")}, // no VTEP published yet
+	}
+	cases := []struct {
+		name   string
+		snap   ipam.Snapshot
+		lentTo map[netip.Addr]string
+		want   routes.State
+	}{
+		{
+			name: "blocks, pools, VTEPs sorted, unpublished VTEP left out",
+			snap: ipam.Snapshot{Ready: true, Pools: pools, Affine: []ipam.Block{{CIDR: pfx("10.244.0.0/26"), Node: "n1"}}},
+			want: routes.State{
+				Blocks: []routes.OwnBlock{{Prefix: pfx("10.244.0.0/26")}},
+				Pools:  []routes.Pool{{CIDR: pfx("10.244.0.0/16"), VXLANMode: v1alpha1.EncapCrossSubnet, IPIPMode: v1alpha1.EncapNever, NATOutgoing: true}},
+				VTEPs: []routes.VTEP{
+					{NodeIP: addr("10.0.1.11"), MAC: mac("02:00:00:00:00:02"), Address: addr("10.244.1.0")},
+					{NodeIP: addr("10.0.2.10"), MAC: mac("02:00:00:00:00:03"), Address: addr("10.244.2.0")},
+				},
+				VXLANAddress: addr("10.244.0.0"),
+			},
+		},
+		{
+			name: "lent addresses routed to their borrower, in the right block",
+			snap: ipam.Snapshot{Ready: true, Affine: []ipam.Block{{CIDR: pfx("10.244.0.0/26")}, {CIDR: pfx("10.244.0.64/26")}},
+				Lent: []netip.Addr{addr("10.244.0.5"), addr("10.244.0.70"), addr("10.244.0.9")}},
+			lentTo: map[netip.Addr]string{addr("10.244.0.5"): "n2", addr("10.244.0.70"): "n3", addr("10.244.0.9"): "gone"},
+			want: routes.State{
+				Blocks: []routes.OwnBlock{
+					{Prefix: pfx("10.244.0.0/26"), Lent: map[netip.Addr]netip.Addr{addr("10.244.0.5"): addr("10.0.1.11")}},
+					{Prefix: pfx("10.244.0.64/26"), Lent: map[netip.Addr]netip.Addr{addr("10.244.0.70"): addr("10.0.2.10")}},
+				},
+				VTEPs: []routes.VTEP{
+					{NodeIP: addr("10.0.1.11"), MAC: mac("02:00:00:00:00:02"), Address: addr("10.244.1.0")},
+					{NodeIP: addr("10.0.2.10"), MAC: mac("02:00:00:00:00:03"), Address: addr("10.244.2.0")},
+				},
+				VXLANAddress: addr("10.244.0.0"),
+			},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for range 2 { // pure: the same answer twice
+				got := routeState(c.snap, c.lentTo, others, addr("10.244.0.0"), netip.Addr{})
+				if d := cmp.Diff(c.want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); d != "" {
+					t.Fatalf("routeState (-want +got):\n%s", d)
+				}
+			}
+		})
+	}
+}
+
+func TestPeerNodeFrom(t *testing.T) {
+	rzn := &v1alpha1.RhizomeNode{Spec: v1alpha1.RhizomeNodeSpec{IPv4Address: "10.0.1.12/24", VXLANTunnelMACAddr: "02:aa:bb:cc:dd:ee", VXLANTunnelAddress: "10.244.3.0"}}
+	p := peerNodeFrom("n", addr("192.0.2.1"), rzn)
+	if p.IPv4 != addr("10.0.1.12") || p.VXLANMAC.String() != "02:aa:bb:cc:dd:ee" || p.VXLANAddress != addr("10.244.3.0") {
+		t.Fatalf("peerNodeFrom = %+v", p)
+	}
+	if p := peerNodeFrom("n", addr("192.0.2.1"), nil); p.IPv4 != addr("192.0.2.1") || p.VXLANMAC != nil {
+		t.Fatalf("without a RhizomeNode: %+v", p)
+	}
+}
