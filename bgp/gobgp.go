@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -515,6 +516,11 @@ func (s *GoBGP) peerStatus(p *api.Peer) PeerStatus {
 	}
 	if gr := p.GetGracefulRestart(); gr != nil {
 		st.PeerRestartTime = time.Duration(gr.PeerRestartTime) * time.Second
+		// GoBGP counts the End-of-RIB marker as an advertised route when
+		// graceful restart is negotiated.
+		if gr.Enabled && st.Advertised > 0 && st.State == StateEstablished && remoteHasGR(p.GetState()) {
+			st.Advertised--
+		}
 	}
 	st.LastError = s.glog.lastErrorOf(st.Address)
 	s.mu.Lock()
@@ -523,6 +529,15 @@ func (s *GoBGP) peerStatus(p *api.Peer) PeerStatus {
 	}
 	s.mu.Unlock()
 	return st
+}
+
+func remoteHasGR(ps *api.PeerState) bool {
+	for _, c := range ps.GetRemoteCap() {
+		if strings.HasSuffix(c.GetTypeUrl(), ".GracefulRestartCapability") {
+			return true
+		}
+	}
+	return false
 }
 
 // Received implements Speaker.

@@ -211,7 +211,7 @@ func TestGoBGPAdvertiseAndReceive(t *testing.T) {
 	b := startNode(t, "b", "127.0.0.12", 64512, "")
 	ctx := context.Background()
 	// Advertised before the session exists: sent on establishment.
-	ad := bgp.Advertisement{Prefix: pfx("10.244.1.0/26"), Communities: []uint32{64512<<16 | 100}, LargeCommunities: []bgp.LargeCommunity{{64512, 1, 2}}}
+	ad := bgp.Advertisement{Prefix: pfx("10.244.1.0/26"), Communities: []uint32{64512<<16 | 100}, LargeCommunities: []bgp.LargeCommunity{{Global: 64512, Local1: 1, Local2: 2}}}
 	if err := a.sp.Advertise(ctx, ad); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,333 @@
+// Package reconcile applies a node's desired BGP state to its speaker: it
+// is what the agent calls. Each Reconcile computes the whole desired state
+// from the cluster state (bgp/topology) and applies only the difference to
+// what it applied before — sessions added, updated or removed, routes
+// advertised or withdrawn, the export policy and the receive-side RIB's
+// settings — so a change to one BGPPeer touches one session and the speaker
+// is never restarted for a configuration change (only a new router ID or
+// listen port, which BGP cannot change live, start a new speaker).
+//
+// Order matters and is fixed: the RIB learns the new import policy first
+// (routes arriving on a new session are judged right), then the export
+// policy (a new route is never sent where it must not go), then routes,
+// then sessions (a new session's first UPDATEs already carry every route,
+// before its End-of-RIB).
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rhizome-net/rhizome/bgp"
+	"github.com/rhizome-net/rhizome/bgp/rib"
+	"github.com/rhizome-net/rhizome/bgp/topology"
+	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+)
+
+// Config configures a Reconciler.
+type Config struct {
+	// NewSpeaker makes a speaker (bgp.NewGoBGP in the agent, bgp.NewFake in
+	// tests). It is called at the first Reconcile and again only if the
+	// router ID or listen port changes.
+	NewSpeaker func() bgp.Speaker
+	// Sink receives learned routes (the agent's route programmer).
+	Sink rib.Sink
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Registerer, if set, gets the BGP metrics.
+	Registerer prometheus.Registerer
+	// APIAddress serves GoBGP's gRPC API ("" = off); see bgp.Global.
+	APIAddress string
+	// ListenPort, if non-zero, overrides the configured listen port (-1:
+	// do not listen; tests).
+	ListenPort int32
+	// ConvergeTimeout and StaleRecheck configure the RIB (rib.Config).
+	ConvergeTimeout time.Duration
+	StaleRecheck    time.Duration
+	// TCPStats reads the kernel's TCP MD5 counters for status hints; nil
+	// reads /proc/net/netstat of the agent's network namespace.
+	TCPStats func() (MD5Stats, error)
+}
+
+// State is the cluster state one Reconcile applies.
+type State struct {
+	topology.Input
+	// Pools are all IPPools.
+	Pools []*v1alpha1.IPPool
+	// Local is what this node's IPAM holds.
+	Local topology.Local
+}
+
+// Reconciler owns the speaker and the RIB of one node. Its methods are safe
+// for concurrent use; Reconcile calls are serialised.
+type Reconciler struct {
+	cfg Config
+	log *slog.Logger
+	rib *rib.RIB
+
+	mu       sync.Mutex // serialises Reconcile and guards the fields below
+	sp       bgp.Speaker
+	stopSp   context.CancelFunc
+	global   bgp.Global
+	desired  topology.Desired
+	sessions map[netip.Addr]bgp.Peer // as applied to the speaker
+	ads      map[netip.Prefix]bgp.Advertisement
+	export   *bgp.ExportPolicy     // as applied; nil before the first
+	errs     map[netip.Addr]string // per session: why applying it failed
+	problems []string
+	computed bool
+
+	status *statusCache
+	// current is the running speaker for the RIB's read-backs. It is not
+	// guarded by mu: the RIB reads back while handling an event, and a
+	// Reconcile holding mu may be waiting for the RIB.
+	current atomic.Pointer[speakerRef]
+}
+
+type speakerRef struct{ bgp.Speaker }
+
+// New returns a Reconciler; nothing runs until Reconcile and Run.
+func New(cfg Config) *Reconciler {
+	l := cfg.Logger
+	if l == nil {
+		l = slog.Default()
+	}
+	if cfg.TCPStats == nil {
+		cfg.TCPStats = ReadMD5Stats
+	}
+	r := &Reconciler{
+		cfg:      cfg,
+		log:      l.With("component", "bgp"),
+		sessions: make(map[netip.Addr]bgp.Peer),
+		ads:      make(map[netip.Prefix]bgp.Advertisement),
+		errs:     make(map[netip.Addr]string),
+	}
+	r.rib = rib.New(rib.Config{
+		Speaker:         receiver{r},
+		Sink:            cfg.Sink,
+		Logger:          l,
+		ConvergeTimeout: cfg.ConvergeTimeout,
+		StaleRecheck:    cfg.StaleRecheck,
+	})
+	r.status = &statusCache{r: r}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(newCollector(r))
+	}
+	return r
+}
+
+// receiver lets the RIB read back from whichever speaker is current.
+type receiver struct{ r *Reconciler }
+
+func (rc receiver) Received(ctx context.Context, peer netip.Addr) ([]bgp.ReceivedPath, error) {
+	sp := rc.r.current.Load()
+	if sp == nil {
+		return nil, bgp.ErrNotRunning
+	}
+	return sp.Received(ctx, peer)
+}
+
+// RIB returns the receive-side RIB (for its counters and routes).
+func (r *Reconciler) RIB() *rib.RIB { return r.rib }
+
+// Run drives the RIB's timers until ctx ends.
+func (r *Reconciler) Run(ctx context.Context) { r.rib.Run(ctx) }
+
+// Stop stops the speaker, closing every session with a Cease notification
+// (peers drop our routes). An agent that restarts should not call it, so
+// that graceful restart keeps forwarding while it is away.
+func (r *Reconciler) Stop(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sp == nil {
+		return nil
+	}
+	r.stopSp()
+	err := r.sp.Stop(ctx)
+	r.sp = nil
+	r.current.Store(nil)
+	return err
+}
+
+// Reconcile applies the desired state for st. It returns the errors of the
+// steps that failed (each naming its object) after trying every step; a
+// later Reconcile retries what failed. An error from computing the state
+// (this node unknown, no router ID) changes nothing.
+func (r *Reconciler) Reconcile(ctx context.Context, st State) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d, err := topology.Compute(st.Input)
+	if err != nil {
+		r.problems = []string{err.Error()}
+		return fmt.Errorf("computing BGP sessions: %w", err)
+	}
+	if r.cfg.ListenPort != 0 {
+		d.Global.ListenPort = r.cfg.ListenPort
+	}
+	d.Global.APIAddress = r.cfg.APIAddress
+	pools, poolProblems := topology.Pools(st.Pools)
+	d.Problems = append(d.Problems, poolProblems...)
+	ads := topology.Advertisements(&d, pools, st.Local)
+	im := topology.ImportPolicy(&d, pools, st.Local)
+	ex := topology.ExportPolicy(&d, pools, ads)
+
+	if err := r.ensureSpeaker(ctx, d.Global); err != nil {
+		r.problems = append(d.Problems, err.Error())
+		return err
+	}
+	r.desired, r.problems, r.computed = d, d.Problems, true
+
+	started := make(map[netip.Addr]topology.Session, len(d.Sessions))
+	infos := make(map[netip.Addr]rib.PeerInfo, len(d.Sessions))
+	for _, s := range d.Sessions {
+		if s.NotStarted == "" {
+			started[s.Peer.Address] = s
+			infos[s.Peer.Address] = rib.PeerInfo{EBGP: s.Peer.ASN != s.Peer.LocalASN}
+		}
+	}
+	r.rib.Set(rib.Settings{Policy: im, Peers: infos, Nodes: d.NodeAddresses})
+
+	var errs []error
+	if r.export == nil || !reflect.DeepEqual(*r.export, ex) {
+		if err := r.sp.SetExportPolicy(ctx, ex); err != nil {
+			errs = append(errs, err)
+		} else {
+			r.export = &ex
+		}
+	}
+	errs = append(errs, r.applyAdvertisements(ctx, ads)...)
+	errs = append(errs, r.applySessions(ctx, started)...)
+	return errors.Join(errs...)
+}
+
+// ensureSpeaker starts the speaker, or replaces it when the router ID or
+// listen port changed.
+func (r *Reconciler) ensureSpeaker(ctx context.Context, g bgp.Global) error {
+	if r.sp != nil && r.global.RouterID == g.RouterID && r.global.ListenPort == g.ListenPort {
+		return nil
+	}
+	if r.sp != nil {
+		r.log.Warn("restarting the BGP speaker: the router ID or listen port changed", "op", "reconcile",
+			"routerID", g.RouterID, "oldRouterID", r.global.RouterID, "port", g.ListenPort, "oldPort", r.global.ListenPort)
+		r.stopSp()
+		if err := r.sp.Stop(ctx); err != nil {
+			r.log.Warn("stopping the old speaker", "op", "reconcile", "error", err)
+		}
+		r.sp = nil
+		r.current.Store(nil)
+		// Routes learned over the old sessions go; the new sessions
+		// bring them back.
+		r.rib.Set(rib.Settings{})
+		clear(r.sessions)
+		clear(r.ads)
+		clear(r.errs)
+		r.export = nil
+	}
+	sp := r.cfg.NewSpeaker()
+	r.current.Store(&speakerRef{sp})
+	if err := sp.Start(ctx, g); err != nil {
+		r.current.Store(nil)
+		return fmt.Errorf("starting the BGP speaker: %w", err)
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	if err := sp.Watch(wctx, r.rib); err != nil {
+		cancel()
+		_ = sp.Stop(ctx)
+		r.current.Store(nil)
+		return fmt.Errorf("watching the BGP speaker: %w", err)
+	}
+	r.sp, r.stopSp, r.global = sp, cancel, g
+	r.log.Info("BGP speaker started", "op", "reconcile", "asn", g.ASN, "routerID", g.RouterID, "port", g.ListenPort)
+	return nil
+}
+
+func (r *Reconciler) applyAdvertisements(ctx context.Context, ads []bgp.Advertisement) []error {
+	var errs []error
+	want := make(map[netip.Prefix]bool, len(ads))
+	for _, a := range ads {
+		want[a.Prefix] = true
+		if old, ok := r.ads[a.Prefix]; ok && old.Equal(a) {
+			continue
+		}
+		if err := r.sp.Advertise(ctx, a); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		r.ads[a.Prefix] = a
+		r.log.Debug("advertised", "op", "advertise", "prefix", a.Prefix)
+	}
+	for _, p := range slices.SortedFunc(maps.Keys(r.ads), comparePrefix) {
+		if want[p] {
+			continue
+		}
+		if err := r.sp.Withdraw(ctx, p); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		delete(r.ads, p)
+		r.log.Debug("withdrawn", "op", "withdraw", "prefix", p)
+	}
+	return errs
+}
+
+func (r *Reconciler) applySessions(ctx context.Context, started map[netip.Addr]topology.Session) []error {
+	var errs []error
+	for _, a := range slices.SortedFunc(maps.Keys(r.sessions), netip.Addr.Compare) {
+		if _, ok := started[a]; ok {
+			continue
+		}
+		if err := r.sp.DeletePeer(ctx, a); err != nil && !errors.Is(err, bgp.ErrPeerNotFound) {
+			errs = append(errs, err)
+			r.errs[a] = "removing the session failed: " + err.Error()
+			continue
+		}
+		delete(r.sessions, a)
+		delete(r.errs, a)
+		r.log.Info("BGP session removed", "op", "delete-peer", "peer", a)
+	}
+	for _, a := range slices.SortedFunc(maps.Keys(started), netip.Addr.Compare) {
+		s := started[a]
+		old, ok := r.sessions[a]
+		var err error
+		switch {
+		case !ok:
+			err = r.sp.AddPeer(ctx, s.Peer)
+			if err == nil {
+				r.log.Info("BGP session added", "op", "add-peer", "peer", a, "kind", s.Kind, "source", s.Source, "asn", s.Peer.ASN)
+			}
+		case old != s.Peer:
+			err = r.sp.UpdatePeer(ctx, s.Peer)
+			if err == nil {
+				r.log.Info("BGP session updated", "op", "update-peer", "peer", a, "kind", s.Kind, "source", s.Source)
+			}
+		default:
+			continue
+		}
+		if err != nil {
+			errs = append(errs, err)
+			r.errs[a] = "configuring the session failed: " + err.Error()
+			continue
+		}
+		r.sessions[a] = s.Peer
+		delete(r.errs, a)
+	}
+	return errs
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}

@@ -1,0 +1,382 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/rhizome-net/rhizome/bgp"
+	"github.com/rhizome-net/rhizome/bgp/rib"
+	"github.com/rhizome-net/rhizome/bgp/topology"
+	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+)
+
+func node(name, ip string, labels ...string) *corev1.Node {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{}}}
+	for _, l := range labels {
+		k, v, _ := strings.Cut(l, "=")
+		n.Labels[k] = v
+	}
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
+	return n
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// sink counts what the RIB sends.
+type sink struct {
+	mu     sync.Mutex
+	routes map[netip.Prefix]rib.Route
+	conv   int
+}
+
+func (s *sink) ApplyRoutes(b rib.Batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.routes == nil {
+		s.routes = map[netip.Prefix]rib.Route{}
+	}
+	for _, r := range b.Set {
+		s.routes[r.Prefix] = r
+	}
+	for _, p := range b.Withdraw {
+		delete(s.routes, p)
+	}
+}
+
+func (s *sink) Converged() { s.mu.Lock(); s.conv++; s.mu.Unlock() }
+
+type fixture struct {
+	t        *testing.T
+	r        *Reconciler
+	speakers []*bgp.Fake
+	sink     *sink
+	reg      *prometheus.Registry
+	md5      MD5Stats
+}
+
+func newFixture(t *testing.T) *fixture {
+	f := &fixture{t: t, sink: &sink{}, reg: prometheus.NewRegistry()}
+	f.r = New(Config{
+		NewSpeaker: func() bgp.Speaker {
+			sp := bgp.NewFake(t)
+			f.speakers = append(f.speakers, sp)
+			return sp
+		},
+		Sink:       f.sink,
+		Registerer: f.reg,
+		TCPStats:   func() (MD5Stats, error) { return f.md5, nil },
+	})
+	return f
+}
+
+func (f *fixture) sp() *bgp.Fake { return f.speakers[len(f.speakers)-1] }
+
+func (f *fixture) reconcile(st State) {
+	f.t.Helper()
+	if err := f.r.Reconcile(context.Background(), st); err != nil {
+		f.t.Fatalf("reconcile: %v", err)
+	}
+}
+
+func (f *fixture) wantOps(step string, want ...string) {
+	f.t.Helper()
+	got := f.sp().Ops()
+	if diff := cmp.Diff(want, got); diff != "" {
+		f.t.Errorf("%s: speaker calls (-want +got):\n%s", step, diff)
+	}
+}
+
+func baseState() State {
+	return State{
+		Input: topology.Input{
+			NodeName: "a",
+			Nodes:    []*corev1.Node{node("a", "10.0.1.1", "rack=a"), node("b", "10.0.1.2"), node("c", "10.0.1.3")},
+			Configs: []*v1alpha1.BGPConfiguration{{ObjectMeta: metav1.ObjectMeta{Name: "default"},
+				Spec: v1alpha1.BGPConfigurationSpec{ServiceClusterIPs: []v1alpha1.ServiceIPBlock{{CIDR: "10.96.0.0/12"}}}}},
+			Secret: func(name, key string) (string, error) { return "", errors.New("secret not found") },
+		},
+		Pools: []*v1alpha1.IPPool{{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: v1alpha1.IPPoolSpec{CIDR: "10.244.0.0/16"}}},
+		Local: topology.Local{Blocks: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/26")}},
+	}
+}
+
+func torPeer() *v1alpha1.BGPPeer {
+	return &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "tor"}, Spec: v1alpha1.BGPPeerSpec{
+		PeerIP: "10.0.1.254", ASNumber: ptr(int64(65001)), NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"rack": "a"}},
+		Password: &v1alpha1.BGPPassword{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "bgp"}, Key: "tor"}},
+	}}
+}
+
+func TestReconcileDiffs(t *testing.T) {
+	f := newFixture(t)
+	st := baseState()
+	f.reconcile(st)
+	f.wantOps("first pass",
+		"start", "watch", "set-export-policy",
+		"advertise 10.96.0.0/12", "advertise 10.244.1.0/26",
+		"add-peer 10.0.1.2", "add-peer 10.0.1.3")
+	if g := f.sp().Global(); g.ASN != 64512 || g.RouterID != netip.MustParseAddr("10.0.1.1") || g.ListenPort != 179 {
+		t.Errorf("global = %+v", g)
+	}
+
+	f.reconcile(st)
+	f.wantOps("same state again") // idempotent: nothing to do
+
+	// A block claimed and another released, a borrowed address.
+	st.Local = topology.Local{Blocks: []netip.Prefix{netip.MustParsePrefix("10.244.2.0/26")}, Borrowed: []netip.Addr{netip.MustParseAddr("10.244.7.7")}}
+	f.reconcile(st)
+	f.wantOps("blocks changed", "advertise 10.244.2.0/26", "advertise 10.244.7.7/32", "withdraw 10.244.1.0/26")
+
+	// The ToR's Secret is missing: no session, status says why.
+	st.Peers = []*v1alpha1.BGPPeer{torPeer()}
+	f.reconcile(st)
+	f.wantOps("tor without secret")
+	s := f.status()
+	tor := findSession(t, s, "10.0.1.254")
+	if tor.State != StateNotStarted || !strings.Contains(tor.LastError, "Secret bgp key tor: secret not found") {
+		t.Errorf("tor session status = %+v", tor)
+	}
+	// The Secret appears.
+	st.Secret = func(name, key string) (string, error) { return "pw", nil }
+	f.reconcile(st)
+	f.wantOps("tor with secret", "add-peer 10.0.1.254")
+	if p := f.sp().PeerConfigs()[netip.MustParseAddr("10.0.1.254")]; p.Password != "pw" || p.ASN != 65001 {
+		t.Errorf("tor peer = %+v", p)
+	}
+
+	// One BGPPeer's timers change: only its session is touched.
+	st.Peers = []*v1alpha1.BGPPeer{torPeer()}
+	st.Peers[0].Spec.HoldTime = &metav1.Duration{Duration: 9e9}
+	st.Peers[0].Spec.KeepaliveTime = &metav1.Duration{Duration: 3e9}
+	f.reconcile(st)
+	f.wantOps("tor timers", "update-peer 10.0.1.254")
+
+	// A node leaves, another joins.
+	st.Nodes = []*corev1.Node{node("a", "10.0.1.1", "rack=a"), node("b", "10.0.1.2"), node("d", "10.0.1.4")}
+	f.reconcile(st)
+	f.wantOps("node c left, d joined", "delete-peer 10.0.1.3", "add-peer 10.0.1.4")
+
+	// The AS changes: every session is updated, the speaker stays.
+	st.Configs = append(st.Configs, &v1alpha1.BGPConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "node.a"}, Spec: v1alpha1.BGPConfigurationSpec{ASNumber: ptr(int64(64999))}})
+	f.reconcile(st)
+	f.wantOps("AS changed", "update-peer 10.0.1.2", "update-peer 10.0.1.4", "update-peer 10.0.1.254")
+	if len(f.speakers) != 1 {
+		t.Errorf("%d speakers started, want 1", len(f.speakers))
+	}
+
+	// The router ID changes: a new speaker gets everything.
+	st.RouterID = netip.MustParseAddr("192.0.2.1")
+	f.reconcile(st)
+	if len(f.speakers) != 2 || f.speakers[0].Running() {
+		t.Fatalf("after a router ID change: %d speakers, first running %v", len(f.speakers), f.speakers[0].Running())
+	}
+	if got := len(f.sp().PeerConfigs()); got != 3 {
+		t.Errorf("new speaker has %d peers, want 3", got)
+	}
+	if got := len(f.sp().Advertised()); got != 3 {
+		t.Errorf("new speaker advertises %d routes, want 3", got)
+	}
+}
+
+func (f *fixture) status() Status {
+	f.t.Helper()
+	s, err := f.r.Status(context.Background())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return s
+}
+
+func findSession(t *testing.T, s Status, peer string) v1alpha1.BGPSessionStatus {
+	t.Helper()
+	for _, ss := range s.Sessions {
+		if ss.Peer == peer {
+			return ss
+		}
+	}
+	t.Fatalf("no session %s in %+v", peer, s.Sessions)
+	return v1alpha1.BGPSessionStatus{}
+}
+
+func TestReconcileErrorsAreRetried(t *testing.T) {
+	f := newFixture(t)
+	st := baseState()
+	f.reconcile(st) // starts the speaker
+	f.sp().Ops()
+	st.Nodes = append(st.Nodes, node("d", "10.0.1.4"))
+	f.sp().FailNext("add-peer", bgp.ErrInjected)
+	err := f.r.Reconcile(context.Background(), st)
+	if !errors.Is(err, bgp.ErrInjected) {
+		t.Fatalf("reconcile error = %v, want the injected one", err)
+	}
+	if d := findSession(t, f.status(), "10.0.1.4"); d.State != StateNotStarted || !strings.Contains(d.LastError, "configuring the session failed: injected failure") {
+		t.Errorf("failed session status = %+v", d)
+	}
+	f.reconcile(st)
+	f.wantOps("retry", "add-peer 10.0.1.4", "add-peer 10.0.1.4")
+	if d := findSession(t, f.status(), "10.0.1.4"); d.State == StateNotStarted {
+		t.Errorf("session still failed after the retry: %+v", d)
+	}
+
+	// A node that cannot be computed changes nothing.
+	bad := st
+	bad.NodeName = "nope"
+	if err := f.r.Reconcile(context.Background(), bad); err == nil {
+		t.Fatal("reconcile of an unknown node succeeded")
+	}
+	f.wantOps("unknown node")
+	if s := f.status(); len(s.Problems) != 1 || !strings.Contains(s.Problems[0], "node nope is not among") {
+		t.Errorf("problems = %q", s.Problems)
+	}
+}
+
+func TestStatusAndMetrics(t *testing.T) {
+	f := newFixture(t)
+	st := baseState()
+	st.Peers = []*v1alpha1.BGPPeer{torPeer()}
+	st.Secret = func(string, string) (string, error) { return "pw", nil }
+	f.reconcile(st)
+	sp := f.sp()
+	b, tor := netip.MustParseAddr("10.0.1.2"), netip.MustParseAddr("10.0.1.254")
+	sp.SetState(b, bgp.StateEstablished, false, "")
+	sp.Receive(bgp.Update{Peer: b, Announced: []bgp.ReceivedPath{
+		{Prefix: netip.MustParsePrefix("10.244.5.0/26"), NextHop: b, Attrs: &bgp.Attrs{}},
+		{Prefix: netip.MustParsePrefix("10.244.1.0/26"), NextHop: b, Attrs: &bgp.Attrs{}}, // our own block
+		{Prefix: netip.MustParsePrefix("192.168.0.0/24"), NextHop: b, Attrs: &bgp.Attrs{}},
+	}})
+	// The ToR's kernel rejects our password: our kernel counts failures.
+	f.status() // first look records the counters
+	f.md5.Failure += 4
+
+	s := f.status()
+	if s.RouterID != netip.MustParseAddr("10.0.1.1") || s.ASN != 64512 || s.SessionsEstablished() != "1/3" || !s.Running {
+		t.Errorf("status = %+v", s)
+	}
+	bs := findSession(t, s, "10.0.1.2")
+	if bs.State != "Established" || bs.Kind != v1alpha1.SessionMesh || bs.Source != "b" || bs.PrefixesReceived != 3 || bs.PrefixesAccepted != 1 || bs.Since == nil || bs.PeerAS != 64512 {
+		t.Errorf("mesh session = %+v", bs)
+	}
+	ts := findSession(t, s, tor.String())
+	if ts.Kind != v1alpha1.SessionExternal || !strings.Contains(ts.LastError, "TCP MD5 password mismatch") || !strings.Contains(ts.LastError, "dropped 4 segments") {
+		t.Errorf("tor session = %+v", ts)
+	}
+	if want := map[string]int{"own-block": 1, "not-in-pool": 1}; !cmp.Equal(s.Rejected, want) {
+		t.Errorf("rejected = %v, want %v", s.Rejected, want)
+	}
+
+	// Metrics follow the same snapshot.
+	metrics := gather(t, f.reg)
+	if n := len(metrics["rhizome_bgp_session_up"]); n != 3 {
+		t.Errorf("session_up series = %d, want 3", n)
+	}
+	wantMetrics := map[string]float64{
+		`rhizome_bgp_prefixes_rejected{reason="not-in-pool"}`:          1,
+		`rhizome_bgp_prefixes_rejected{reason="own-block"}`:            1,
+		`rhizome_bgp_sessions_established{}`:                           1,
+		`rhizome_bgp_session_up{kind="mesh",peer="10.0.1.2"}`:          1,
+		`rhizome_bgp_session_state{kind="external",peer="10.0.1.254"}`: 3,
+		`rhizome_bgp_prefixes_accepted{kind="mesh",peer="10.0.1.2"}`:   1,
+		`rhizome_bgp_prefixes_received{kind="mesh",peer="10.0.1.2"}`:   3,
+		`rhizome_bgp_rib_routes_set_total{}`:                           1,
+	}
+	for k, v := range wantMetrics {
+		name, _, _ := strings.Cut(k, "{")
+		found := false
+		for _, m := range metrics[name] {
+			if m.key == k {
+				found = true
+				if m.value != v {
+					t.Errorf("%s = %v, want %v", k, m.value, v)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("metric %s missing; have %v", k, metrics[name])
+		}
+	}
+
+	// The sink got the one accepted route.
+	f.sink.mu.Lock()
+	got := slices.Collect(func(yield func(string) bool) {
+		for p := range f.sink.routes {
+			if !yield(p.String()) {
+				return
+			}
+		}
+	})
+	f.sink.mu.Unlock()
+	if !slices.Equal(got, []string{"10.244.5.0/26"}) {
+		t.Errorf("sink routes = %v", got)
+	}
+
+	// The session goes away with its node: status and metrics follow.
+	st.Nodes = st.Nodes[:1]
+	f.reconcile(st)
+	if s := f.status(); s.Total != 1 {
+		t.Errorf("sessions after the nodes left: %+v", s.Sessions)
+	}
+}
+
+func TestParseMD5Stats(t *testing.T) {
+	in := []byte("TcpExt: SyncookiesSent TCPMD5NotFound TCPMD5Unexpected TCPMD5Failure Other\n" +
+		"TcpExt: 0 3 1 7 9\n" +
+		"IpExt: InNoRoutes\nIpExt: 0\n")
+	s, err := ParseMD5Stats(in)
+	if err != nil || s != (MD5Stats{Failure: 7, NotFound: 3, Unexpected: 1}) {
+		t.Errorf("ParseMD5Stats = %+v, %v", s, err)
+	}
+	if _, err := ParseMD5Stats([]byte("IpExt: a\nIpExt: 1\n")); err == nil {
+		t.Error("no TcpExt lines: no error")
+	}
+	if _, err := ReadMD5Stats(); err != nil {
+		t.Errorf("reading this namespace's counters: %v", err)
+	}
+}
+
+type sample struct {
+	key   string
+	value float64
+}
+
+// gather renders every series as name{label="value",...} → value.
+func gather(t *testing.T, g prometheus.Gatherer) map[string][]sample {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]sample{}
+	for _, mf := range mfs {
+		for _, m := range mf.Metric {
+			var labels []string
+			for _, l := range m.Label {
+				labels = append(labels, l.GetName()+`="`+l.GetValue()+`"`)
+			}
+			slices.Sort(labels)
+			key := mf.GetName() + "{" + strings.Join(labels, ",") + "}"
+			out[mf.GetName()] = append(out[mf.GetName()], sample{key, value(m)})
+		}
+	}
+	return out
+}
+
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	}
+	return 0
+}
