@@ -58,8 +58,9 @@ type ControllerOptions struct {
 	Metadata metadata.Interface
 	// LeaseNamespace holds the election Lease; default kube-system.
 	LeaseNamespace string
-	// Interval between full passes; default 1m.
-	Interval time.Duration
+	// Interval between full passes; default 1m. MinInterval between passes
+	// triggered by changes; default 5s.
+	Interval, MinInterval time.Duration
 }
 
 // NodeAllocator is the Allocator and View of one node, backed by the API
@@ -193,6 +194,7 @@ func New(cfg Config) (*NodeAllocator, error) {
 			Clock:          cfg.Clock,
 			LeaseNamespace: o.LeaseNamespace,
 			Interval:       o.Interval,
+			MinInterval:    o.MinInterval,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("ipam: %w", err)
@@ -269,6 +271,15 @@ func (a *NodeAllocator) Run(ctx context.Context) error {
 
 // Stats returns the allocator's counters.
 func (a *NodeAllocator) Stats() Stats { return a.c.stats() }
+
+// ControllerStats returns the cluster-wide controller's counters, and false
+// if this allocator does not take part in the election.
+func (a *NodeAllocator) ControllerStats() (controller.Stats, bool) {
+	if a.ctl == nil {
+		return controller.Stats{}, false
+	}
+	return a.ctl.Stats(), true
+}
 
 func (a *NodeAllocator) waitReady(ctx context.Context) error {
 	select {

@@ -107,6 +107,7 @@ func (a *NodeAllocator) writeLoop(e *entry) {
 		case w.kind == wCreate && apierrors.IsAlreadyExists(err):
 			// Another node claimed the block first: pick again.
 			a.c.conflicts.Add(1)
+			a.requeue(e, batch)
 			a.lostClaim(e)
 			return
 		case w.kind == wDelete:

@@ -201,16 +201,17 @@ func (e *env) ipamConfig(spec v1alpha1.IPAMConfigurationSpec) {
 type running struct {
 	*ipam.NodeAllocator
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run returned, with its error in err
+	err    error
 }
 
 // stop stops the allocator and waits for Run to return.
 func (r *running) stop(t testing.TB) {
 	r.cancel()
 	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("Run: %v", err)
+	case <-r.done:
+		if r.err != nil {
+			t.Errorf("Run: %v", r.err)
 		}
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("Run did not return")
@@ -229,8 +230,11 @@ func (e *env) start(node string, mod ...func(*ipam.Config)) *running {
 		e.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{NodeAllocator: a, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- a.Run(ctx) }()
+	r := &running{NodeAllocator: a, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		r.err = a.Run(ctx)
+		close(r.done)
+	}()
 	e.t.Cleanup(func() {
 		cancel()
 		select {

@@ -94,6 +94,10 @@ type Controller struct {
 	pods    cache.GenericLister
 	orphans map[string]time.Time
 	trigger chan struct{}
+	// written holds the pools as this controller last wrote them, so that
+	// a cache lagging behind its own write does not repeat the write and
+	// its events.
+	written map[string]*v1alpha1.IPPool
 }
 
 // New creates a Controller; Run starts it.
@@ -123,6 +127,7 @@ func New(cfg Config) (*Controller, error) {
 		clock:   cfg.Clock,
 		orphans: map[string]time.Time{},
 		trigger: make(chan struct{}, 1),
+		written: map[string]*v1alpha1.IPPool{},
 	}
 	c.store = &store.Store{Blocks: cfg.Client.RhizomeV1alpha1().IPAMBlocks()}
 	if cfg.Registerer != nil {
@@ -245,6 +250,7 @@ func (c *Controller) Start(ctx context.Context) error {
 	}
 	c.nodes, c.pods = nodes.Lister(), pods.Lister()
 	c.orphans = map[string]time.Time{}
+	c.written = map[string]*v1alpha1.IPPool{}
 	kf.Start(ctx.Done())
 	mf.Start(ctx.Done())
 	c.cfg.Informers.Start(ctx.Done())

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/ipam/pools"
@@ -25,7 +26,12 @@ const NearlyFull = 0.9
 func (c *Controller) syncPools(ctx context.Context, raw []*v1alpha1.IPPool, blocks []*v1alpha1.IPAMBlock, s pools.Settings) error {
 	set := pools.From(raw)
 	var errs []error
+	live := map[string]bool{}
 	for _, p := range raw {
+		live[p.Name] = true
+		if w := c.written[p.Name]; w != nil && w.UID == p.UID && newer(w, p) {
+			p = w
+		}
 		cidr, _ := netip.ParsePrefix(p.Spec.CIDR)
 		use := usage{}
 		if cidr.IsValid() {
@@ -42,6 +48,7 @@ func (c *Controller) syncPools(ctx context.Context, raw []*v1alpha1.IPPool, bloc
 				continue
 			}
 			p = updated
+			c.written[p.Name] = updated
 		case p.DeletionTimestamp != nil && hasFinalizer:
 			done, err := c.finishDeletion(ctx, p, cidr)
 			if err != nil {
@@ -56,7 +63,17 @@ func (c *Controller) syncPools(ctx context.Context, raw []*v1alpha1.IPPool, bloc
 			errs = append(errs, err)
 		}
 	}
+	for name := range c.written {
+		if !live[name] {
+			delete(c.written, name)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+func newer(x, y *v1alpha1.IPPool) bool {
+	c, err := resourceversion.CompareResourceVersion(x.ResourceVersion, y.ResourceVersion)
+	return err == nil && c > 0
 }
 
 // finishDeletion lets a deleted pool go once no address in it is allocated:
@@ -140,9 +157,11 @@ func (c *Controller) syncStatus(ctx context.Context, p *v1alpha1.IPPool, set poo
 	}
 	q := p.DeepCopy()
 	q.Status = *st
-	if _, err := c.cfg.Client.RhizomeV1alpha1().IPPools().UpdateStatus(ctx, q, metav1.UpdateOptions{}); err != nil {
+	out, err := c.cfg.Client.RhizomeV1alpha1().IPPools().UpdateStatus(ctx, q, metav1.UpdateOptions{})
+	if err != nil {
 		return fmt.Errorf("controller: updating the status of pool %s: %w", p.Name, err)
 	}
+	c.written[p.Name] = out
 	c.events(p, st, valid, ok)
 	return nil
 }
