@@ -39,7 +39,8 @@ func (s *GoBGP) Watch(ctx context.Context, h Handler) error {
 	s.watching = true
 	s.mu.Unlock()
 
-	w := &watcher{h: h, s: s, prev: make(map[netip.Addr]SessionState)}
+	w := &watcher{h: h, s: s, prev: make(map[netip.Addr]SessionState), q: make(chan item, watchQueue), ctx: ctx}
+	go w.deliver()
 	req := &api.WatchEventRequest{
 		Peer: &api.WatchEventRequest_Peer{},
 		Table: &api.WatchEventRequest_Table{Filters: []*api.WatchEventRequest_Table_Filter{
@@ -56,11 +57,53 @@ func (s *GoBGP) Watch(ctx context.Context, h Handler) error {
 	return nil
 }
 
+// watchQueue is how many decoded events may wait for the handler. GoBGP
+// converts every path to protobuf on its watch goroutine; handing the
+// decoded events to a goroutine of our own lets the handler (the RIB) work
+// on one UPDATE while GoBGP converts the next, on the other core.
+const watchQueue = 64
+
 type watcher struct {
 	h    Handler
 	s    *GoBGP
 	d    decoder
 	prev map[netip.Addr]SessionState
+	q    chan item
+	ctx  context.Context
+}
+
+// item is one event for the handler.
+type item struct {
+	update *Update
+	eorOf  netip.Addr
+	eorFam Family
+	peer   *PeerEvent
+}
+
+func (w *watcher) put(it item) {
+	select {
+	case w.q <- it:
+	case <-w.ctx.Done():
+	}
+}
+
+// deliver calls the handler, in order, until the watch ends.
+func (w *watcher) deliver() {
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case it := <-w.q:
+			switch {
+			case it.update != nil:
+				w.h.HandleUpdate(it.update)
+			case it.peer != nil:
+				w.h.HandlePeerState(*it.peer)
+			default:
+				w.h.HandleEndOfRIB(it.eorOf, it.eorFam)
+			}
+		}
+	}
 }
 
 func (w *watcher) event(r *api.WatchEventResponse) {
@@ -75,7 +118,7 @@ func (w *watcher) event(r *api.WatchEventResponse) {
 	var u *Update
 	flush := func() {
 		if u != nil && (len(u.Announced) > 0 || len(u.Withdrawn) > 0) {
-			w.h.HandleUpdate(u)
+			w.put(item{update: u})
 		}
 		u = nil
 	}
@@ -91,7 +134,7 @@ func (w *watcher) event(r *api.WatchEventResponse) {
 			if p.GetFamily().GetAfi() == api.Family_AFI_IP6 {
 				f = IPv6
 			}
-			w.h.HandleEndOfRIB(peer, f)
+			w.put(item{eorOf: peer, eorFam: f})
 			continue
 		}
 		if u != nil && u.Peer != peer {
@@ -134,7 +177,7 @@ func (w *watcher) peerEvent(pe *api.WatchEventResponse_PeerEvent) {
 	if prev == StateEstablished && st != StateEstablished {
 		e.Reason = w.s.glog.lastErrorOf(addr)
 	}
-	w.h.HandlePeerState(e)
+	w.put(item{peer: &e})
 }
 
 // decoder turns GoBGP API paths into ReceivedPaths. It remembers the last

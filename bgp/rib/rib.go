@@ -22,9 +22,9 @@ package rib
 
 import (
 	"context"
+	"encoding/binary"
 	"log/slog"
 	"net/netip"
-	"slices"
 	"sync"
 	"time"
 
@@ -137,13 +137,13 @@ type RIB struct {
 	// convergePending: Converged is due with the next flush.
 	convergePending bool
 	peers           map[netip.Addr]*peerTable
-	dests           map[netip.Prefix]*dest
-	dirty           []netip.Prefix
+	// dests holds every prefix any peer sent, with every peer's path.
+	dests map[pkey]*dest
+	dirty []*dest
 	// interned single next hops (most routes have one)
 	oneNH  map[netip.Addr][]netip.Addr
 	oneOut map[netip.Addr][]NextHop
 	sel    []netip.Addr
-	// withdrawnTotal and friends feed metrics.
 	totals Totals
 }
 
@@ -154,17 +154,34 @@ type Totals struct {
 	Batches         uint64
 }
 
+// peerTable is one peer's session state and counters; its paths live in
+// the dests.
 type peerTable struct {
-	addr       netip.Addr
-	info       PeerInfo
-	configured bool
-	state      bgp.SessionState
-	eor        bool
-	gen        uint32
-	paths      map[netip.Prefix]*entry
+	addr  netip.Addr
+	info  PeerInfo
+	state bgp.SessionState
+	eor   bool
+	gen   uint32
+	// counters, kept up to date on every change
+	received, accepted, stale int
+	rejected                  [policy.NumReasons]int
 }
 
-type entry struct {
+func (pt *peerTable) count(p *path, sign int) {
+	pt.received += sign
+	if p.reason == policy.Accepted {
+		pt.accepted += sign
+	} else {
+		pt.rejected[p.reason] += sign
+	}
+	if p.stale {
+		pt.stale += sign
+	}
+}
+
+// path is one peer's path for a prefix.
+type path struct {
+	peer   *peerTable
 	nh     netip.Addr
 	attrs  *bgp.Attrs
 	stale  bool
@@ -173,12 +190,44 @@ type entry struct {
 	gen    uint32 // resync generation
 }
 
+func (p *path) accepted() bool { return p.reason == policy.Accepted }
+
+// dest is one prefix: every peer's path and what was sent to the sink.
 type dest struct {
-	cands   []candidate
+	prefix  netip.Prefix
+	paths   []path
+	inline  [1]path      // storage for the usual single path
 	out     []netip.Addr // next hops last sent to the sink; nil: none
 	outPool int16
 	dirty   bool
 	force   bool // resend even if the next hops are unchanged
+}
+
+func (d *dest) find(pt *peerTable) int {
+	for i := range d.paths {
+		if d.paths[i].peer == pt {
+			return i
+		}
+	}
+	return -1
+}
+
+// pkey is a prefix as a map key without pointers (netip.Prefix holds one,
+// which makes hashing slower and gives the GC more to scan).
+type pkey struct {
+	hi, lo uint64
+	bits   int16
+	v4     bool
+}
+
+func keyOf(p netip.Prefix) pkey {
+	a := p.Addr()
+	if a.Is4() {
+		b := a.As4()
+		return pkey{lo: uint64(binary.BigEndian.Uint32(b[:])), bits: int16(p.Bits()), v4: true}
+	}
+	b := a.As16()
+	return pkey{hi: binary.BigEndian.Uint64(b[:8]), lo: binary.BigEndian.Uint64(b[8:]), bits: int16(p.Bits())}
 }
 
 // New returns a RIB. Call Run to start its timers.
@@ -197,7 +246,7 @@ func New(cfg Config) *RIB {
 		cfg:    cfg,
 		log:    l.With("component", "bgp-rib"),
 		peers:  make(map[netip.Addr]*peerTable),
-		dests:  make(map[netip.Prefix]*dest),
+		dests:  make(map[pkey]*dest),
 		oneNH:  make(map[netip.Addr][]netip.Addr),
 		oneOut: make(map[netip.Addr][]NextHop),
 	}
@@ -235,11 +284,8 @@ func (r *RIB) recheckStale(ctx context.Context) {
 	r.mu.Lock()
 	var peers []netip.Addr
 	for a, pt := range r.peers {
-		for _, e := range pt.paths {
-			if e.stale {
-				peers = append(peers, a)
-				break
-			}
+		if pt.stale > 0 {
+			peers = append(peers, a)
 		}
 	}
 	r.mu.Unlock()
@@ -262,38 +308,57 @@ func (r *RIB) Set(s Settings) {
 	oldNodes := r.settings.Nodes
 	r.settings = s
 	clear(r.oneOut)
+	changedInfo := map[*peerTable]bool{}
 	for a, info := range s.Peers {
 		pt := r.peer(a)
-		pt.configured = true
 		if pt.info != info {
 			pt.info = info
-			for p, e := range pt.paths {
-				if e.reason == policy.Accepted {
-					r.markDirty(p)
-				}
-			}
+			changedInfo[pt] = true
 		}
 	}
+	gone := map[*peerTable]bool{}
 	for a, pt := range r.peers {
 		if _, ok := s.Peers[a]; !ok {
-			pt.configured = false
-			r.dropPeerLocked(pt)
+			gone[pt] = true
 			delete(r.peers, a)
 		}
 	}
-	for _, pt := range r.peers {
-		r.judgeAllLocked(pt)
-	}
-	// Pool attributes or node names may have changed without any path
-	// changing: compare what was sent.
+	evals := map[*peerTable]func(netip.Prefix) (policy.Reason, int16){}
 	newPools := r.poolsLocked()
-	for p, d := range r.dests {
-		if d.out == nil {
-			continue
+	for _, d := range r.dests {
+		for i := 0; i < len(d.paths); i++ {
+			p := &d.paths[i]
+			if gone[p.peer] {
+				r.removePath(d, i)
+				i--
+				continue
+			}
+			eval := evals[p.peer]
+			if eval == nil {
+				eval = r.evaluator(p.peer)
+				evals[p.peer] = eval
+			}
+			reason, pool := eval(d.prefix)
+			if reason != p.reason || pool != p.pool {
+				p.peer.count(p, -1)
+				was := p.accepted()
+				p.reason, p.pool = reason, pool
+				p.peer.count(p, 1)
+				if was || p.accepted() {
+					r.markDirty(d)
+				}
+			} else if changedInfo[p.peer] && p.accepted() {
+				r.markDirty(d)
+			}
 		}
-		if poolChanged(oldPools, newPools, d.outPool, r.poolOfDest(d)) || nodesChanged(oldNodes, s.Nodes, d.out) {
+		// Pool attributes or node names may have changed without any path
+		// changing: compare with what was sent.
+		if d.out != nil && (poolChanged(oldPools, newPools, d.outPool, d.poolNow()) || nodesChanged(oldNodes, s.Nodes, d.out)) {
 			d.force = true
-			r.markDirty(p)
+			r.markDirty(d)
+		}
+		if len(d.paths) == 0 && d.out == nil {
+			delete(r.dests, keyOf(d.prefix))
 		}
 	}
 	r.checkConvergedLocked()
@@ -307,11 +372,15 @@ func (r *RIB) poolsLocked() []policy.Pool {
 	return r.settings.Policy.Pools()
 }
 
-func (r *RIB) poolOfDest(d *dest) int16 {
-	if len(d.cands) == 0 {
-		return -1
+// poolNow is the pool of the prefix under the current policy (every path
+// of a prefix is judged against the same pools).
+func (d *dest) poolNow() int16 {
+	for i := range d.paths {
+		if d.paths[i].accepted() {
+			return d.paths[i].pool
+		}
 	}
-	return d.cands[0].e.pool
+	return -1
 }
 
 func poolChanged(old, cur []policy.Pool, oi, ni int16) bool {
@@ -337,73 +406,31 @@ func nodesChanged(old, cur map[netip.Addr]string, nhs []netip.Addr) bool {
 func (r *RIB) peer(a netip.Addr) *peerTable {
 	pt := r.peers[a]
 	if pt == nil {
-		pt = &peerTable{addr: a, paths: make(map[netip.Prefix]*entry)}
+		pt = &peerTable{addr: a}
 		r.peers[a] = pt
 	}
 	return pt
 }
 
-func (r *RIB) markDirty(p netip.Prefix) {
-	d := r.dests[p]
-	if d == nil {
-		d = &dest{outPool: -1}
-		r.dests[p] = d
-	}
+func (r *RIB) markDirty(d *dest) {
 	if !d.dirty {
 		d.dirty = true
-		r.dirty = append(r.dirty, p)
+		r.dirty = append(r.dirty, d)
 	}
 }
 
-// judgeAllLocked re-evaluates every path of a peer against the policy.
-func (r *RIB) judgeAllLocked(pt *peerTable) {
-	eval := r.evaluator(pt)
-	for p, e := range pt.paths {
-		reason, pool := eval(p)
-		if reason == e.reason && pool == e.pool {
-			continue
-		}
-		if e.reason == policy.Accepted {
-			r.removeCand(p, pt)
-		}
-		e.reason, e.pool = reason, pool
-		if reason == policy.Accepted {
-			r.addCand(p, pt, e)
-		}
+// removePath deletes path i of d, keeping counters and dirtiness right.
+func (r *RIB) removePath(d *dest, i int) {
+	p := &d.paths[i]
+	p.peer.count(p, -1)
+	if p.accepted() {
+		r.markDirty(d)
 	}
-}
-
-func (r *RIB) addCand(p netip.Prefix, pt *peerTable, e *entry) {
-	r.markDirty(p)
-	d := r.dests[p]
-	for i := range d.cands {
-		if d.cands[i].peer == pt {
-			d.cands[i].e = e
-			return
-		}
+	last := len(d.paths) - 1
+	d.paths[i] = d.paths[last]
+	d.paths[last] = path{}
+	d.paths = d.paths[:last]
+	if len(d.paths) == 0 && !d.dirty && d.out == nil {
+		delete(r.dests, keyOf(d.prefix))
 	}
-	d.cands = append(d.cands, candidate{peer: pt, e: e})
-}
-
-func (r *RIB) removeCand(p netip.Prefix, pt *peerTable) {
-	d := r.dests[p]
-	if d == nil {
-		return
-	}
-	for i := range d.cands {
-		if d.cands[i].peer == pt {
-			d.cands = slices.Delete(d.cands, i, i+1)
-			r.markDirty(p)
-			return
-		}
-	}
-}
-
-func (r *RIB) dropPeerLocked(pt *peerTable) {
-	for p, e := range pt.paths {
-		if e.reason == policy.Accepted {
-			r.removeCand(p, pt)
-		}
-	}
-	clear(pt.paths)
 }

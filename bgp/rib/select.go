@@ -7,12 +7,6 @@ import (
 	"github.com/rhizome-net/rhizome/bgp"
 )
 
-// candidate is one accepted path for a prefix.
-type candidate struct {
-	peer *peerTable
-	e    *entry
-}
-
 // defaultLocalPref applies to paths without LOCAL_PREF (eBGP paths).
 const defaultLocalPref = 100
 
@@ -29,8 +23,8 @@ type rankKeys struct {
 	ibgp      bool
 }
 
-func keysOf(c candidate) rankKeys {
-	a := c.e.attrs
+func keysOf(c *path) rankKeys {
+	a := c.attrs
 	k := rankKeys{
 		llgrStale: a.HasCommunity(bgp.CommunityLLGRStale),
 		localPref: defaultLocalPref,
@@ -75,53 +69,70 @@ func boolCmp(a, b bool) int {
 	return -1
 }
 
-// selectPaths returns the next hops of the best paths: those tied on every
-// rank key, then, among paths from the same neighbouring AS, those with the
-// lowest MED (MED is only comparable within one neighbouring AS). The result
-// is sorted and without duplicates; scratch is reused.
-func selectPaths(cands []candidate, scratch []netip.Addr) []netip.Addr {
+// selectPaths returns the next hops of the best accepted paths: those tied
+// on every rank key, then, among paths from the same neighbouring AS, those
+// with the lowest MED (MED is only comparable within one neighbouring AS).
+// The result is sorted and without duplicates; scratch is reused.
+func selectPaths(paths []path, scratch []netip.Addr) []netip.Addr {
 	out := scratch[:0]
-	if len(cands) == 1 {
-		return append(out, cands[0].e.nh)
-	}
-	best := keysOf(cands[0])
-	for _, c := range cands[1:] {
-		if k := keysOf(c); compareKeys(k, best) < 0 {
-			best = k
+	n, first := 0, -1
+	for i := range paths {
+		if paths[i].accepted() {
+			n++
+			if first < 0 {
+				first = i
+			}
 		}
 	}
+	switch n {
+	case 0:
+		return out
+	case 1:
+		return append(out, paths[first].nh)
+	}
+	best := keysOf(&paths[first])
+	for i := range paths {
+		if c := &paths[i]; c.accepted() {
+			if k := keysOf(c); compareKeys(k, best) < 0 {
+				best = k
+			}
+		}
+	}
+	tied := func(c *path) bool { return c.accepted() && compareKeys(keysOf(c), best) == 0 }
 	// Lowest MED per neighbouring AS among the tied paths.
 	type asMED struct {
 		as  uint32
 		med uint32
 	}
 	var meds []asMED
-	medOf := func(c candidate) uint32 {
-		if c.e.attrs.HasMED {
-			return c.e.attrs.MED
+	medOf := func(c *path) uint32 {
+		if c.attrs.HasMED {
+			return c.attrs.MED
 		}
 		return 0
 	}
-	for _, c := range cands {
-		if compareKeys(keysOf(c), best) != 0 {
+	for i := range paths {
+		c := &paths[i]
+		if !tied(c) {
 			continue
 		}
-		as, m := c.e.attrs.NeighborAS(), medOf(c)
-		i := slices.IndexFunc(meds, func(x asMED) bool { return x.as == as })
-		if i < 0 {
+		as, m := c.attrs.NeighborAS(), medOf(c)
+		j := slices.IndexFunc(meds, func(x asMED) bool { return x.as == as })
+		if j < 0 {
 			meds = append(meds, asMED{as, m})
-		} else if m < meds[i].med {
-			meds[i].med = m
+		} else if m < meds[j].med {
+			meds[j].med = m
 		}
 	}
-	for _, c := range cands {
-		if compareKeys(keysOf(c), best) != 0 {
+	for i := range paths {
+		c := &paths[i]
+		if !tied(c) {
 			continue
 		}
-		as, m := c.e.attrs.NeighborAS(), medOf(c)
-		i := slices.IndexFunc(meds, func(x asMED) bool { return x.as == as })
-		if m == meds[i].med {
-			out = append(out, c.e.nh)
+		as, m := c.attrs.NeighborAS(), medOf(c)
+		j := slices.IndexFunc(meds, func(x asMED) bool { return x.as == as })
+		if m == meds[j].med {
+			out = append(out, c.nh)
 		}
 	}
 	slices.SortFunc(out, netip.Addr.Compare)

@@ -18,11 +18,15 @@ func (r *RIB) HandleUpdate(u *bgp.Update) {
 	r.mu.Lock()
 	pt := r.peer(u.Peer)
 	eval := r.evaluator(pt)
-	for _, rp := range u.Announced {
-		r.announceLocked(pt, rp, eval)
+	for i := range u.Announced {
+		r.announceLocked(pt, &u.Announced[i], eval)
 	}
 	for _, p := range u.Withdrawn {
-		r.withdrawLocked(pt, p)
+		if d := r.dests[keyOf(p)]; d != nil {
+			if i := d.find(pt); i >= 0 {
+				r.removePath(d, i)
+			}
+		}
 	}
 	r.flushLocked()
 }
@@ -40,34 +44,40 @@ func (r *RIB) evaluator(pt *peerTable) func(netip.Prefix) (policy.Reason, int16)
 	}
 }
 
-func (r *RIB) announceLocked(pt *peerTable, rp bgp.ReceivedPath, eval func(netip.Prefix) (policy.Reason, int16)) {
-	e := pt.paths[rp.Prefix]
-	was := false
-	if e == nil {
-		e = &entry{}
-		pt.paths[rp.Prefix] = e
-	} else {
-		was = e.reason == policy.Accepted
+func (r *RIB) announceLocked(pt *peerTable, rp *bgp.ReceivedPath, eval func(netip.Prefix) (policy.Reason, int16)) {
+	k := keyOf(rp.Prefix)
+	d := r.dests[k]
+	if d == nil {
+		d = &dest{prefix: rp.Prefix, outPool: -1}
+		d.paths = d.inline[:0]
+		r.dests[k] = d
 	}
-	e.nh, e.attrs, e.stale, e.gen = rp.NextHop, rp.Attrs, rp.Stale, pt.gen
-	e.reason, e.pool = eval(rp.Prefix)
-	switch {
-	case e.reason == policy.Accepted:
-		r.addCand(rp.Prefix, pt, e)
-	case was:
-		r.removeCand(rp.Prefix, pt)
+	i := d.find(pt)
+	if i < 0 {
+		d.paths = append(d.paths, path{peer: pt})
+		i = len(d.paths) - 1
+	} else {
+		pt.count(&d.paths[i], -1)
+		if d.paths[i].accepted() {
+			r.markDirty(d)
+		}
+	}
+	p := &d.paths[i]
+	p.nh, p.attrs, p.stale, p.gen = rp.NextHop, rp.Attrs, rp.Stale, pt.gen
+	p.reason, p.pool = eval(rp.Prefix)
+	pt.count(p, 1)
+	if p.accepted() {
+		r.markDirty(d)
 	}
 }
 
-func (r *RIB) withdrawLocked(pt *peerTable, p netip.Prefix) {
-	e := pt.paths[p]
-	if e == nil {
-		return
+// forPeer calls fn for every path of a peer; fn may remove the path.
+func (r *RIB) forPeer(pt *peerTable, fn func(d *dest, i int)) {
+	for _, d := range r.dests {
+		if i := d.find(pt); i >= 0 {
+			fn(d, i)
+		}
 	}
-	if e.reason == policy.Accepted {
-		r.removeCand(p, pt)
-	}
-	delete(pt.paths, p)
 }
 
 // HandleEndOfRIB implements bgp.Handler: the peer's table is complete, so
@@ -76,10 +86,12 @@ func (r *RIB) HandleEndOfRIB(peer netip.Addr, f bgp.Family) {
 	r.mu.Lock()
 	pt := r.peer(peer)
 	pt.eor = true
-	for p, e := range pt.paths {
-		if e.stale && bgp.FamilyOf(p.Addr()) == f {
-			r.withdrawLocked(pt, p)
-		}
+	if pt.stale > 0 {
+		r.forPeer(pt, func(d *dest, i int) {
+			if d.paths[i].stale && bgp.FamilyOf(d.prefix.Addr()) == f {
+				r.removePath(d, i)
+			}
+		})
 	}
 	r.checkConvergedLocked()
 	r.flushLocked()
@@ -93,7 +105,7 @@ func (r *RIB) HandlePeerState(e bgp.PeerEvent) {
 	if e.State == bgp.StateEstablished {
 		pt.eor = false
 	}
-	if (e.Previous == bgp.StateEstablished && e.State != bgp.StateEstablished) || (e.State != bgp.StateEstablished && r.hasStaleLocked(pt)) {
+	if (e.Previous == bgp.StateEstablished && e.State != bgp.StateEstablished) || (e.State != bgp.StateEstablished && pt.stale > 0) {
 		// The speaker has dropped the peer's paths, or kept them as stale
 		// for a graceful restart, or its restart timer just ran out: read
 		// back what it still holds.
@@ -106,15 +118,6 @@ func (r *RIB) HandlePeerState(e bgp.PeerEvent) {
 	r.flushLocked()
 }
 
-func (r *RIB) hasStaleLocked(pt *peerTable) bool {
-	for _, e := range pt.paths {
-		if e.stale {
-			return true
-		}
-	}
-	return false
-}
-
 // resyncLocked replaces a peer's paths with what the speaker holds. It is
 // called with r.mu held, so no update can slip in between the read and the
 // replace; updates still queued behind it were produced before the read and
@@ -122,6 +125,11 @@ func (r *RIB) hasStaleLocked(pt *peerTable) bool {
 func (r *RIB) resyncLocked(ctx context.Context, peer netip.Addr) {
 	pt := r.peers[peer]
 	if pt == nil {
+		return
+	}
+	if pt.received == 0 {
+		// Nothing held: nothing to drop. Paths the speaker still has for
+		// the peer would all have reached us as updates.
 		return
 	}
 	paths, err := r.cfg.Speaker.Received(ctx, peer)
@@ -133,14 +141,14 @@ func (r *RIB) resyncLocked(ctx context.Context, peer netip.Addr) {
 	}
 	pt.gen++
 	eval := r.evaluator(pt)
-	for _, rp := range paths {
-		r.announceLocked(pt, rp, eval)
+	for i := range paths {
+		r.announceLocked(pt, &paths[i], eval)
 	}
-	for p, e := range pt.paths {
-		if e.gen != pt.gen {
-			r.withdrawLocked(pt, p)
+	r.forPeer(pt, func(d *dest, i int) {
+		if d.paths[i].gen != pt.gen {
+			r.removePath(d, i)
 		}
-	}
+	})
 }
 
 func (r *RIB) checkConvergedLocked() {
@@ -171,25 +179,28 @@ func (r *RIB) pendingEORLocked() []netip.Addr {
 // hands the batch (and a due Converged) to the sink in order.
 func (r *RIB) flushLocked() {
 	var b Batch
-	for _, p := range r.dirty {
-		d := r.dests[p]
+	for _, d := range r.dirty {
 		d.dirty = false
-		if len(d.cands) == 0 {
+		r.sel = selectPaths(d.paths, r.sel)
+		if len(r.sel) == 0 {
 			if d.out != nil {
-				b.Withdraw = append(b.Withdraw, p)
+				b.Withdraw = append(b.Withdraw, d.prefix)
+				d.out, d.outPool, d.force = nil, -1, false
 			}
-			delete(r.dests, p)
+			if len(d.paths) == 0 {
+				delete(r.dests, keyOf(d.prefix))
+			}
 			continue
 		}
-		r.sel = selectPaths(d.cands, r.sel)
-		pool := d.cands[0].e.pool
+		pool := d.poolNow()
 		if !d.force && pool == d.outPool && slices.Equal(r.sel, d.out) {
 			continue
 		}
 		d.force = false
 		d.out, d.outPool = r.internNH(r.sel), pool
-		b.Set = append(b.Set, r.route(p, d.out, pool))
+		b.Set = append(b.Set, r.route(d.prefix, d.out, pool))
 	}
+	clear(r.dirty)
 	r.dirty = r.dirty[:0]
 	converged := r.convergePending
 	r.convergePending = false
@@ -249,18 +260,7 @@ func (r *RIB) Counters() map[netip.Addr]PeerCounters {
 	defer r.mu.Unlock()
 	out := make(map[netip.Addr]PeerCounters, len(r.peers))
 	for a, pt := range r.peers {
-		c := PeerCounters{State: pt.state, Received: len(pt.paths), EndOfRIB: pt.eor}
-		for _, e := range pt.paths {
-			if e.stale {
-				c.Stale++
-			}
-			if e.reason == policy.Accepted {
-				c.Accepted++
-			} else {
-				c.Rejected[e.reason]++
-			}
-		}
-		out[a] = c
+		out[a] = PeerCounters{State: pt.state, Received: pt.received, Accepted: pt.accepted, Stale: pt.stale, Rejected: pt.rejected, EndOfRIB: pt.eor}
 	}
 	return out
 }
@@ -284,9 +284,9 @@ func (r *RIB) Routes() []Route {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]Route, 0, len(r.dests))
-	for p, d := range r.dests {
+	for _, d := range r.dests {
 		if d.out != nil {
-			out = append(out, r.route(p, d.out, d.outPool))
+			out = append(out, r.route(d.prefix, d.out, d.outPool))
 		}
 	}
 	slices.SortFunc(out, func(a, b Route) int {
