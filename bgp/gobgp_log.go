@@ -114,7 +114,7 @@ func (g *gobgpLogger) capture(msg string, fields gobgplog.Fields) {
 	var reason string
 	switch msg {
 	case "Peer Down":
-		reason = fmt.Sprintf("session down: %v", fields["Reason"])
+		reason = "session down: " + describeDown(fmt.Sprint(fields["Reason"]))
 	case "sent notification", "received notification":
 		reason = describeNotification(msg, fields)
 	case "hold timer expired":
@@ -171,6 +171,23 @@ func describeNotification(msg string, fields gobgplog.Fields) string {
 		s += ": " + c
 	}
 	return s
+}
+
+// describeDown turns GoBGP's reason for a session going down into words.
+func describeDown(r string) string {
+	switch r {
+	case "dying":
+		return "closed because its configuration changed"
+	case "admin-down":
+		return "shut down administratively"
+	case "read-failed", "write-failed":
+		return "the connection was closed or lost (" + r + ")"
+	case "hold-timer-expired":
+		return "hold timer expired: no message from the peer within the hold time"
+	case "graceful-restart":
+		return "the connection was lost; graceful restart keeps the peer's routes for its restart time"
+	}
+	return r
 }
 
 // notificationHints explain the notifications an operator can fix.

@@ -163,16 +163,21 @@ func (c *statusCache) compute(ctx context.Context) (Status, error) {
 // explainDown says why a configured session is not established.
 func explainDown(s topology.Session, ps bgp.PeerStatus, md5Hint string) string {
 	var parts []string
+	if s.Peer.Password != "" && md5Hint != "" {
+		parts = append(parts, md5Hint)
+	}
 	if ps.AdminDown && ps.LastError == "" {
 		parts = append(parts, "shut down by the speaker")
 	}
 	if ps.LastError != "" {
-		parts = append(parts, ps.LastError)
+		if len(parts) > 0 {
+			parts = append(parts, "before that: "+ps.LastError)
+		} else {
+			parts = append(parts, ps.LastError)
+		}
 	}
-	if s.Peer.Password != "" {
-		if md5Hint != "" {
-			parts = append(parts, md5Hint)
-		} else if ps.LastError == "" {
+	if s.Peer.Password != "" && md5Hint == "" {
+		if ps.LastError == "" {
 			parts = append(parts, "no BGP connection yet; a TCP MD5 password is set, and a password mismatch looks like this (the peer's kernel drops our packets silently)")
 		}
 	}

@@ -1,0 +1,181 @@
+//go:build privileged
+
+package interop
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// bird is BIRD 2 acting as the ToR.
+type bird struct {
+	l    *lab
+	dir  string
+	sock string
+	cmd  *exec.Cmd
+	n    int
+}
+
+// birdConfig: eBGP to the node with an MD5 password, graceful restart, and
+// the given routes announced (as blackholes, never installed: there is no
+// kernel protocol).
+func birdConfig(dir, password string, routes []string) string {
+	var static strings.Builder
+	for _, r := range routes {
+		fmt.Fprintf(&static, "  route %s blackhole;\n", r)
+	}
+	return fmt.Sprintf(`router id %s;
+log "%s/bird.log" all;
+protocol device {}
+protocol static announced {
+  ipv4;
+%s}
+protocol bgp node {
+  local %s as %d;
+  neighbor %s as %d;
+  password "%s";
+  hold time 9;
+  keepalive time 3;
+  connect retry time 2;
+  graceful restart on;
+  graceful restart time 10;
+  ipv4 { import all; export where proto = "announced"; };
+}
+`, torIP, dir, static.String(), torIP, torAS, nodeIP, nodeAS, password)
+}
+
+func (l *lab) startBIRD(password string, routes []string) *bird {
+	l.t.Helper()
+	b := &bird{l: l, dir: filepath.Join(l.dir, "bird")}
+	must(l.t, os.MkdirAll(b.dir, 0o755))
+	b.sock = filepath.Join(b.dir, "bird.ctl")
+	b.restart(password, routes)
+	return b
+}
+
+// restart starts BIRD (again) with a new configuration.
+func (b *bird) restart(password string, routes []string) {
+	b.l.t.Helper()
+	conf := filepath.Join(b.dir, "bird.conf")
+	must(b.l.t, os.WriteFile(conf, []byte(birdConfig(b.dir, password, routes)), 0o644))
+	b.n++
+	b.cmd = b.l.start(b.l.tor, fmt.Sprintf("bird-%d", b.n), nil, "bird", "-f", "-c", conf, "-s", b.sock, "-P", filepath.Join(b.dir, "bird.pid"))
+	waitFor(b.l.t, "BIRD's control socket", 20*time.Second, func() bool {
+		_, err := b.birdc("show status")
+		return err == nil
+	})
+}
+
+// kill stops BIRD without a BGP notification, as a crash would.
+func (b *bird) kill() {
+	b.l.t.Helper()
+	must(b.l.t, b.cmd.Process.Kill())
+	waitFor(b.l.t, "BIRD to exit", 10*time.Second, func() bool {
+		return b.cmd.ProcessState != nil
+	})
+}
+
+func (b *bird) birdc(args ...string) (string, error) {
+	out, err := b.l.tor.Exec(context.Background(), "birdc", append([]string{"-s", b.sock}, args...)...)
+	return string(out), err
+}
+
+// received lists the routes BIRD imported from the node.
+func (b *bird) received(t *testing.T) []string {
+	t.Helper()
+	out, err := b.birdc("show", "route", "protocol", "node")
+	if err != nil {
+		return nil
+	}
+	var rs []string
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) > 0 && strings.Contains(f[0], "/") {
+			rs = append(rs, f[0])
+		}
+	}
+	return rs
+}
+
+// frr is FRR (bgpd with zebra) acting as the ToR.
+type frr struct {
+	l   *lab
+	dir string
+}
+
+func frrConfig(dir, password string, routes []string) string {
+	var nets strings.Builder
+	for _, r := range routes {
+		fmt.Fprintf(&nets, "  network %s\n", r)
+	}
+	return fmt.Sprintf(`hostname tor
+log file %s/bgpd.log informational
+router bgp %d
+ bgp router-id %s
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ bgp graceful-restart
+ timers bgp 3 9
+ neighbor %s remote-as %d
+ neighbor %s password %s
+ neighbor %s timers connect 2
+ address-family ipv4 unicast
+%s  neighbor %s activate
+ exit-address-family
+`, dir, torAS, torIP, nodeIP, nodeAS, nodeIP, password, nodeIP, nets.String(), nodeIP)
+}
+
+func (l *lab) startFRR(password string, routes []string) *frr {
+	l.t.Helper()
+	f := &frr{l: l, dir: filepath.Join(l.dir, "frr")}
+	must(l.t, os.MkdirAll(f.dir, 0o755))
+	must(l.t, os.WriteFile(filepath.Join(f.dir, "zebra.conf"), fmt.Appendf(nil, "hostname tor\nlog file %s/zebra.log informational\n", f.dir), 0o644))
+	must(l.t, os.WriteFile(filepath.Join(f.dir, "bgpd.conf"), []byte(frrConfig(f.dir, password, routes)), 0o644))
+	frrOwned(l.t, f.dir)
+	common := []string{"-z", filepath.Join(f.dir, "zserv.api"), "--vty_socket", f.dir, "-A", "127.0.0.1", "-P", "0"}
+	l.start(l.tor, "zebra", nil, append([]string{"/usr/lib/frr/zebra", "-f", filepath.Join(f.dir, "zebra.conf"), "-i", filepath.Join(f.dir, "zebra.pid")}, common...)...)
+	waitFor(l.t, "zebra's socket", 20*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(f.dir, "zserv.api"))
+		return err == nil
+	})
+	l.start(l.tor, "bgpd", nil, append([]string{"/usr/lib/frr/bgpd", "-f", filepath.Join(f.dir, "bgpd.conf"), "-i", filepath.Join(f.dir, "bgpd.pid")}, common...)...)
+	waitFor(l.t, "bgpd's vty", 20*time.Second, func() bool {
+		_, err := f.vtysh("show bgp summary")
+		return err == nil
+	})
+	return f
+}
+
+func (f *frr) vtysh(cmd string) (string, error) {
+	out, err := f.l.tor.Exec(context.Background(), "vtysh", "--vty_socket", f.dir, "-c", cmd)
+	return string(out), err
+}
+
+// received lists the routes bgpd received from the node.
+func (f *frr) received(t *testing.T) []string {
+	t.Helper()
+	out, err := f.vtysh("show bgp ipv4 unicast neighbors " + nodeIP + " routes")
+	if err != nil {
+		return nil
+	}
+	var rs []string
+	for _, line := range strings.Split(out, "\n") {
+		for _, field := range strings.Fields(line) {
+			if strings.Contains(field, "/") && !strings.HasPrefix(field, "*") {
+				rs = append(rs, field)
+				break
+			}
+			if strings.HasPrefix(field, "*>") && strings.Contains(field, "/") {
+				rs = append(rs, strings.TrimPrefix(field, "*>"))
+				break
+			}
+		}
+	}
+	return rs
+}
