@@ -112,15 +112,20 @@ func inNetNS(nsPath string, fn func() error) error {
 	return <-errc
 }
 
-// procSysctls reads and writes /proc/sys as seen from the namespace.
-type procSysctls struct{ nsPath string }
+// procSysctls reads and writes /proc/sys (or root, a mount of it) as seen
+// from the namespace.
+type procSysctls struct{ nsPath, root string }
 
 func (p procSysctls) path(key string) (string, error) {
 	clean := filepath.Clean(key)
 	if strings.HasPrefix(clean, "..") || filepath.IsAbs(clean) {
 		return "", fmt.Errorf("bad sysctl key %q", key)
 	}
-	return filepath.Join("/proc/sys", clean), nil
+	root := p.root
+	if root == "" {
+		root = "/proc/sys"
+	}
+	return filepath.Join(root, clean), nil
 }
 
 func (p procSysctls) Get(key string) (string, error) {

@@ -331,3 +331,17 @@ func atoi(s string) int {
 	v, _ := strconv.Atoi(s)
 	return v
 }
+
+// Routes returns a copy of our routes in the kernel as last listed and
+// written, sorted by prefix, for status displays (rhizomectl routes).
+func (r *Reconciler) Routes() []Route {
+	r.mu.Lock()
+	defer r.unlock()
+	out := make([]Route, 0, len(r.owned))
+	for _, rt := range r.owned {
+		rt.NextHops = slices.Clone(rt.NextHops)
+		out = append(out, rt)
+	}
+	slices.SortFunc(out, func(a, b Route) int { return a.Dst.Compare(b.Dst) })
+	return out
+}

@@ -56,6 +56,11 @@ type Config struct {
 	// NetNS is the network namespace (path of a bind mount) to program;
 	// empty = the agent's own. Tests use it.
 	NetNS string
+	// SysctlRoot is where the network sysctls are read and written:
+	// default /proc/sys. In a container /proc/sys is read-only, so the
+	// DaemonSet mounts the host's /proc/sys/net at /host/proc/sys/net and
+	// the agent passes /host/proc/sys.
+	SysctlRoot string
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil = no metrics.
@@ -169,6 +174,9 @@ func New(cfg Config) (*Reconciler, error) {
 	k, err := OpenKernel(cfg.NetNS, uint32(cfg.Table), uint8(cfg.Protocol), cfg.VXLANDevice)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.SysctlRoot != "" {
+		k.Sysctls = procSysctls{nsPath: cfg.NetNS, root: cfg.SysctlRoot}
 	}
 	return newReconciler(cfg, *k), nil
 }
