@@ -3,6 +3,7 @@
 package ipam_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
@@ -141,6 +143,16 @@ func TestNoPoolAndDisabledPool(t *testing.T) {
 		!strings.Contains(err.Error(), "no enabled IPv6 pool selects node "+node) {
 		t.Fatalf("IPv6 without a pool: %v", err)
 	}
+	// A node the pool's nodeSelector does not match gets no address.
+	other := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "disable-unlabelled", Labels: map[string]string{suiteLabel: "someone-else"}}}
+	if _, err := e.kube.CoreV1().Nodes().Create(ctx, other, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.kube.CoreV1().Nodes().Delete(context.Background(), other.Name, metav1.DeleteOptions{}) })
+	if _, err := e.start(other.Name).Allocate(ctx, ipam.Request{Handle: "x.eth0"}); !errors.Is(err, ipam.ErrNoPool) ||
+		!strings.Contains(err.Error(), "no enabled IP pool selects node disable-unlabelled") {
+		t.Fatalf("node outside the nodeSelector: %v", err)
+	}
 	p, err := e.rz.RhizomeV1alpha1().IPPools().Get(ctx, "disable-v4", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -206,6 +218,9 @@ func TestBorrowing(t *testing.T) {
 		t.Fatalf("borrower's snapshot: affine %v borrowed %v", s.Affine, s.Borrowed)
 	}
 	waitFor(t, time.Minute, "the owner to see the loan", func() bool { return fmt.Sprint(a1.Snapshot().Lent) == "[10.103.0.40]" })
+	if to := a1.Snapshot().LentTo[netip.MustParseAddr("10.103.0.40")]; to != n2 {
+		t.Fatalf("lent to %q, want %s", to, n2)
+	}
 	if s := a1.Snapshot(); len(s.Affine) != 2 || len(s.Borrowed) != 0 {
 		t.Fatalf("owner's snapshot: %+v", s)
 	}

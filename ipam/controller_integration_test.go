@@ -281,6 +281,12 @@ func TestPoolStatusAndDeletion(t *testing.T) {
 	if out, err := e.cp.Kubectl(ctx, manifests.IPPoolDeletionPolicy, "apply", "-f", "-"); err != nil {
 		t.Fatalf("applying the deletion policy: %v\n%s", err, out)
 	}
+	t.Cleanup(func() { // the control plane is shared: leave no policy behind
+		ctx := ctxFor(t, time.Minute)
+		if out, err := e.cp.Kubectl(ctx, manifests.IPPoolDeletionPolicy, "delete", "--ignore-not-found", "-f", "-"); err != nil {
+			t.Errorf("removing the deletion policy: %v\n%s", err, out)
+		}
+	})
 	e.pool("life", "10.108.0.0/27", 28)
 	node := e.node("life-n1")
 	a := e.start(node)
@@ -326,16 +332,23 @@ func TestPoolStatusAndDeletion(t *testing.T) {
 	}
 
 	// Deleting a pool in use is refused, with a message saying what to do.
-	// (The policy takes effect a moment after it is applied.)
-	var out []byte
-	waitFor(t, time.Minute, "the admission policy to refuse the deletion", func() bool {
-		var err error
-		out, err = e.cp.Kubectl(ctx, nil, "delete", "ippool", "life", "--wait=false")
-		if err == nil {
-			t.Fatalf("deletion of a pool in use accepted: %s", out)
+	// The policy takes effect a moment after it is applied: wait for it with
+	// a probe pool whose status claims an allocation.
+	probe := 0
+	waitFor(t, time.Minute, "the admission policy to take effect", func() bool {
+		probe++
+		name := fmt.Sprintf("life-probe-%d", probe)
+		p := e.pool(name, fmt.Sprintf("10.108.%d.0/24", 100+probe), 26)
+		p.Status.AddressesInUse = 1
+		if _, err := e.rz.RhizomeV1alpha1().IPPools().UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
 		}
-		return strings.Contains(string(out), "ValidatingAdmissionPolicy")
+		return e.rz.RhizomeV1alpha1().IPPools().Delete(ctx, name, metav1.DeleteOptions{}) != nil
 	})
+	out, err := e.cp.Kubectl(ctx, nil, "delete", "ippool", "life", "--wait=false")
+	if err == nil {
+		t.Fatalf("deletion of a pool in use accepted: %s", out)
+	}
 	if !strings.Contains(string(out), "IPPool life still has 32 allocated addresses") {
 		t.Fatalf("refusal message: %s", out)
 	}

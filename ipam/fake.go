@@ -311,6 +311,10 @@ func (f *Fake) Snapshot() Snapshot {
 				s.Borrowed = append(s.Borrowed, a)
 			case b.node == f.node && al.node != f.node:
 				s.Lent = append(s.Lent, a)
+				if s.LentTo == nil {
+					s.LentTo = map[netip.Addr]string{}
+				}
+				s.LentTo[a] = al.node
 			}
 		}
 	}

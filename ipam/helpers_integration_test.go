@@ -124,6 +124,12 @@ func (e *env) removePool(name string, cidr netip.Prefix) {
 			}
 		}
 	}
+	// The blocks are gone: say so in status too, in case the deletion
+	// policy is installed.
+	_, err = e.rz.RhizomeV1alpha1().IPPools().Patch(ctx, name, types.MergePatchType, []byte(`{"status":{"addressesInUse":0}}`), metav1.PatchOptions{}, "status")
+	if err != nil && !apierrors.IsNotFound(err) {
+		e.t.Errorf("cleanup: zeroing the status of pool %s: %v", name, err)
+	}
 	_, err = e.rz.RhizomeV1alpha1().IPPools().Patch(ctx, name, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{})
 	if err != nil && !apierrors.IsNotFound(err) {
 		e.t.Errorf("cleanup: clearing finalizers of pool %s: %v", name, err)

@@ -140,6 +140,9 @@ type Snapshot struct {
 	// Lent are addresses of this node's blocks held by other nodes' pods:
 	// never blackhole them (the other node advertises them as host routes).
 	Lent []netip.Addr
+	// LentTo names the node holding each Lent address (the borrower, which
+	// advertises it: route it there rather than blackhole it).
+	LentTo map[netip.Addr]string
 }
 
 // Block is one IPAMBlock.

@@ -46,6 +46,10 @@ func (a *NodeAllocator) Snapshot() Snapshot {
 				s.Borrowed = append(s.Borrowed, addr)
 			case ours:
 				s.Lent = append(s.Lent, addr)
+				if s.LentTo == nil {
+					s.LentTo = map[netip.Addr]string{}
+				}
+				s.LentTo[addr] = al.Node
 			}
 		}
 	}

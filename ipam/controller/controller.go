@@ -98,6 +98,9 @@ type Controller struct {
 	// a cache lagging behind its own write does not repeat the write and
 	// its events.
 	written map[string]*v1alpha1.IPPool
+	// blocksWritten is the same for blocks: a block released in one pass
+	// must not look orphaned again in the next because the cache lags.
+	blocksWritten map[string]*v1alpha1.IPAMBlock
 }
 
 // New creates a Controller; Run starts it.
@@ -128,6 +131,8 @@ func New(cfg Config) (*Controller, error) {
 		orphans: map[string]time.Time{},
 		trigger: make(chan struct{}, 1),
 		written: map[string]*v1alpha1.IPPool{},
+
+		blocksWritten: map[string]*v1alpha1.IPAMBlock{},
 	}
 	c.store = &store.Store{Blocks: cfg.Client.RhizomeV1alpha1().IPAMBlocks()}
 	if cfg.Registerer != nil {
@@ -251,6 +256,7 @@ func (c *Controller) Start(ctx context.Context) error {
 	c.nodes, c.pods = nodes.Lister(), pods.Lister()
 	c.orphans = map[string]time.Time{}
 	c.written = map[string]*v1alpha1.IPPool{}
+	c.blocksWritten = map[string]*v1alpha1.IPAMBlock{}
 	kf.Start(ctx.Done())
 	mf.Start(ctx.Done())
 	c.cfg.Informers.Start(ctx.Done())

@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/ipam/pools"
@@ -42,6 +43,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("controller: listing blocks: %w", err)
 	}
+	blocks = c.freshBlocks(blocks)
 	slices.SortFunc(blocks, func(x, y *v1alpha1.IPAMBlock) int { return strings.Compare(x.Name, y.Name) })
 	now := c.clock.Now()
 	seen := map[string]bool{}
@@ -60,6 +62,47 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 	c.m.candidates.Store(int64(candidates))
 	errs = append(errs, c.syncPools(ctx, rawPools, blocks, settings))
 	return errors.Join(errs...)
+}
+
+// freshBlocks replaces cached blocks by the versions this controller wrote
+// when the cache has not caught up yet, and forgets the versions it has.
+func (c *Controller) freshBlocks(cached []*v1alpha1.IPAMBlock) []*v1alpha1.IPAMBlock {
+	listed := map[string]bool{}
+	out := make([]*v1alpha1.IPAMBlock, 0, len(cached))
+	for _, b := range cached {
+		listed[b.Name] = true
+		w := c.blocksWritten[b.Name]
+		switch cmp, err := resourceversion.CompareResourceVersion(b.ResourceVersion, rvOf(w)); {
+		case w == nil:
+		case err == nil && cmp < 0:
+			b = w
+		default:
+			delete(c.blocksWritten, b.Name)
+		}
+		out = append(out, b)
+	}
+	for name := range c.blocksWritten {
+		if !listed[name] {
+			delete(c.blocksWritten, name)
+		}
+	}
+	return out
+}
+
+func rvOf(b *v1alpha1.IPAMBlock) string {
+	if b == nil {
+		return ""
+	}
+	return b.ResourceVersion
+}
+
+// modify is store.Modify, remembering what it wrote.
+func (c *Controller) modify(ctx context.Context, name string, fn func(*v1alpha1.IPAMBlock) (store.Action, error)) error {
+	out, err := c.store.Modify(ctx, name, fn)
+	if err == nil && out != nil {
+		c.blocksWritten[name] = out
+	}
+	return err
 }
 
 // sighted records that key is in an orphaned state now, and reports whether
@@ -156,7 +199,7 @@ func (c *Controller) confirmGone(ctx context.Context, b *v1alpha1.IPAMBlock, al 
 // address for that handle.
 func (c *Controller) releaseAllocation(ctx context.Context, block string, al v1alpha1.IPAMAllocation) (bool, error) {
 	released := false
-	_, err := c.store.Modify(ctx, block, func(b *v1alpha1.IPAMBlock) (store.Action, error) {
+	err := c.modify(ctx, block, func(b *v1alpha1.IPAMBlock) (store.Action, error) {
 		released = false
 		i := slices.IndexFunc(b.Spec.Allocations, func(x v1alpha1.IPAMAllocation) bool {
 			return x.Address == al.Address && x.Handle == al.Handle
@@ -208,7 +251,7 @@ func (c *Controller) cleanBlocks(ctx context.Context, blocks []*v1alpha1.IPAMBlo
 			}
 			continue
 		}
-		_, err := c.store.Modify(ctx, b.Name, func(cur *v1alpha1.IPAMBlock) (store.Action, error) {
+		err := c.modify(ctx, b.Name, func(cur *v1alpha1.IPAMBlock) (store.Action, error) {
 			if cur.Spec.Affinity != node {
 				return store.Keep, nil
 			}
@@ -232,7 +275,7 @@ func (c *Controller) cleanBlocks(ctx context.Context, blocks []*v1alpha1.IPAMBlo
 // deleteIfEmpty deletes a block if it is still empty and still has the
 // given affinity.
 func (c *Controller) deleteIfEmpty(ctx context.Context, name, affinity string) error {
-	_, err := c.store.Modify(ctx, name, func(b *v1alpha1.IPAMBlock) (store.Action, error) {
+	err := c.modify(ctx, name, func(b *v1alpha1.IPAMBlock) (store.Action, error) {
 		if len(b.Spec.Allocations) > 0 || b.Spec.Affinity != affinity {
 			return store.Keep, nil
 		}
