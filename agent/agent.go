@@ -2,33 +2,42 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/rhizome-net/rhizome/agent/localapi"
+	"github.com/rhizome-net/rhizome/bgp"
+	"github.com/rhizome-net/rhizome/bgp/reconcile"
+	"github.com/rhizome-net/rhizome/bgp/topology"
 	rzclient "github.com/rhizome-net/rhizome/crds/client/clientset/versioned"
 	rzinformers "github.com/rhizome-net/rhizome/crds/client/informers/externalversions"
+	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/ipam"
+	"github.com/rhizome-net/rhizome/routes"
+	"github.com/rhizome-net/rhizome/routes/ribsink"
 )
 
 // clients are the agent's API clients.
 type clients struct {
 	kube kubernetes.Interface
 	rz   rzclient.Interface
+	meta metadata.Interface
 }
 
-func newClients(cfg Config) (*clients, *rest.Config, error) {
+func newClients(cfg Config) (*clients, error) {
 	var rc *rest.Config
 	var err error
 	if cfg.Kubeconfig != "" {
@@ -37,152 +46,252 @@ func newClients(cfg Config) (*clients, *rest.Config, error) {
 		rc, err = rest.InClusterConfig()
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("loading the API server configuration: %w", err)
+		return nil, fmt.Errorf("loading the API server configuration: %w", err)
 	}
 	rc.UserAgent = "rhizome-agent/" + cfg.NodeName
 	rc.QPS, rc.Burst = 50, 100
-	kube, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, nil, err
+	c := &clients{}
+	if c.kube, err = kubernetes.NewForConfig(rc); err != nil {
+		return nil, err
 	}
-	rz, err := rzclient.NewForConfig(rc)
-	if err != nil {
-		return nil, nil, err
+	if c.rz, err = rzclient.NewForConfig(rc); err != nil {
+		return nil, err
 	}
-	return &clients{kube: kube, rz: rz}, rc, nil
+	if c.meta, err = metadata.NewForConfig(rc); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
-// Run runs the agent until ctx ends. Stopping leaves kernel routes and BGP
-// graceful-restart state in place, so a restarted agent picks up where this
-// one stopped.
+// agent is one running agent: its caches and components. Its loop (pass)
+// is the only writer of the components' desired state.
+type agent struct {
+	cfg   Config
+	log   *slog.Logger
+	c     *clients
+	local *localNode
+	ready *readiness
+	sig   *signaler
+
+	nodes   informers.SharedInformerFactory
+	secrets informers.SharedInformerFactory
+	rz      rzinformers.SharedInformerFactory
+
+	ipam   *ipam.NodeAllocator
+	routes *routes.Reconciler
+	bgp    *reconcile.Reconciler
+
+	// tunnel is the VXLAN tunnel address, allocated once from our blocks.
+	tunnelMu sync.Mutex
+	tunnel   tunnelState
+
+	lastPass    atomic.Int64
+	published   v1alpha1.RhizomeNodeSpec
+	status      *nodeStatusWriter
+	bgpProblems atomic.Value // string
+}
+
+// Run runs the agent until ctx ends. Stopping leaves kernel routes in place
+// and lets BGP peers keep this node's routes for the graceful-restart time,
+// so a restarted agent picks up where this one stopped.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	c, _, err := newClients(cfg)
+	c, err := newClients(cfg)
 	if err != nil {
 		return err
 	}
-	kubeInf := informers.NewSharedInformerFactory(c.kube, cfg.ResyncPeriod)
-	rzInf := rzinformers.NewSharedInformerFactory(c.rz, cfg.ResyncPeriod)
-	nodes := kubeInf.Core().V1().Nodes()
-	sig := newSignaler()
-	onChange := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { sig.Signal() },
-		UpdateFunc: func(any, any) { sig.Signal() },
-		DeleteFunc: func(any) { sig.Signal() },
+	a := &agent{cfg: cfg, log: log, c: c, sig: newSignaler(),
+		ready: newReadiness("caches", "node", "ipam", "routes", "bgp")}
+	a.lastPass.Store(time.Now().UnixNano())
+	reg := newRegistry()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	goRun := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
 	}
+	goRun("health server", func() error { return serveHealth(ctx, cfg.HealthAddress, a.ready, a.alive, reg, log) })
+
+	if err := a.startCaches(ctx); err != nil {
+		return err
+	}
+	node, err := a.waitNode(ctx)
+	if err != nil {
+		return err
+	}
+	if a.local, err = detectLocalNode(node, cfg); err != nil {
+		return err
+	}
+	a.ready.Set("node", "")
+	log.Info("node detected", "address", a.local.IPv4.String(), "interface", a.local.Interface, "mtu", a.local.MTU)
+
+	// The route programmer first: it adopts the routes a previous run left
+	// and keeps them until BGP has converged.
+	bgpCfg := a.mergedBGPConfig()
+	a.routes, err = routes.New(routes.Config{
+		Protocol: bgpCfg.RouteProtocol, Table: bgpCfg.RouteTable,
+		Interface: a.local.Interface, Address: a.local.IPv4, Address6: a.local.IPv6,
+		SysctlRoot: cfg.SysctlRoot, Logger: log, Registerer: reg,
+	})
+	if err != nil {
+		return fmt.Errorf("starting the route programmer: %w", err)
+	}
+	defer a.routes.Close()
+	goRun("route programmer", func() error { return a.routes.Run(ctx) })
+
+	a.ipam, err = ipam.New(ipam.Config{
+		Node: cfg.NodeName, Client: c.rz, Kube: c.kube, Logger: log, Registerer: reg,
+		Controller: &ipam.ControllerOptions{Metadata: c.meta, LeaseNamespace: cfg.Namespace},
+	})
+	if err != nil {
+		return err
+	}
+	goRun("ipam", func() error { return a.ipam.Run(ctx) })
+	ipamChanged := a.ipam.Subscribe()
+
+	a.bgp = reconcile.New(reconcile.Config{
+		NewSpeaker: func() bgp.Speaker { return bgp.NewGoBGP(bgp.GoBGPOptions{Logger: log}) },
+		Sink:       ribsink.New(a.routes, log),
+		Logger:     log,
+		Registerer: reg,
+		APIAddress: cfg.GoBGPAPIAddress,
+	})
+	goRun("bgp", func() error { a.bgp.Run(ctx); return nil })
+	statusWriter := reconcile.NewStatusWriter(c.rz, cfg.NodeName, cfg.StatusInterval, log)
+	goRun("bgp status", func() error { statusWriter.Run(ctx, a.bgp); return nil })
+	a.status = newNodeStatusWriter(c.rz, cfg.NodeName, cfg.StatusInterval, log)
+
+	api := localapi.New(&ipamAllocator{a: a}, &nodeState{a: a}, log)
+	goRun("local API", func() error { return api.Serve(ctx, cfg.AgentSocket) })
+
+	ticker := time.NewTicker(cfg.ResyncPeriod)
+	defer ticker.Stop()
+	statusTick := time.NewTicker(cfg.StatusInterval)
+	defer statusTick.Stop()
+	var loopErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errc:
+			loopErr = err
+			break loop
+		case <-a.sig.C:
+		case <-ipamChanged:
+		case <-ticker.C:
+		case <-statusTick.C:
+			a.writeStatus(ctx)
+			continue
+		}
+		a.pass(ctx)
+		a.lastPass.Store(time.Now().UnixNano())
+	}
+	log.Info("stopping; kernel routes stay in place, BGP peers keep ours for the graceful-restart time")
+	stopCtx, stopCancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stopCancel()
+	if err := a.bgp.Stop(stopCtx); err != nil {
+		log.Warn("stopping BGP", "error", err)
+	}
+	cancel()
+	wg.Wait()
+	return loopErr
+}
+
+// alive is /healthz: the loop must have turned recently.
+func (a *agent) alive() error {
+	if since := time.Since(time.Unix(0, a.lastPass.Load())); since > 3*a.cfg.ResyncPeriod+time.Minute {
+		return fmt.Errorf("no reconcile pass for %s", since.Round(time.Second))
+	}
+	return nil
+}
+
+// startCaches starts the informers the agent's loop reads and waits for
+// them. Every change only signals the loop.
+func (a *agent) startCaches(ctx context.Context) error {
+	a.nodes = informers.NewSharedInformerFactory(a.c.kube, a.cfg.ResyncPeriod)
+	a.secrets = informers.NewSharedInformerFactoryWithOptions(a.c.kube, a.cfg.ResyncPeriod, informers.WithNamespace(a.cfg.Namespace))
+	a.rz = rzinformers.NewSharedInformerFactory(a.c.rz, a.cfg.ResyncPeriod)
+	onChange := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { a.sig.Signal() },
+		UpdateFunc: func(any, any) { a.sig.Signal() },
+		DeleteFunc: func(any) { a.sig.Signal() },
+	}
+	v1 := a.rz.Rhizome().V1alpha1()
 	for _, inf := range []cache.SharedIndexInformer{
-		nodes.Informer(),
-		rzInf.Rhizome().V1alpha1().IPPools().Informer(),
-		rzInf.Rhizome().V1alpha1().BGPConfigurations().Informer(),
-		rzInf.Rhizome().V1alpha1().BGPPeers().Informer(),
+		a.nodes.Core().V1().Nodes().Informer(),
+		a.secrets.Core().V1().Secrets().Informer(),
+		v1.IPPools().Informer(),
+		v1.BGPConfigurations().Informer(),
+		v1.BGPPeers().Informer(),
+		v1.RhizomeNodes().Informer(),
 	} {
 		if _, err := inf.AddEventHandler(onChange); err != nil {
 			return err
 		}
 	}
-	reg := newRegistry()
-	ready := newReadiness("caches", "node")
-	var lastPass atomic.Int64
-	lastPass.Store(time.Now().UnixNano())
-	alive := func() error {
-		// The loop runs at least every resync period; three missed passes
-		// mean it is stuck.
-		if since := time.Since(time.Unix(0, lastPass.Load())); since > 3*cfg.ResyncPeriod+time.Minute {
-			return fmt.Errorf("no reconcile pass for %s", since.Round(time.Second))
-		}
-		return nil
-	}
-	errc := make(chan error, 4)
-	go func() { errc <- serveHealth(ctx, cfg.HealthAddress, ready, alive, reg, log) }()
-
-	kubeInf.Start(ctx.Done())
-	rzInf.Start(ctx.Done())
-	log.Info("waiting for the API server caches")
-	for typ, ok := range kubeInf.WaitForCacheSync(ctx.Done()) {
+	a.nodes.Start(ctx.Done())
+	a.secrets.Start(ctx.Done())
+	a.rz.Start(ctx.Done())
+	a.log.Info("waiting for the API server caches")
+	for typ, ok := range a.nodes.WaitForCacheSync(ctx.Done()) {
 		if !ok {
 			return fmt.Errorf("syncing the %v cache: %w", typ, ctx.Err())
 		}
 	}
-	for typ, ok := range rzInf.WaitForCacheSync(ctx.Done()) {
+	for typ, ok := range a.secrets.WaitForCacheSync(ctx.Done()) {
 		if !ok {
 			return fmt.Errorf("syncing the %v cache: %w", typ, ctx.Err())
 		}
 	}
-	ready.Set("caches", "")
+	for typ, ok := range a.rz.WaitForCacheSync(ctx.Done()) {
+		if !ok {
+			return fmt.Errorf("syncing the %v cache: %w", typ, ctx.Err())
+		}
+	}
+	a.ready.Set("caches", "")
+	return nil
+}
 
+// waitNode waits until this node's Node object exists.
+func (a *agent) waitNode(ctx context.Context) (*corev1.Node, error) {
 	var node *corev1.Node
-	err = wait.PollUntilContextCancel(ctx, time.Second, true, func(context.Context) (bool, error) {
-		n, err := nodes.Lister().Get(cfg.NodeName)
+	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(context.Context) (bool, error) {
+		n, err := a.nodes.Core().V1().Nodes().Lister().Get(a.cfg.NodeName)
 		if apierrors.IsNotFound(err) {
-			ready.Set("node", "Node "+cfg.NodeName+" does not exist")
+			a.ready.Set("node", "Node "+a.cfg.NodeName+" does not exist")
 			return false, nil
 		}
 		node = n
 		return err == nil, err
 	})
 	if err != nil {
-		return fmt.Errorf("waiting for Node %s: %w", cfg.NodeName, err)
+		return nil, fmt.Errorf("waiting for Node %s: %w", a.cfg.NodeName, err)
 	}
-	local, err := detectLocalNode(node, cfg)
-	if err != nil {
-		return err
-	}
-	ready.Set("node", "")
-	log.Info("node detected", "address", local.IPv4.String(), "interface", local.Interface, "mtu", local.MTU, "routerID", local.routerID(cfg).String())
-	if err := publishNode(ctx, c, node, local); err != nil {
-		return err
-	}
-
-	ticker := time.NewTicker(cfg.ResyncPeriod)
-	defer ticker.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			log.Info("stopping; kernel routes stay in place")
-			return nil
-		case err := <-errc:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				return err
-			}
-		case <-sig.C:
-		case <-ticker.C:
-		}
-		lastPass.Store(time.Now().UnixNano())
-	}
+	return node, nil
 }
 
-// publishNode creates or updates this node's RhizomeNode spec with what the
-// other agents need to know about it. The object is owned by the Node, so
-// it goes away with it.
-func publishNode(ctx context.Context, c *clients, node *corev1.Node, ln *localNode) error {
-	rzn := c.rz.RhizomeV1alpha1().RhizomeNodes()
-	want := func(spec *specFields) {
-		spec.IPv4Address = ln.IPv4.String()
-		if ln.IPv6.IsValid() {
-			spec.IPv6Address = ln.IPv6.String()
-		}
+// mergedBGPConfig is this node's BGP configuration from the caches.
+func (a *agent) mergedBGPConfig() topology.Config {
+	l := a.rz.Rhizome().V1alpha1().BGPConfigurations().Lister()
+	var def, own *v1alpha1.BGPConfigurationSpec
+	if c, err := l.Get(v1alpha1.DefaultBGPConfigurationName); err == nil {
+		def = &c.Spec
 	}
-	return retryConflict(ctx, func() error {
-		cur, err := rzn.Get(ctx, node.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			obj := newRhizomeNode(node)
-			want(&obj.Spec)
-			_, err = rzn.Create(ctx, obj, metav1.CreateOptions{})
-			return err
-		}
-		if err != nil {
-			return err
-		}
-		upd := cur.DeepCopy()
-		want(&upd.Spec)
-		if upd.Spec == cur.Spec {
-			return nil
-		}
-		_, err = rzn.Update(ctx, upd, metav1.UpdateOptions{})
-		return err
-	})
+	if c, err := l.Get(v1alpha1.NodeBGPConfigurationPrefix + a.cfg.NodeName); err == nil {
+		own = &c.Spec
+	}
+	cfg, _ := topology.MergeConfig(def, own)
+	return cfg
 }
 
 // retryConflict retries fn on resourceVersion conflicts.

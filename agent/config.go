@@ -48,6 +48,9 @@ type Config struct {
 	ResyncPeriod time.Duration
 	// StatusInterval rate-limits RhizomeNode status writes.
 	StatusInterval time.Duration
+	// SysctlRoot is where network sysctls are written: /proc/sys, or a
+	// writable mount of the host's /proc/sys/net in a container.
+	SysctlRoot string
 	// LogLevel of the agent's logs.
 	LogLevel slog.Level
 }
@@ -69,6 +72,7 @@ func DefaultConfig() Config {
 		AgentSocket:     agentapi.DefaultSocket,
 		ResyncPeriod:    5 * time.Minute,
 		StatusInterval:  2 * time.Second,
+		SysctlRoot:      "/proc/sys",
 		LogLevel:        slog.LevelInfo,
 	}
 }

@@ -75,6 +75,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.AgentSocket, "agent-socket", cfg.AgentSocket, "unix socket of the local API (CNI plugin, rhizomectl)")
 	f.DurationVar(&cfg.ResyncPeriod, "resync-period", cfg.ResyncPeriod, "longest time between two full reconcile passes")
 	f.DurationVar(&cfg.StatusInterval, "status-interval", cfg.StatusInterval, "shortest time between two writes of this node's RhizomeNode status")
+	f.StringVar(&cfg.SysctlRoot, "sysctl-root", cfg.SysctlRoot, "where network sysctls are written (the DaemonSet mounts the host's /proc/sys/net under /host/proc/sys)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	return cmd
 }

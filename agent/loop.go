@@ -1,0 +1,210 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"reflect"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/rhizome-net/rhizome/bgp/reconcile"
+	"github.com/rhizome-net/rhizome/bgp/topology"
+	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/ipam"
+)
+
+// pass recomputes the whole desired state from the caches and the IPAM
+// snapshot and hands it to the components. Each component applies only
+// the difference, so a pass with nothing new writes nothing.
+func (a *agent) pass(ctx context.Context) {
+	snap := a.ipam.Snapshot()
+	if !snap.Ready {
+		// Nothing is known about our blocks yet: routing and BGP wait.
+		// Advertising nothing now would make graceful-restart peers drop
+		// our routes at our End-of-RIB.
+		a.ready.Set("ipam", "waiting for the IPAM caches")
+		return
+	}
+	a.ready.Set("ipam", "")
+	vxlan, ipip := usesEncap(snap.Pools)
+	vxlanAddr := a.tunnelAddress(ctx, tunnelVXLAN, vxlan)
+	ipipAddr := a.tunnelAddress(ctx, tunnelIPIP, ipip)
+	if err := a.publish(ctx, vxlanAddr); err != nil {
+		a.log.Warn("publishing this node's RhizomeNode", "op", "publish", "error", err)
+	}
+	others := a.peerNodes()
+	if err := a.routes.SetState(routeState(snap, snap.LentTo, others, vxlanAddr, ipipAddr)); err != nil {
+		a.ready.Set("routes", err.Error())
+		a.log.Error("desired route state refused", "op", "routes", "error", err)
+	}
+
+	listers := reconcile.Listers{
+		Nodes:        a.nodes.Core().V1().Nodes().Lister(),
+		RhizomeNodes: a.rz.Rhizome().V1alpha1().RhizomeNodes().Lister(),
+		Configs:      a.rz.Rhizome().V1alpha1().BGPConfigurations().Lister(),
+		Peers:        a.rz.Rhizome().V1alpha1().BGPPeers().Lister(),
+		Pools:        a.rz.Rhizome().V1alpha1().IPPools().Lister(),
+		Secrets:      a.secrets.Core().V1().Secrets().Lister().Secrets(a.cfg.Namespace),
+	}
+	local := topology.Local{Borrowed: snap.Borrowed}
+	for _, b := range snap.Affine {
+		local.Blocks = append(local.Blocks, b.CIDR)
+	}
+	in := topology.Input{NodeName: a.cfg.NodeName, NodeIPv4: a.local.IPv4.Addr(), RouterID: a.cfg.RouterID}
+	if a.local.IPv6.IsValid() {
+		in.NodeIPv6 = a.local.IPv6.Addr()
+	}
+	st, err := listers.State(in, local)
+	if err != nil {
+		a.log.Error("reading the BGP state from the caches", "op", "bgp", "error", err)
+		return
+	}
+	if err := a.bgp.Reconcile(ctx, st); err != nil && ctx.Err() == nil {
+		a.log.Error("applying the BGP state", "op", "bgp", "error", err)
+	}
+}
+
+// peerNodes lists the other nodes with their published addresses.
+func (a *agent) peerNodes() []peerNode {
+	nodes, err := a.nodes.Core().V1().Nodes().Lister().List(labels.Everything())
+	if err != nil {
+		return nil
+	}
+	rzl := a.rz.Rhizome().V1alpha1().RhizomeNodes().Lister()
+	var out []peerNode
+	for _, n := range nodes {
+		if n.Name == a.cfg.NodeName {
+			continue
+		}
+		v4, _ := nodeAddresses(n)
+		rzn, err := rzl.Get(n.Name)
+		if err != nil {
+			rzn = nil
+		}
+		out = append(out, peerNodeFrom(n.Name, v4, rzn))
+	}
+	return out
+}
+
+// publish creates or updates this node's RhizomeNode spec: its addresses
+// and VXLAN endpoint, which the other agents route through. The object is
+// owned by the Node, so it goes away with it.
+func (a *agent) publish(ctx context.Context, vxlanAddr netip.Addr) error {
+	want := v1alpha1.RhizomeNodeSpec{
+		IPv4Address:        a.local.IPv4.String(),
+		VXLANTunnelMACAddr: a.routes.VXLANMAC().String(),
+	}
+	if a.local.IPv6.IsValid() {
+		want.IPv6Address = a.local.IPv6.String()
+	}
+	if vxlanAddr.IsValid() {
+		want.VXLANTunnelAddress = vxlanAddr.String()
+	}
+	if reflect.DeepEqual(want, a.published) {
+		return nil
+	}
+	rzn := a.c.rz.RhizomeV1alpha1().RhizomeNodes()
+	err := retryConflict(ctx, func() error {
+		cur, err := rzn.Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			node, err := a.nodes.Core().V1().Nodes().Lister().Get(a.cfg.NodeName)
+			if err != nil {
+				return fmt.Errorf("reading Node %s: %w", a.cfg.NodeName, err)
+			}
+			_, err = rzn.Create(ctx, newRhizomeNode(node, want), metav1.CreateOptions{})
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		if reflect.DeepEqual(cur.Spec, want) {
+			return nil
+		}
+		upd := cur.DeepCopy()
+		upd.Spec = want
+		_, err = rzn.Update(ctx, upd, metav1.UpdateOptions{})
+		return err
+	})
+	if err == nil {
+		a.published = want
+		a.log.Info("published this node's RhizomeNode", "ipv4", want.IPv4Address, "vtepMAC", want.VXLANTunnelMACAddr, "vtepAddress", want.VXLANTunnelAddress)
+	}
+	return err
+}
+
+// newRhizomeNode returns a RhizomeNode for the node, owned by it so that
+// Kubernetes' garbage collector removes it with the Node.
+func newRhizomeNode(node *corev1.Node, spec v1alpha1.RhizomeNodeSpec) *v1alpha1.RhizomeNode {
+	return &v1alpha1.RhizomeNode{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: node.Name,
+			OwnerReferences: []metav1.OwnerReference{{
+				APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID,
+			}},
+		},
+		Spec: spec,
+	}
+}
+
+// tunnelKind names a tunnel device that gets an address of our blocks.
+type tunnelKind string
+
+const (
+	tunnelVXLAN tunnelKind = "vxlan"
+	tunnelIPIP  tunnelKind = "ipip"
+)
+
+// tunnelHandlePrefix starts the IPAM handles of tunnel addresses; CNI
+// garbage collection never touches them.
+const tunnelHandlePrefix = "rhizome-tunnel."
+
+type tunnelState struct {
+	addrs map[tunnelKind]netip.Addr
+	// checked records that an unneeded tunnel's handle was released once
+	// in this run (a previous run may have held it).
+	checked map[tunnelKind]bool
+}
+
+func (a *agent) tunnelHandle(k tunnelKind) string {
+	return tunnelHandlePrefix + string(k) + "." + a.cfg.NodeName
+}
+
+// tunnelAddress returns the address of a tunnel device, allocating it from
+// this node's blocks (as Calico does) while a pool needs that tunnel, and
+// releasing it when none does. The address is the VTEP address other nodes
+// route through (VXLAN) and the source of traffic the node itself sends into
+// the tunnel.
+func (a *agent) tunnelAddress(ctx context.Context, k tunnelKind, needed bool) netip.Addr {
+	a.tunnelMu.Lock()
+	defer a.tunnelMu.Unlock()
+	if a.tunnel.addrs == nil {
+		a.tunnel.addrs = map[tunnelKind]netip.Addr{}
+		a.tunnel.checked = map[tunnelKind]bool{}
+	}
+	have := a.tunnel.addrs[k]
+	switch {
+	case needed && have.IsValid():
+		return have
+	case needed:
+		res, err := a.ipam.Allocate(ctx, ipam.Request{Handle: a.tunnelHandle(k), Families: []int{4}})
+		if err != nil || len(res.Addresses) == 0 {
+			a.log.Warn("allocating a tunnel address", "op", "tunnel", "tunnel", string(k), "error", err)
+			return netip.Addr{}
+		}
+		a.tunnel.addrs[k] = res.Addresses[0].Addr
+		a.log.Info("tunnel address allocated", "tunnel", string(k), "address", res.Addresses[0].Addr.String())
+		return res.Addresses[0].Addr
+	case have.IsValid() || !a.tunnel.checked[k]:
+		if err := a.ipam.Release(ctx, a.tunnelHandle(k)); err != nil {
+			a.log.Warn("releasing a tunnel address", "op", "tunnel", "tunnel", string(k), "error", err)
+			return have
+		}
+		delete(a.tunnel.addrs, k)
+		a.tunnel.checked[k] = true
+	}
+	return netip.Addr{}
+}

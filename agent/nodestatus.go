@@ -1,0 +1,155 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	rzclient "github.com/rhizome-net/rhizome/crds/client/clientset/versioned"
+	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+)
+
+// nodeFieldManager owns the non-BGP fields of RhizomeNode status (routes,
+// blocks, devices, RoutesSynced and Ready); the BGP part has its own
+// manager (bgp/reconcile.FieldManager), so neither overwrites the other.
+const nodeFieldManager = "rhizome-agent-node"
+
+// nodeStatusWriter applies the node part of the RhizomeNode status, only
+// when it changed (timestamps aside).
+type nodeStatusWriter struct {
+	client rzclient.Interface
+	node   string
+	log    *slog.Logger
+	last   []byte
+	since  map[string]metav1.Time // condition type → last transition
+	states map[string]metav1.ConditionStatus
+}
+
+func newNodeStatusWriter(client rzclient.Interface, node string, _ time.Duration, log *slog.Logger) *nodeStatusWriter {
+	return &nodeStatusWriter{client: client, node: node, log: log.With("component", "node-status"),
+		since: map[string]metav1.Time{}, states: map[string]metav1.ConditionStatus{}}
+}
+
+type nodeStatusFields struct {
+	RoutesProgrammed  int64                  `json:"routesProgrammed"`
+	Blocks            []string               `json:"blocks"`
+	BorrowedAddresses []string               `json:"borrowedAddresses"`
+	EncapDevices      []v1alpha1.EncapDevice `json:"encapDevices"`
+	ObservedAt        *metav1.Time           `json:"observedAt,omitempty"`
+	Conditions        []metav1.Condition     `json:"conditions"`
+}
+
+type nodeStatusApply struct {
+	APIVersion string            `json:"apiVersion"`
+	Kind       string            `json:"kind"`
+	Metadata   map[string]string `json:"metadata"`
+	Status     nodeStatusFields  `json:"status"`
+}
+
+func (w *nodeStatusWriter) write(ctx context.Context, f nodeStatusFields) error {
+	body := nodeStatusApply{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: "RhizomeNode",
+		Metadata: map[string]string{"name": w.node}, Status: f}
+	key, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	if bytes.Equal(key, w.last) {
+		return nil
+	}
+	now := metav1.NewTime(time.Now().Truncate(time.Second))
+	for i := range body.Status.Conditions {
+		c := &body.Status.Conditions[i]
+		if w.states[c.Type] != c.Status {
+			w.states[c.Type], w.since[c.Type] = c.Status, now
+		}
+		c.LastTransitionTime = w.since[c.Type]
+	}
+	body.Status.ObservedAt = &now
+	data, err := json.Marshal(body)
+	if err != nil {
+		return err
+	}
+	force := true
+	_, err = w.client.RhizomeV1alpha1().RhizomeNodes().Patch(ctx, w.node, types.ApplyPatchType, data,
+		metav1.PatchOptions{FieldManager: nodeFieldManager, Force: &force}, "status")
+	if err != nil {
+		return fmt.Errorf("applying the status of RhizomeNode %s: %w", w.node, err)
+	}
+	w.last = key
+	return nil
+}
+
+// writeStatus refreshes readiness from the components and writes the
+// node's status fields.
+func (a *agent) writeStatus(ctx context.Context) {
+	if a.routes == nil || a.bgp == nil || a.ipam == nil {
+		return
+	}
+	rs := a.routes.Status()
+	switch {
+	case rs.Passes == 0:
+		a.ready.Set("routes", "no pass yet")
+	case rs.LastError != "":
+		a.ready.Set("routes", rs.LastError)
+	default:
+		a.ready.Set("routes", "")
+	}
+	if bs, err := a.bgp.Status(ctx); err != nil {
+		a.ready.Set("bgp", err.Error())
+	} else if !bs.Running {
+		a.ready.Set("bgp", "not started")
+	} else {
+		var down []string
+		for _, s := range bs.Sessions {
+			if s.State != "Established" {
+				why := s.State
+				if s.LastError != "" {
+					why += ": " + s.LastError
+				}
+				down = append(down, s.Peer+" "+why)
+			}
+		}
+		switch {
+		case len(down) > 0:
+			a.ready.Set("bgp", fmt.Sprintf("sessions not established: %s", strings.Join(down, "; ")))
+		case !bs.Converged:
+			a.ready.Set("bgp", "waiting for the peers' End-of-RIB")
+		default:
+			a.ready.Set("bgp", "")
+		}
+	}
+	snap := a.ipam.Snapshot()
+	f := nodeStatusFields{RoutesProgrammed: int64(rs.RoutesProgrammed), Blocks: []string{}, BorrowedAddresses: []string{}, EncapDevices: []v1alpha1.EncapDevice{}}
+	for _, b := range snap.Affine {
+		f.Blocks = append(f.Blocks, b.CIDR.String())
+	}
+	for _, ad := range snap.Borrowed {
+		f.BorrowedAddresses = append(f.BorrowedAddresses, ad.String())
+	}
+	for _, d := range rs.Devices {
+		f.EncapDevices = append(f.EncapDevices, v1alpha1.EncapDevice{Name: d.Name, Type: d.Type, MTU: int32(d.MTU), Address: d.Address})
+	}
+	f.Conditions = []metav1.Condition{condition("RoutesSynced", a.ready.Get("routes"), "Synced", "NotSynced", fmt.Sprintf("%d routes programmed", rs.RoutesProgrammed))}
+	nr := a.ready.NotReady()
+	f.Conditions = append(f.Conditions, condition("Ready", strings.Join(nr, "; "), "AgentReady", "AgentNotReady", "the agent is ready"))
+	if err := a.status.write(ctx, f); err != nil && ctx.Err() == nil {
+		a.log.Warn("writing node status", "op", "status", "error", err)
+	}
+}
+
+func condition(typ, notReady, okReason, badReason, okMessage string) metav1.Condition {
+	if notReady == "" {
+		return metav1.Condition{Type: typ, Status: metav1.ConditionTrue, Reason: okReason, Message: okMessage}
+	}
+	if len(notReady) > 1000 {
+		notReady = notReady[:997] + "..."
+	}
+	return metav1.Condition{Type: typ, Status: metav1.ConditionFalse, Reason: badReason, Message: notReady}
+}
