@@ -356,8 +356,14 @@ func dialSession(t *table, port uint16) (net.Conn, error) {
 }
 
 func handshake(t *table, port uint16) (net.Conn, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: feederIP.AsSlice()}, Timeout: 5 * time.Second}
-	conn, err := d.Dial("tcp", netip.AddrPortFrom(speakerIP, port).String())
+	return handshakeFrom(t, feederIP, speakerIP, port)
+}
+
+// handshakeFrom opens a session from one address to a speaker and
+// exchanges OPEN and KEEPALIVE.
+func handshakeFrom(t *table, from, to netip.Addr, port uint16) (net.Conn, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: from.AsSlice()}, Timeout: 5 * time.Second}
+	conn, err := d.Dial("tcp", netip.AddrPortFrom(to, port).String())
 	if err != nil {
 		return nil, err
 	}
