@@ -57,11 +57,12 @@ cluster-down: ## Stop the local control plane and remove its files
 ##@ Demo
 
 .PHONY: demo
-demo: deps cluster-up ## Start the local control plane, apply the examples and show them with kubectl
+demo: deps controlplane ## A 3-node, 2-rack cluster with BIRD ToRs, VXLAN, pods; ping matrix and status
 	./hack/demo.sh
 
 .PHONY: demo-down
-demo-down: cluster-down ## Remove everything the demo made
+demo-down: ## Remove everything the demo made
+	@if [ -x $(BIN)/rhizome-lab ]; then $(BIN)/rhizome-lab down; fi
 
 ##@ Test
 

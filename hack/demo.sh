@@ -1,35 +1,29 @@
 #!/usr/bin/env bash
-# demo.sh shows Rhizome's API on the local control plane: it applies the
-# example IP pools, BGP configuration and peers, and lists every kind with
-# kubectl. `make demo` runs it after `make cluster-up`.
+# demo.sh is `make demo`: a whole Rhizome cluster on this machine — 3 nodes in
+# 2 racks behind BIRD top-of-rack routers, VXLAN between racks (CrossSubnet),
+# 2 pods per node — then a pod-to-pod ping matrix and every node's status.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LAB=./bin/rhizome-lab
-eval "$($LAB controlplane env)"
-KUBECTL="$($LAB controlplane build 2>/dev/null)/kubectl"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "Rhizome's CRDs are installed"
-$KUBECTL get crd -o custom-columns=NAME:.metadata.name,KIND:.spec.names.kind,SCOPE:.spec.scope | grep -E 'NAME|rhizome.dev'
+step "Starting the lab"
+$LAB up --nodes 3 --racks 2 --tor bird --mode mesh --encap vxlan --pods 2
 
-step "Applying deploy/examples (IP pools, BGP configuration, BGP peers)"
-$KUBECTL apply -f deploy/examples/
-$KUBECTL apply -f deploy/examples/agent-written/
+step "Pod-to-pod ping matrix"
+$LAB matrix
 
-step "An invalid pool is rejected with a message that says what to fix"
-printf 'apiVersion: rhizome.dev/v1alpha1\nkind: IPPool\nmetadata: {name: broken}\nspec: {cidr: 10.244.1.0/16, ipipMode: Always, vxlanMode: Always}\n' \
-  | $KUBECTL apply -f - 2>&1 | sed 's/^/  /' || true
+step "Node status (rhizomectl status in each node, BIRD on each ToR)"
+$LAB status
 
-for kind in ippools ipamblocks bgpconfigurations bgppeers rhizomenodes; do
-  step "kubectl get $kind"
-  $KUBECTL get "$kind"
-done
-
+KUBECTL="$($LAB controlplane build 2>/dev/null)/kubectl"
 cat <<HINT
 
 Explore:
-  export KUBECONFIG=$KUBECONFIG
-  $KUBECTL explain ippool.spec
-  $KUBECTL get ippools -o yaml
+  eval "\$($LAB env)"; $KUBECTL get ippools,ipamblocks,rhizomenodes
+  $LAB exec node-1 -- ip route show proto 114     # routes the agent programs
+  $LAB exec node-1-pod-1 -- ping -c3 10.0.2.10    # a pod reaching a node in the other rack
+  $LAB exec node-1 -- gobgp neighbor               # GoBGP's own CLI against the agent
+  $LAB pods -o json
 Remove everything with: make demo-down
 HINT

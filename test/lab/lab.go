@@ -55,7 +55,7 @@ func NewCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newUpCommand(), newDownCommand(), newStatusCommand(), newExecCommand(),
-		newPodsCommand(), newEnvCommand(), newControlPlaneCommand(), newAPIProxyCommand())
+		newPodsCommand(), newEnvCommand(), newMatrixCommand(), newControlPlaneCommand(), newAPIProxyCommand())
 	return root
 }
 
