@@ -29,13 +29,16 @@ const (
 	RejectedByFilter
 	RejectedNoFilterMatch
 	RejectedUnknownPeer
+	// RejectedNextHopSelf: the path's next hop is one of our own
+	// addresses (judged by the RIB, which sees next hops).
+	RejectedNextHopSelf
 	numReasons
 )
 
 // NumReasons is the number of Reason values, for arrays indexed by Reason.
 const NumReasons = int(numReasons)
 
-var reasonNames = [...]string{"accepted", "own-block", "own-address", "not-in-pool", "filter", "no-filter-match", "unknown-peer"}
+var reasonNames = [...]string{"accepted", "own-block", "own-address", "not-in-pool", "filter", "no-filter-match", "unknown-peer", "next-hop-self"}
 
 func (r Reason) String() string {
 	if int(r) < len(reasonNames) {
@@ -89,6 +92,16 @@ func (im *Import) Pools() []Pool { return im.in.Pools }
 
 // Input returns the policy's input (read-only).
 func (im *Import) Input() Input { return im.in }
+
+// IsOwnAddress reports whether a is one of this node's addresses.
+func (im *Import) IsOwnAddress(a netip.Addr) bool {
+	for _, o := range im.in.OwnAddresses {
+		if o == a {
+			return true
+		}
+	}
+	return false
+}
 
 // Peer returns the policy of one session; ok is false for a peer the
 // policy does not know, whose routes are all rejected.

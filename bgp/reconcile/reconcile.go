@@ -196,7 +196,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, st State) error {
 			infos[s.Peer.Address] = rib.PeerInfo{EBGP: s.Peer.ASN != s.Peer.LocalASN}
 		}
 	}
-	r.rib.Set(rib.Settings{Policy: im, Peers: infos, Nodes: d.NodeAddresses})
+	originated := make([]netip.Prefix, len(ads))
+	for i, a := range ads {
+		originated[i] = a.Prefix
+	}
+	r.rib.Set(rib.Settings{Policy: im, Peers: infos, Nodes: d.NodeAddresses, Originated: originated})
 
 	var errs []error
 	if r.export == nil || !reflect.DeepEqual(*r.export, ex) {

@@ -106,6 +106,12 @@ type Settings struct {
 	Peers map[netip.Addr]PeerInfo
 	// Nodes maps our nodes' addresses to their names, for NextHop.Node.
 	Nodes map[netip.Addr]string
+	// Originated are the prefixes this node advertises itself (its blocks,
+	// borrowed addresses, Service ranges). A locally originated route wins
+	// over any learned one, as in BGP, so none is sent to the sink for
+	// them: every node advertising the Service ranges must not route them
+	// to each other.
+	Originated []netip.Prefix
 }
 
 // PeerCounters counts one peer's prefixes as the RIB holds them.
@@ -140,6 +146,8 @@ type RIB struct {
 	// dests holds every prefix any peer sent, with every peer's path.
 	dests map[pkey]*dest
 	dirty []*dest
+	// originated is Settings.Originated as a set
+	originated map[pkey]bool
 	// interned single next hops (most routes have one)
 	oneNH  map[netip.Addr][]netip.Addr
 	oneOut map[netip.Addr][]NextHop
@@ -306,6 +314,11 @@ func (r *RIB) Set(s Settings) {
 	}
 	oldPools := r.poolsLocked()
 	oldNodes := r.settings.Nodes
+	oldOrig := r.originated
+	r.originated = make(map[pkey]bool, len(s.Originated))
+	for _, p := range s.Originated {
+		r.originated[keyOf(p.Masked())] = true
+	}
 	r.settings = s
 	clear(r.oneOut)
 	changedInfo := map[*peerTable]bool{}
@@ -338,7 +351,7 @@ func (r *RIB) Set(s Settings) {
 				eval = r.evaluator(p.peer)
 				evals[p.peer] = eval
 			}
-			reason, pool := eval(d.prefix)
+			reason, pool := r.judge(eval, d.prefix, p.nh)
 			if reason != p.reason || pool != p.pool {
 				p.peer.count(p, -1)
 				was := p.accepted()
@@ -350,6 +363,9 @@ func (r *RIB) Set(s Settings) {
 			} else if changedInfo[p.peer] && p.accepted() {
 				r.markDirty(d)
 			}
+		}
+		if k := keyOf(d.prefix); oldOrig[k] != r.originated[k] {
+			r.markDirty(d)
 		}
 		// Pool attributes or node names may have changed without any path
 		// changing: compare with what was sent.

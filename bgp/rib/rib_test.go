@@ -432,3 +432,26 @@ func TestConvergence(t *testing.T) {
 		waitFor(t, "convergence by timeout", func() bool { return e.sink.convergedCount() == 1 })
 	})
 }
+
+func TestOriginatedAndNextHopSelf(t *testing.T) {
+	e := newEnv(t, Config{})
+	s := defaultSettings()
+	e.rib.Set(s)
+	// Every node advertises the Service range: ECMP through the others...
+	e.sp.Receive(announce(nodeB, nodeB, ibgp(), "10.96.0.0/12", "10.244.2.0/26"))
+	e.sp.Receive(announce(nodeC, addr("10.0.0.10"), ibgp(), "10.244.3.0/26")) // next hop: ourselves
+	e.want("learned", "10.244.2.0/26 via 10.0.0.2(node-b) [default Never/CrossSubnet]", "10.96.0.0/12 via 10.0.0.2(node-b)")
+	if c := e.rib.Counters()[nodeC]; c.Rejected[policy.RejectedNextHopSelf] != 1 || c.Accepted != 0 {
+		t.Errorf("node-c counters = %+v", c)
+	}
+	// ...until this node advertises it too: its own route wins, nothing is
+	// sent to the kernel for it (nodes must not route it to each other).
+	s.Originated = []netip.Prefix{pfx("10.96.0.0/12")}
+	e.rib.Set(s)
+	e.want("originated", "10.244.2.0/26 via 10.0.0.2(node-b) [default Never/CrossSubnet]")
+	e.sp.Receive(announce(nodeC, nodeC, ibgp(), "10.96.0.0/12"))
+	e.want("still originated", "10.244.2.0/26 via 10.0.0.2(node-b) [default Never/CrossSubnet]")
+	s.Originated = nil
+	e.rib.Set(s)
+	e.want("no longer", "10.244.2.0/26 via 10.0.0.2(node-b) [default Never/CrossSubnet]", "10.96.0.0/12 via 10.0.0.2(node-b),10.0.0.3(node-c)")
+}

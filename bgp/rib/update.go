@@ -44,6 +44,16 @@ func (r *RIB) evaluator(pt *peerTable) func(netip.Prefix) (policy.Reason, int16)
 	}
 }
 
+// judge applies the import policy, then refuses paths whose next hop is
+// this node itself (a route through ourselves would loop).
+func (r *RIB) judge(eval func(netip.Prefix) (policy.Reason, int16), p netip.Prefix, nh netip.Addr) (policy.Reason, int16) {
+	reason, pool := eval(p)
+	if reason == policy.Accepted && r.settings.Policy != nil && r.settings.Policy.IsOwnAddress(nh) {
+		reason = policy.RejectedNextHopSelf
+	}
+	return reason, pool
+}
+
 func (r *RIB) announceLocked(pt *peerTable, rp *bgp.ReceivedPath, eval func(netip.Prefix) (policy.Reason, int16)) {
 	k := keyOf(rp.Prefix)
 	d := r.dests[k]
@@ -64,7 +74,7 @@ func (r *RIB) announceLocked(pt *peerTable, rp *bgp.ReceivedPath, eval func(neti
 	}
 	p := &d.paths[i]
 	p.nh, p.attrs, p.stale, p.gen = rp.NextHop, rp.Attrs, rp.Stale, pt.gen
-	p.reason, p.pool = eval(rp.Prefix)
+	p.reason, p.pool = r.judge(eval, rp.Prefix, rp.NextHop)
 	pt.count(p, 1)
 	if p.accepted() {
 		r.markDirty(d)
@@ -182,6 +192,9 @@ func (r *RIB) flushLocked() {
 	for _, d := range r.dirty {
 		d.dirty = false
 		r.sel = selectPaths(d.paths, r.sel)
+		if r.originated[keyOf(d.prefix)] {
+			r.sel = r.sel[:0] // our own route wins
+		}
 		if len(r.sel) == 0 {
 			if d.out != nil {
 				b.Withdraw = append(b.Withdraw, d.prefix)
