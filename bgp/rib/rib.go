@@ -119,7 +119,10 @@ type PeerCounters struct {
 	State    bgp.SessionState
 	Received int
 	Accepted int
-	Stale    int
+	// Stale paths are kept for a graceful restart; LongLivedStale of them
+	// are in the long-lived phase (RFC 9494, least preferred).
+	Stale          int
+	LongLivedStale int
 	// Rejected by reason (indexed by policy.Reason; Accepted is unused).
 	Rejected [policy.NumReasons]int
 	// EndOfRIB is set once the current session sent its whole table.
@@ -171,8 +174,8 @@ type peerTable struct {
 	eor   bool
 	gen   uint32
 	// counters, kept up to date on every change
-	received, accepted, stale int
-	rejected                  [policy.NumReasons]int
+	received, accepted, stale, llgrStale int
+	rejected                             [policy.NumReasons]int
 }
 
 func (pt *peerTable) count(p *path, sign int) {
@@ -184,6 +187,9 @@ func (pt *peerTable) count(p *path, sign int) {
 	}
 	if p.stale {
 		pt.stale += sign
+		if p.attrs != nil && p.attrs.HasCommunity(bgp.CommunityLLGRStale) {
+			pt.llgrStale += sign
+		}
 	}
 }
 

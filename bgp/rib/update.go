@@ -273,7 +273,7 @@ func (r *RIB) Counters() map[netip.Addr]PeerCounters {
 	defer r.mu.Unlock()
 	out := make(map[netip.Addr]PeerCounters, len(r.peers))
 	for a, pt := range r.peers {
-		out[a] = PeerCounters{State: pt.state, Received: pt.received, Accepted: pt.accepted, Stale: pt.stale, Rejected: pt.rejected, EndOfRIB: pt.eor}
+		out[a] = PeerCounters{State: pt.state, Received: pt.received, Accepted: pt.accepted, Stale: pt.stale, LongLivedStale: pt.llgrStale, Rejected: pt.rejected, EndOfRIB: pt.eor}
 	}
 	return out
 }
