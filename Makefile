@@ -98,6 +98,10 @@ bench-routes: deps ## Route install/withdraw: BIRD, FRR, ip -batch, batched netl
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/rhizome-bench-receiver ./test/bench/cmd/rhizome-bench-receiver
 	$(BIN)/routebench -n $(N) -reps $(REPS)
 
+.PHONY: e2e
+e2e: deps build controlplane ## End-to-end and fault scenarios on whole lab clusters (root; ~10 min)
+	$(GO) test -count=1 -timeout 45m -tags e2e ./test/e2e/
+
 ##@ Help
 
 .PHONY: help

@@ -65,6 +65,7 @@ type ControlPlane struct {
 	Binaries Binaries
 
 	pki         *pki
+	kapiArgs    []string
 	ownDir      bool
 	etcd, kapi  *exec.Cmd
 	spawn       chan func()
@@ -79,9 +80,11 @@ type state struct {
 	EtcdBin      string `json:"etcdBin"`
 	APIServerPID int    `json:"apiserverPID"`
 	APIServerBin string `json:"apiserverBin"`
-	URL          string `json:"url"`
-	Kubeconfig   string `json:"kubeconfig"`
-	Detached     bool   `json:"detached"`
+	// APIServerArgs let StartAPIServer restart it as it was.
+	APIServerArgs []string `json:"apiserverArgs"`
+	URL           string   `json:"url"`
+	Kubeconfig    string   `json:"kubeconfig"`
+	Detached      bool     `json:"detached"`
 }
 
 const stateFileName = "state.json"
@@ -177,23 +180,23 @@ func (cp *ControlPlane) startOnce(ctx context.Context, log io.Writer, tokens str
 	}
 	fmt.Fprintf(log, "controlplane: etcd healthy on %s in %s\n", etcdClient, time.Since(start).Round(time.Millisecond))
 	cp.URL = fmt.Sprintf("https://127.0.0.1:%d", ports[2])
-	cp.kapi, err = cp.launch(detach, "kube-apiserver", cp.Binaries.APIServer,
-		"--etcd-servers="+etcdClient,
-		"--bind-address=127.0.0.1", "--secure-port="+strconv.Itoa(ports[2]),
+	cp.kapiArgs = []string{"--etcd-servers=" + etcdClient,
+		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(ports[2]),
 		"--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
-		"--cert-dir="+filepath.Join(cp.Dir, "apiserver-certs"),
-		"--tls-cert-file="+cp.pki.ServingCert, "--tls-private-key-file="+cp.pki.ServingKey,
-		"--client-ca-file="+cp.pki.CACert,
-		"--token-auth-file="+tokens,
+		"--cert-dir=" + filepath.Join(cp.Dir, "apiserver-certs"),
+		"--tls-cert-file=" + cp.pki.ServingCert, "--tls-private-key-file=" + cp.pki.ServingKey,
+		"--client-ca-file=" + cp.pki.CACert,
+		"--token-auth-file=" + tokens,
 		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-signing-key-file="+cp.pki.SAKey,
-		"--service-account-key-file="+cp.pki.SAPub,
+		"--service-account-signing-key-file=" + cp.pki.SAKey,
+		"--service-account-key-file=" + cp.pki.SAPub,
 		"--service-cluster-ip-range=10.96.0.0/12",
 		"--allow-privileged=true",
 		"--authorization-mode=RBAC",
 		"--disable-admission-plugins=ServiceAccount",
 		"--profiling=false",
-		"--v=0")
+		"--v=0"}
+	cp.kapi, err = cp.launch(detach, "kube-apiserver", cp.Binaries.APIServer, cp.kapiArgs...)
 	if err != nil {
 		return err
 	}
@@ -382,7 +385,7 @@ func cleanupLeftovers(log io.Writer) {
 func (cp *ControlPlane) writeState(detach bool) error {
 	st := state{
 		OwnerPID: os.Getpid(), EtcdPID: cp.etcd.Process.Pid, EtcdBin: cp.Binaries.Etcd,
-		APIServerPID: cp.kapi.Process.Pid, APIServerBin: cp.Binaries.APIServer,
+		APIServerPID: cp.kapi.Process.Pid, APIServerBin: cp.Binaries.APIServer, APIServerArgs: cp.kapiArgs,
 		URL: cp.URL, Kubeconfig: cp.Kubeconfig, Detached: detach,
 	}
 	b, _ := json.MarshalIndent(st, "", "  ")

@@ -27,9 +27,13 @@ func (l *Lab) agentLog(name string) string    { return filepath.Join(l.nodeDir(n
 // startAgent starts the node's API proxy (if not running) and its agent.
 func (l *Lab) startAgent(name string) error {
 	if !l.hasProc("apiproxy", name) {
-		self, err := os.Executable()
-		if err != nil {
-			return err
+		// The proxy is a verb of rhizome-lab itself; under `go test` the
+		// running executable is the test binary, so prefer the one in BinDir.
+		self := filepath.Join(l.BinDir, "rhizome-lab")
+		if _, err := os.Stat(self); err != nil {
+			if self, err = os.Executable(); err != nil {
+				return err
+			}
 		}
 		if err := l.startProc("apiproxy", name, "", filepath.Join(l.nodeDir(name), "apiproxy.log"), self,
 			"apiproxy", "--netns", l.nodeNS(name), "--port", fmt.Sprint(l.State.APIPort)); err != nil {

@@ -107,3 +107,38 @@ func (l *Lab) DelPod(ctx context.Context, c *labClients, rec PodRecord) error {
 	l.State.Pods = keep
 	return l.save()
 }
+
+// NewPod creates one more pod on a node (the next free index).
+func (l *Lab) NewPod(ctx context.Context, node string) (*PodRecord, error) {
+	c, err := clientsFor(l.State.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	next := 1
+	for _, p := range l.State.Pods {
+		if p.Node == node {
+			var i int
+			if _, err := fmt.Sscanf(strings.TrimPrefix(p.Name, node+"-pod-"), "%d", &i); err == nil && i >= next {
+				next = i + 1
+			}
+		}
+	}
+	if err := l.prepareCNI(); err != nil {
+		return nil, err
+	}
+	return l.AddPod(ctx, c, node, next)
+}
+
+// RemovePod deletes a pod by name.
+func (l *Lab) RemovePod(ctx context.Context, name string) error {
+	c, err := clientsFor(l.State.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	for _, p := range l.State.Pods {
+		if p.Name == name {
+			return l.DelPod(ctx, c, p)
+		}
+	}
+	return fmt.Errorf("no pod %s", name)
+}

@@ -22,6 +22,10 @@ type State struct {
 	Procs      []Proc      `json:"procs"`
 	Pods       []PodRecord `json:"pods"`
 	Started    time.Time   `json:"started"`
+	// Joined and Left are nodes added to or removed from the plan after
+	// up (node join/leave scenarios).
+	Joined []NodePlan `json:"joined,omitempty"`
+	Left   []string   `json:"left,omitempty"`
 }
 
 // Proc is a process the lab started.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+	"time"
 )
 
 // The ToR routers are real BIRD 2 or FRR daemons in the ToR namespaces.
@@ -122,33 +123,65 @@ func (l *Lab) startToRs() error {
 		return nil
 	}
 	for _, r := range l.Plan.Racks {
-		dir := l.torDir(r.Index)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := l.startToR(r); err != nil {
 			return err
-		}
-		var buf bytes.Buffer
-		cfg := l.torConfig(r)
-		var err error
-		switch l.Plan.Opts.ToR {
-		case "bird":
-			if err = birdConf.Execute(&buf, cfg); err != nil {
-				return err
-			}
-			conf := filepath.Join(dir, "bird.conf")
-			if err := os.WriteFile(conf, buf.Bytes(), 0o644); err != nil {
-				return err
-			}
-			err = l.startProc("bird", "", l.torNS(r.Index), filepath.Join(dir, "bird.out"), "/usr/sbin/bird",
-				"-f", "-c", conf, "-s", filepath.Join(dir, "bird.ctl"))
-		case "frr":
-			err = l.startFRR(r, dir, cfg)
-		}
-		if err != nil {
-			return fmt.Errorf("starting the %s ToR of rack %d: %w", l.Plan.Opts.ToR, r.Index, err)
 		}
 	}
 	return nil
 }
+
+// startToR starts one rack's BGP daemons; their processes are recorded
+// under the ToR's name (tor-N).
+func (l *Lab) startToR(r RackPlan) error {
+	dir := l.torDir(r.Index)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var err error
+	switch l.Plan.Opts.ToR {
+	case "bird":
+		if err := l.writeBirdConf(r); err != nil {
+			return err
+		}
+		err = l.startProc("bird", torNode(r.Index), l.torNS(r.Index), filepath.Join(dir, "bird.out"), "/usr/sbin/bird",
+			"-f", "-c", filepath.Join(dir, "bird.conf"), "-s", filepath.Join(dir, "bird.ctl"))
+	case "frr":
+		err = l.startFRR(r, dir, l.torConfig(r))
+	default:
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("starting the %s ToR of rack %d: %w", l.Plan.Opts.ToR, r.Index, err)
+	}
+	return nil
+}
+
+// writeBirdConf renders a BIRD ToR's configuration from the plan.
+func (l *Lab) writeBirdConf(r RackPlan) error {
+	var buf bytes.Buffer
+	if err := birdConf.Execute(&buf, l.torConfig(r)); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(l.torDir(r.Index), "bird.conf"), buf.Bytes(), 0o644)
+}
+
+// StopToR stops a rack's BGP daemons (as a ToR reboot would).
+func (l *Lab) StopToR(rack int) {
+	l.stopProcs(func(p Proc) bool { return p.Node == torNode(rack) }, 5*time.Second)
+	l.save()
+}
+
+// StartToR starts a rack's BGP daemons again.
+func (l *Lab) StartToR(rack int) error {
+	for _, r := range l.Plan.Racks {
+		if r.Index == rack {
+			return l.startToR(r)
+		}
+	}
+	return fmt.Errorf("no rack %d", rack)
+}
+
+func torNode(rack int) string { return fmt.Sprintf("tor-%d", rack) }
 
 // startFRR runs zebra and bgpd in the foreground. FRR writes under
 // /var/tmp/frr, so each daemon gets a private /var/tmp (a bind mount in the
@@ -190,11 +223,11 @@ func (l *Lab) startFRR(r RackPlan, dir string, cfg torConfig) error {
 	}
 	common := fmt.Sprintf("--vty_socket %s -z %s/zserv.api", run, run)
 	zebra := fmt.Sprintf("mount --bind %s /var/tmp && exec /usr/lib/frr/zebra %s -f %s -i %s/zebra.pid", tmp, common, zebraConf, run)
-	if err := l.startProc("zebra", "", l.torNS(r.Index), filepath.Join(dir, "zebra.out"), "/usr/lib/frr/zebra", "sh", "-c", zebra); err != nil {
+	if err := l.startProc("zebra", torNode(r.Index), l.torNS(r.Index), filepath.Join(dir, "zebra.out"), "/usr/lib/frr/zebra", "sh", "-c", zebra); err != nil {
 		return err
 	}
 	bgpd := fmt.Sprintf("mount --bind %s /var/tmp && exec /usr/lib/frr/bgpd %s -f %s -i %s/bgpd.pid", tmp, common, bgpdConf, run)
-	return l.startProc("bgpd", "", l.torNS(r.Index), filepath.Join(dir, "bgpd.out"), "/usr/lib/frr/bgpd", "sh", "-c", bgpd)
+	return l.startProc("bgpd", torNode(r.Index), l.torNS(r.Index), filepath.Join(dir, "bgpd.out"), "/usr/lib/frr/bgpd", "sh", "-c", bgpd)
 }
 
 // torShow runs the ToR's CLI (birdc / vtysh) with a command.

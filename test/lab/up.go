@@ -46,6 +46,7 @@ func Open(dir, binDir string, out io.Writer) (*Lab, error) {
 	if l.Plan, err = NewPlan(st.Options); err != nil {
 		return nil, err
 	}
+	l.Plan.apply(st.Joined, st.Left)
 	return l, nil
 }
 
