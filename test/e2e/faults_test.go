@@ -123,7 +123,7 @@ func TestAgentKill9GracefulRestart(t *testing.T) {
 
 	before, _ := l.KernelRoutes(ctx, "node-2")
 	l.StopAgent("node-2", true) // SIGKILL
-	time.Sleep(3 * time.Second)  // well past a hold-less session drop
+	time.Sleep(3 * time.Second) // well past a hold-less session drop
 	if after, _ := l.KernelRoutes(ctx, "node-2"); len(after) != len(before) {
 		t.Errorf("node-2's kernel routes changed while its agent was dead: %v → %v", before, after)
 	}
