@@ -119,6 +119,11 @@ func (s *GoBGP) Start(ctx context.Context, g Global) error {
 	for _, a := range g.ListenAddresses {
 		req.Global.ListenAddresses = append(req.Global.ListenAddresses, a.String())
 	}
+	if len(g.ListenAddresses) == 0 && port > 0 && !ipv6Available() {
+		// GoBGP listens on 0.0.0.0 and :: by default and fails to start
+		// when the kernel has IPv6 off.
+		req.Global.ListenAddresses = []string{"0.0.0.0"}
+	}
 	if err := srv.StartBgp(ctx, req); err != nil {
 		srv.Stop()
 		return fmt.Errorf("starting bgp speaker (AS %d, router ID %s, port %d): %w", g.ASN, g.RouterID, port, err)
@@ -139,6 +144,15 @@ func (s *GoBGP) Start(ctx context.Context, g Global) error {
 	}
 	s.log.Info("bgp speaker started", "op", "start", "asn", g.ASN, "routerID", g.RouterID, "port", port, "api", g.APIAddress)
 	return nil
+}
+
+func ipv6Available() bool {
+	l, err := net.Listen("tcp6", "[::]:0")
+	if err != nil {
+		return false
+	}
+	l.Close()
+	return true
 }
 
 func checkListen(addr string) error {

@@ -68,8 +68,9 @@ func BenchmarkReceivePath(b *testing.B) {
 			for i := 0; b.Loop(); i++ {
 				for _, v := range variants {
 					settle(b)
-					in, wd := runReceiver(b, v, feed, i)
+					in, wd, heap := runReceiver(b, v, feed, i)
 					res[v+"-install-s"] = append(res[v+"-install-s"], in.Seconds())
+					res[v+"-heap-MiB"] = append(res[v+"-heap-MiB"], heap)
 					if wd > 0 {
 						res[v+"-withdraw-s"] = append(res[v+"-withdraw-s"], wd.Seconds())
 					}
@@ -223,8 +224,17 @@ func (c *counter) ApplyRoutes(b rib.Batch) {
 
 func (c *counter) Converged() {}
 
-// runReceiver runs one receiver through one install and withdraw.
-func runReceiver(b *testing.B, variant string, t *table, iter int) (install, withdraw time.Duration) {
+// heapMiB is the live heap after a collection.
+func heapMiB() float64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return float64(ms.HeapAlloc) / (1 << 20)
+}
+
+// runReceiver runs one receiver through one install and withdraw; heap is
+// the live heap with the table installed.
+func runReceiver(b *testing.B, variant string, t *table, iter int) (install, withdraw time.Duration, heap float64) {
 	b.Helper()
 	port := freePortB(b, speakerIP)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -325,8 +335,9 @@ func runReceiver(b *testing.B, variant string, t *table, iter int) (install, wit
 	install = time.Since(t0)
 	if variant == "eor" {
 		install = time.Duration(eorAt.Load() - t0.UnixNano())
-		return install, 0
+		return install, 0, heapMiB()
 	}
+	heap = heapMiB()
 	emptied := cnt.expect(0)
 	t1 := time.Now()
 	if _, err := conn.Write(t.withdraw); err != nil {
@@ -337,7 +348,7 @@ func runReceiver(b *testing.B, variant string, t *table, iter int) (install, wit
 	case <-time.After(5 * time.Minute):
 		b.Fatalf("%s: withdraw timed out", variant)
 	}
-	return install, time.Since(t1)
+	return install, time.Since(t1), heap
 }
 
 // dialSession opens the feeder's session: OPEN both ways, KEEPALIVE both
