@@ -71,9 +71,25 @@ func must(t *testing.T, err error) {
 	}
 }
 
+// proc is a process a test started.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// exited reports whether the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // start runs a command inside a namespace until the test ends; its output
 // goes to dir/name.log.
-func (l *lab) start(ns *netns.NS, name string, env []string, args ...string) *exec.Cmd {
+func (l *lab) start(ns *netns.NS, name string, env []string, args ...string) *proc {
 	l.t.Helper()
 	logf, err := os.Create(filepath.Join(l.dir, name+".log"))
 	must(l.t, err)
@@ -93,7 +109,7 @@ func (l *lab) start(ns *netns.NS, name string, env []string, args ...string) *ex
 			<-done
 		}
 	})
-	return cmd
+	return &proc{cmd: cmd, done: done}
 }
 
 // helper is our node's BGP stack running in the node namespace.
@@ -102,6 +118,7 @@ type helper struct {
 	dir  string
 	http *http.Client
 	st   helperState
+	p    *proc
 }
 
 func (l *lab) startHelper(st helperState) *helper {
@@ -111,8 +128,9 @@ func (l *lab) startHelper(st helperState) *helper {
 	h.write()
 	self, err := os.Executable()
 	must(l.t, err)
-	l.start(l.node, "helper", []string{helperEnv + "=" + h.dir}, self, "-test.run=^$")
 	sock := filepath.Join(h.dir, "api.sock")
+	os.Remove(sock)
+	h.p = l.start(l.node, "helper", []string{helperEnv + "=" + h.dir}, self, "-test.run=^$")
 	h.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
@@ -123,6 +141,13 @@ func (l *lab) startHelper(st helperState) *helper {
 		return err == nil
 	})
 	return h
+}
+
+// stop ends the helper with SIGTERM, as an agent is stopped for a restart.
+func (h *helper) stop() {
+	h.l.t.Helper()
+	must(h.l.t, h.p.cmd.Process.Signal(syscall.SIGTERM))
+	waitFor(h.l.t, "the helper to exit", 20*time.Second, h.p.exited)
 }
 
 func (h *helper) write() {

@@ -183,7 +183,13 @@ func runHelper(dir string) error {
 		return err
 	}
 	srv := &http.Server{Handler: mux}
-	go func() { <-ctx.Done(); srv.Close() }()
+	go func() {
+		<-ctx.Done()
+		// As the agent does on SIGTERM: leave the sessions to the kernel,
+		// so that peers see a lost connection and keep our routes.
+		r.Stop(context.Background())
+		srv.Close()
+	}()
 	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

@@ -172,3 +172,34 @@ func TestFRReBGPWithMD5(t *testing.T) {
 	checkWrongPassword(t, l, h, "s3cret", func() uint64 { return md5Failures(t, l.tor) })
 	waitRoutes(t, h, "password fixed", "0.0.0.0/0 via "+torIP, "192.168.10.0/24 via "+torIP)
 }
+
+// TestAgentRestartKeepsRoutesAtBIRD stops the node's BGP stack the way the
+// agent stops for a restart: BIRD, as graceful-restart helper, keeps the
+// node's routes while it is away, and takes the fresh ones when it is back.
+func TestAgentRestartKeepsRoutesAtBIRD(t *testing.T) {
+	l := newLab(t)
+	b := l.startBIRD("s3cret", []string{"0.0.0.0/0"})
+	st := nodeState(torPeer(acceptDefaultAndOffice...))
+	st.Secrets["bgp-passwords/tor"] = "s3cret"
+	h := l.startHelper(st)
+	ours := sorted("10.244.1.0/26", "10.96.0.0/12")
+	waitFor(t, "BIRD to hold our routes", 60*time.Second, func() bool { return slices.Equal(sorted(b.received(t)...), ours) })
+
+	h.stop()
+	waitFor(t, "BIRD to see the session go", 30*time.Second, func() bool {
+		out, _ := b.birdc("show", "protocols", "node")
+		return !strings.Contains(out, "Established")
+	})
+	if got := sorted(b.received(t)...); !slices.Equal(got, ours) {
+		t.Fatalf("BIRD dropped our routes when the agent stopped: %v (want them kept for graceful restart)", got)
+	}
+
+	// The agent is back, with a block fewer: BIRD ends with exactly the new
+	// set once our End-of-RIB arrives.
+	st.Blocks = nil
+	h2 := l.startHelper(st)
+	waitState(t, h2, "Established")
+	waitFor(t, "BIRD to hold only the Service range", 60*time.Second, func() bool {
+		return slices.Equal(sorted(b.received(t)...), []string{"10.96.0.0/12"})
+	})
+}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,7 +17,7 @@ type bird struct {
 	l    *lab
 	dir  string
 	sock string
-	cmd  *exec.Cmd
+	p    *proc
 	n    int
 }
 
@@ -65,7 +64,7 @@ func (b *bird) restart(password string, routes []string) {
 	conf := filepath.Join(b.dir, "bird.conf")
 	must(b.l.t, os.WriteFile(conf, []byte(birdConfig(b.dir, password, routes)), 0o644))
 	b.n++
-	b.cmd = b.l.start(b.l.tor, fmt.Sprintf("bird-%d", b.n), nil, "bird", "-f", "-c", conf, "-s", b.sock, "-P", filepath.Join(b.dir, "bird.pid"))
+	b.p = b.l.start(b.l.tor, fmt.Sprintf("bird-%d", b.n), nil, "bird", "-f", "-c", conf, "-s", b.sock, "-P", filepath.Join(b.dir, "bird.pid"))
 	waitFor(b.l.t, "BIRD's control socket", 20*time.Second, func() bool {
 		_, err := b.birdc("show status")
 		return err == nil
@@ -75,10 +74,8 @@ func (b *bird) restart(password string, routes []string) {
 // kill stops BIRD without a BGP notification, as a crash would.
 func (b *bird) kill() {
 	b.l.t.Helper()
-	must(b.l.t, b.cmd.Process.Kill())
-	waitFor(b.l.t, "BIRD to exit", 10*time.Second, func() bool {
-		return b.cmd.ProcessState != nil
-	})
+	must(b.l.t, b.p.cmd.Process.Kill())
+	waitFor(b.l.t, "BIRD to exit", 10*time.Second, b.p.exited)
 }
 
 func (b *bird) birdc(args ...string) (string, error) {

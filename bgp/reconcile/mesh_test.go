@@ -90,7 +90,7 @@ func (c *cluster) start(n *meshNode) {
 	go n.r.Run(ctx)
 	c.t.Cleanup(func() {
 		cancel()
-		n.r.Stop(context.Background())
+		n.r.Shutdown(context.Background())
 	})
 }
 
@@ -215,7 +215,7 @@ func TestMeshInProcess(t *testing.T) {
 	// routes.
 	cn := c.nodes[2]
 	cn.stop()
-	cn.r.Stop(context.Background())
+	cn.r.Shutdown(context.Background())
 	c.nodes = c.nodes[:2]
 	c.reconcileAll()
 	c.waitConverged("c left")

@@ -87,6 +87,7 @@ type Reconciler struct {
 	errs     map[netip.Addr]string // per session: why applying it failed
 	problems []string
 	computed bool
+	stopped  bool
 
 	status *statusCache
 	// current is the running speaker for the RIB's read-backs. It is not
@@ -144,12 +145,31 @@ func (r *Reconciler) RIB() *rib.RIB { return r.rib }
 // Run drives the RIB's timers until ctx ends.
 func (r *Reconciler) Run(ctx context.Context) { r.rib.Run(ctx) }
 
-// Stop stops the speaker, closing every session with a Cease notification
-// (peers drop our routes). An agent that restarts should not call it, so
-// that graceful restart keeps forwarding while it is away.
+// Stop prepares the agent's exit for a restart: the RIB stops receiving
+// events, and the speaker keeps its sessions open until the process exits.
+// The kernel then closes the connections without a BGP notification, so
+// graceful-restart peers keep this node's routes for the restart time
+// while the new agent comes up; GoBGP's own stop would send every peer a
+// Cease, which makes them drop our routes at once (a "hard reset" even
+// under RFC 8538). The process must exit soon after Stop. Reconcile fails
+// after Stop.
 func (r *Reconciler) Stop(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.stopped = true
+	if r.sp != nil {
+		r.stopSp()
+	}
+	return nil
+}
+
+// Shutdown closes every session with a Cease notification and stops the
+// speaker: peers drop this node's routes at once. It is for a node that
+// leaves for good (and for tests); an agent that restarts calls Stop.
+func (r *Reconciler) Shutdown(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stopped = true
 	if r.sp == nil {
 		return nil
 	}
@@ -167,6 +187,9 @@ func (r *Reconciler) Stop(ctx context.Context) error {
 func (r *Reconciler) Reconcile(ctx context.Context, st State) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.stopped {
+		return errors.New("reconciling BGP: stopped")
+	}
 	d, err := topology.Compute(st.Input)
 	if err != nil {
 		r.problems = []string{err.Error()}

@@ -380,3 +380,29 @@ func value(m *dto.Metric) float64 {
 	}
 	return 0
 }
+
+func TestStopLeavesSessionsShutdownCloses(t *testing.T) {
+	f := newFixture(t)
+	f.reconcile(baseState())
+	f.sp().Ops()
+	// Stop: nothing is said to the peers; the process exit closes the
+	// connections (graceful restart at the peers).
+	if err := f.r.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.wantOps("stop")
+	if !f.sp().Running() {
+		t.Error("Stop stopped the speaker")
+	}
+	if err := f.r.Reconcile(context.Background(), baseState()); err == nil {
+		t.Error("Reconcile after Stop succeeded")
+	}
+	// Shutdown: Cease to every peer.
+	if err := f.r.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.wantOps("shutdown", "stop")
+	if f.sp().Running() {
+		t.Error("Shutdown left the speaker running")
+	}
+}
