@@ -1,0 +1,156 @@
+package bgp
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+func mustAny(t *testing.T, m proto.Message) *anypb.Any {
+	t.Helper()
+	a, err := anypb.New(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// TestDecodePath checks the hand decoder against GoBGP's own messages for
+// every attribute it reads.
+func TestDecodePath(t *testing.T) {
+	nlri := mustAny(t, &api.IPAddressPrefix{PrefixLen: 26, Prefix: "10.244.1.0"})
+	p := &api.Path{Nlri: nlri, Pattrs: []*anypb.Any{
+		mustAny(t, &api.OriginAttribute{Origin: 2}),
+		mustAny(t, &api.AsPathAttribute{Segments: []*api.AsSegment{
+			{Type: api.AsSegment_AS_SEQUENCE, Numbers: []uint32{65001, 4200000000}},
+			{Type: api.AsSegment_AS_SET, Numbers: []uint32{7, 8}},
+		}}),
+		mustAny(t, &api.NextHopAttribute{NextHop: "10.0.0.1"}),
+		mustAny(t, &api.MultiExitDiscAttribute{Med: 50}),
+		mustAny(t, &api.LocalPrefAttribute{LocalPref: 300}),
+		mustAny(t, &api.CommunitiesAttribute{Communities: []uint32{1, CommunityLLGRStale}}),
+		mustAny(t, &api.OriginatorIdAttribute{Id: "10.0.0.9"}),
+		mustAny(t, &api.ClusterListAttribute{Ids: []string{"224.0.0.1", "224.0.0.2"}}),
+		mustAny(t, &api.LargeCommunitiesAttribute{Communities: []*api.LargeCommunity{{GlobalAdmin: 1, LocalData1: 2, LocalData2: 3}}}),
+	}}
+	var d decoder
+	rp, err := d.path(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := rp.Attrs
+	if rp.Prefix != netip.MustParsePrefix("10.244.1.0/26") || rp.NextHop != netip.MustParseAddr("10.0.0.1") {
+		t.Errorf("prefix/next hop = %s %s", rp.Prefix, rp.NextHop)
+	}
+	if a.Origin != 2 || !slices.Equal(a.ASPath, []uint32{65001, 4200000000, 7, 8}) || a.ASPathLen != 3 || a.NeighborAS() != 65001 {
+		t.Errorf("origin/AS path = %d %v %d", a.Origin, a.ASPath, a.ASPathLen)
+	}
+	if !a.HasMED || a.MED != 50 || !a.HasLocalPref || a.LocalPref != 300 {
+		t.Errorf("MED/local-pref = %+v", a)
+	}
+	if !a.HasCommunity(CommunityLLGRStale) || !a.HasCommunity(1) || !slices.Equal(a.LargeCommunities, []LargeCommunity{{Global: 1, Local1: 2, Local2: 3}}) {
+		t.Errorf("communities = %v %v", a.Communities, a.LargeCommunities)
+	}
+	if a.OriginatorID != netip.MustParseAddr("10.0.0.9") || a.ClusterListLen != 2 {
+		t.Errorf("reflection attributes = %s %d", a.OriginatorID, a.ClusterListLen)
+	}
+
+	// The next path of the same UPDATE shares the decoded attributes; one
+	// with other attributes does not.
+	p2 := &api.Path{Nlri: mustAny(t, &api.IPAddressPrefix{PrefixLen: 32, Prefix: "10.244.9.9"}), Pattrs: p.Pattrs}
+	rp2, err := d.path(p2)
+	if err != nil || rp2.Attrs != a {
+		t.Errorf("second path of an UPDATE: shared=%v err=%v", rp2.Attrs == a, err)
+	}
+	p3 := &api.Path{Nlri: p2.Nlri, Pattrs: p.Pattrs[:3]}
+	rp3, _ := d.path(p3)
+	if rp3.Attrs == a || rp3.Attrs.HasMED {
+		t.Errorf("a path with other attributes reused the previous ones")
+	}
+
+	// IPv6: the next hop comes from MP_REACH, which differs per path.
+	nlri6 := mustAny(t, &api.IPAddressPrefix{PrefixLen: 122, Prefix: "fd00:244::40"})
+	p6 := &api.Path{Nlri: nlri6, Pattrs: []*anypb.Any{
+		mustAny(t, &api.OriginAttribute{}),
+		mustAny(t, &api.MpReachNLRIAttribute{Family: familyAPI(IPv6), NextHops: []string{"fd00::1", "fe80::1"}, Nlris: []*anypb.Any{nlri6}}),
+	}}
+	rp6, err := d.path(p6)
+	if err != nil || rp6.NextHop != netip.MustParseAddr("fd00::1") || rp6.Prefix.String() != "fd00:244::40/122" {
+		t.Errorf("IPv6 path = %+v, %v", rp6, err)
+	}
+
+	// Garbage is an error, not a panic.
+	bad := &api.Path{Nlri: &anypb.Any{TypeUrl: typePrefix, Value: []byte{0x0a, 0xff}}}
+	if _, err := d.path(bad); err == nil {
+		t.Error("a truncated NLRI decoded")
+	}
+	if _, err := d.path(&api.Path{Nlri: mustAny(t, &api.OriginAttribute{})}); err == nil {
+		t.Error("an NLRI of another type decoded")
+	}
+}
+
+func TestToAPIPeer(t *testing.T) {
+	p := Peer{
+		Address: netip.MustParseAddr("10.0.0.1"), Port: 1179, ASN: 65001, LocalASN: 64512,
+		Password: "pw", LocalAddress: netip.MustParseAddr("10.0.0.2"), EBGPMultihop: 4, Passive: true,
+		Timers:      Timers{Keepalive: 3 * time.Second, Hold: 9 * time.Second, ConnectRetry: 5 * time.Second},
+		MaxPrefixes: 100, RouteReflectorClient: true, RouteReflectorClusterID: netip.MustParseAddr("224.0.0.1"),
+		GracefulRestart: GracefulRestart{Enabled: true, RestartTime: 30 * time.Second, LongLivedStaleTime: time.Hour},
+	}
+	a := toAPIPeer(p)
+	c := a.Conf
+	if c.NeighborAddress != "10.0.0.1" || c.PeerAsn != 65001 || c.LocalAsn != 64512 || c.AuthPassword != "pw" {
+		t.Errorf("conf = %+v", c)
+	}
+	if tr := a.Transport; tr.RemotePort != 1179 || !tr.PassiveMode || tr.LocalAddress != "10.0.0.2" {
+		t.Errorf("transport = %+v", tr)
+	}
+	if tc := a.Timers.Config; tc.KeepaliveInterval != 3 || tc.HoldTime != 9 || tc.ConnectRetry != 5 {
+		t.Errorf("timers = %+v", tc)
+	}
+	if !a.EbgpMultihop.Enabled || a.EbgpMultihop.MultihopTtl != 4 || a.TtlSecurity != nil {
+		t.Errorf("multihop = %+v, ttl security = %+v", a.EbgpMultihop, a.TtlSecurity)
+	}
+	if !a.RouteReflector.RouteReflectorClient || a.RouteReflector.RouteReflectorClusterId != "224.0.0.1" {
+		t.Errorf("route reflector = %+v", a.RouteReflector)
+	}
+	af := a.AfiSafis[0]
+	if af.PrefixLimits.MaxPrefixes != 100 || !af.MpGracefulRestart.Config.Enabled || af.LongLivedGracefulRestart.Config.RestartTime != 3600 {
+		t.Errorf("afi-safi = %+v", af)
+	}
+	if gr := a.GracefulRestart; !gr.Enabled || gr.RestartTime != 30 || !gr.LonglivedEnabled {
+		t.Errorf("graceful restart = %+v", gr)
+	}
+
+	g := toAPIPeer(Peer{Address: netip.MustParseAddr("fd00::1"), ASN: 1, TTLSecurityHops: 1, Timers: Timers{Hold: HoldTimeDisabled}})
+	if !g.TtlSecurity.Enabled || g.TtlSecurity.TtlMin != 254 || g.EbgpMultihop != nil || g.AfiSafis[0].Config.Family.Afi != api.Family_AFI_IP6 {
+		t.Errorf("GTSM peer = %+v", g)
+	}
+	if g.Timers.Config.HoldTime != 65535 || g.Timers.Config.ConnectRetry != 30 || g.GracefulRestart != nil {
+		t.Errorf("defaults = %+v %+v", g.Timers.Config, g.GracefulRestart)
+	}
+}
+
+func TestPeerValidate(t *testing.T) {
+	ok := Peer{Address: netip.MustParseAddr("10.0.0.1"), ASN: 1}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []Peer{
+		{ASN: 1},
+		{Address: ok.Address},
+		{Address: ok.Address, ASN: 1, LocalAddress: netip.MustParseAddr("fd00::1")},
+		{Address: ok.Address, ASN: 1, EBGPMultihop: 2, TTLSecurityHops: 1},
+		{Address: ok.Address, ASN: 1, RouteReflectorClient: true},
+		{Address: ok.Address, ASN: 1, Timers: Timers{Keepalive: 10 * time.Second, Hold: 9 * time.Second}},
+	} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("Validate(%+v) = nil", bad)
+		}
+	}
+}
