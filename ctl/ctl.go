@@ -20,9 +20,10 @@ import (
 )
 
 type globals struct {
-	socket string
-	output string
-	out    io.Writer
+	socket     string
+	kubeconfig string
+	output     string
+	out        io.Writer
 }
 
 // NewCommand returns the rhizomectl root command.
@@ -38,6 +39,7 @@ func NewCommand() *cobra.Command {
 		},
 	}
 	root.PersistentFlags().StringVar(&g.socket, "socket", agentapi.DefaultSocket, "the local agent's API socket")
+	root.PersistentFlags().StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig for the cluster-wide commands (default $KUBECONFIG, ~/.kube/config, in-cluster)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "", "output format: json, or a table when empty")
 	bgp := &cobra.Command{Use: "bgp", Short: "BGP state of this node"}
 	bgp.AddCommand(&cobra.Command{
@@ -54,6 +56,8 @@ func NewCommand() *cobra.Command {
 			RunE:  func(cmd *cobra.Command, _ []string) error { return g.withStatus(cmd.Context(), g.printStatus) },
 		},
 		bgp,
+		g.poolsCommand(),
+		g.ipamCommand(),
 		&cobra.Command{
 			Use:   "routes",
 			Short: "The kernel routes this node's agent programs",
