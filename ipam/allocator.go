@@ -114,6 +114,8 @@ type entry struct {
 	writing  bool        // a writer goroutine owns the queue
 	creating bool        // claimed by us; the create is not confirmed yet
 	deleting bool        // our delete is in flight
+	// lastBatch is how many operations the last write carried.
+	lastBatch int
 }
 
 var _ Allocator = (*NodeAllocator)(nil)

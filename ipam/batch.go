@@ -22,6 +22,12 @@ import (
 // resourceVersion. Operations queued meanwhile wait for the next round: under
 // load, one write carries many allocations.
 
+// linger is how long a writer waits for more operations before a write when
+// its previous write carried several: callers that just got their answer
+// and ask again then share one write instead of alternating between a write
+// of one and a write of the rest. A lone sequential caller never waits.
+const linger = time.Millisecond
+
 // maxTransientRetries bounds the retries of a write that failed for a
 // reason other than a conflict (API server overloaded or unreachable).
 const maxTransientRetries = 5
@@ -69,6 +75,7 @@ func (a *NodeAllocator) kick(e *entry) {
 func (a *NodeAllocator) writeLoop(e *entry) {
 	defer a.wg.Done()
 	transient, conflicts := 0, 0
+	lingered := false
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for {
@@ -88,6 +95,14 @@ func (a *NodeAllocator) writeLoop(e *entry) {
 			a.lostClaim(e)
 			return
 		}
+		if !lingered && len(e.queue) < e.lastBatch {
+			lingered = true
+			a.mu.Unlock()
+			time.Sleep(linger)
+			a.mu.Lock()
+			continue
+		}
+		lingered = false
 		batch := e.queue
 		e.queue = nil
 		for _, o := range batch {
@@ -97,6 +112,7 @@ func (a *NodeAllocator) writeLoop(e *entry) {
 		if w == nil {
 			continue
 		}
+		e.lastBatch = len(w.ops)
 		a.mu.Unlock()
 		out, err := a.send(w)
 		a.mu.Lock()
@@ -107,6 +123,7 @@ func (a *NodeAllocator) writeLoop(e *entry) {
 		case w.kind == wCreate && apierrors.IsAlreadyExists(err):
 			// Another node claimed the block first: pick again.
 			a.c.conflicts.Add(1)
+			a.c.lostClaims.Add(1)
 			a.requeue(e, batch)
 			a.lostClaim(e)
 			return
@@ -246,16 +263,20 @@ func (a *NodeAllocator) build(e *entry, batch []*op) *write {
 	for _, o := range deletes { // the block is in use again
 		a.finish(o, result{})
 	}
-	w := &write{kind: wUpdate, addrs: map[*op]netip.Addr{}}
 	if e.obj == nil {
-		w.kind = wCreate
-		w.obj = &v1alpha1.IPAMBlock{
+		// A claim: create the block empty, and let the allocations follow
+		// in the next write. An empty create is the cheapest write there
+		// is and shows up in other nodes' caches soonest, so a claim lost
+		// to a node that went for the same block wastes little.
+		a.requeue(e, rest)
+		obj := &v1alpha1.IPAMBlock{
 			ObjectMeta: metav1.ObjectMeta{Name: e.name},
 			Spec:       v1alpha1.IPAMBlockSpec{CIDR: e.prefix.String(), Affinity: a.node},
 		}
-	} else {
-		w.obj = e.obj.DeepCopy()
+		store.StampEmpty(obj, a.clock.Now())
+		return &write{kind: wCreate, obj: obj}
 	}
+	w := &write{kind: wUpdate, addrs: map[*op]netip.Addr{}, obj: e.obj.DeepCopy()}
 	occupied := slices.Clone(e.used)
 	changed := false
 	for _, o := range rest {

@@ -39,6 +39,7 @@ func BenchmarkIPAM(b *testing.B) {
 		nodes, callers int
 	}{
 		{"OneNode/callers=1", 1, 1},
+		{"OneNode/callers=4", 1, 4},
 		{"OneNode/callers=16", 1, 16},
 		{"EightNodes/callers=16", 8, 16},
 	} {
@@ -117,10 +118,12 @@ func benchAllocate(b *testing.B, nodes, callers int) {
 	b.StopTimer()
 
 	total := float64(nodes * b.N)
-	var conflicts uint64
+	var conflicts, lost uint64
 	for _, a := range as {
 		conflicts += a.Stats().Conflicts
+		lost += a.Stats().LostClaims
 	}
+	b.ReportMetric(float64(lost)/total, "lostclaims/alloc")
 	b.ReportMetric(total/elapsed.Seconds(), "allocs/s")
 	b.ReportMetric(float64(e.writes.Load()-writes0)/total, "writes/alloc")
 	b.ReportMetric(float64(conflicts)/total, "conflicts/alloc")

@@ -16,6 +16,7 @@ type Stats struct {
 	Updates          uint64 // block updates sent
 	Deletes          uint64 // block deletions sent
 	Conflicts        uint64 // writes retried: resourceVersion conflicts and lost claims
+	LostClaims       uint64 // of which claims lost to another node (create: AlreadyExists)
 	Claims           uint64 // blocks claimed
 	Borrowed         uint64 // addresses taken from another node's block
 }
@@ -27,13 +28,14 @@ type counters struct {
 	allocations, allocationErrors, releases atomic.Uint64
 	creates, updates, deletes               atomic.Uint64
 	conflicts, claims, borrowed             atomic.Uint64
+	lostClaims                              atomic.Uint64
 }
 
 func (c *counters) stats() Stats {
 	return Stats{
 		Allocations: c.allocations.Load(), AllocationErrors: c.allocationErrors.Load(), Releases: c.releases.Load(),
 		Creates: c.creates.Load(), Updates: c.updates.Load(), Deletes: c.deletes.Load(),
-		Conflicts: c.conflicts.Load(), Claims: c.claims.Load(), Borrowed: c.borrowed.Load(),
+		Conflicts: c.conflicts.Load(), LostClaims: c.lostClaims.Load(), Claims: c.claims.Load(), Borrowed: c.borrowed.Load(),
 	}
 }
 
@@ -65,6 +67,7 @@ func (c *counters) register(r prometheus.Registerer) error {
 		counter("block_writes_total", "IPAMBlock writes sent to the API server.", &c.deletes, prometheus.Labels{"op": "delete"}),
 		counter("conflicts_total", "IPAMBlock writes retried after a resourceVersion conflict or a lost claim.", &c.conflicts, nil),
 		counter("blocks_claimed_total", "Blocks claimed by this node.", &c.claims, nil),
+		counter("claims_lost_total", "Block claims lost to another node that created the block first.", &c.lostClaims, nil),
 		counter("borrowed_total", "Addresses borrowed from other nodes' blocks.", &c.borrowed, nil),
 	}
 	for _, col := range cs {
