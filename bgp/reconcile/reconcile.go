@@ -268,7 +268,7 @@ func (r *Reconciler) ensureSpeaker(ctx context.Context, g bgp.Global) error {
 		return fmt.Errorf("starting the BGP speaker: %w", err)
 	}
 	wctx, cancel := context.WithCancel(context.Background())
-	if err := sp.Watch(wctx, r.rib); err != nil {
+	if err := sp.Watch(wctx, holdTimerGuard{rib: r.rib, r: r}); err != nil {
 		cancel()
 		_ = sp.Stop(ctx)
 		r.current.Store(nil)
