@@ -79,6 +79,9 @@ type agent struct {
 
 	ipam   *ipam.NodeAllocator
 	routes *routes.Reconciler
+	// routeProtocol and routeTable are what the route programmer was
+	// started with (a change needs a restart).
+	routeProtocol, routeTable int
 	bgp    *reconcile.Reconciler
 
 	// tunnel is the VXLAN tunnel address, allocated once from our blocks.
@@ -145,6 +148,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("starting the route programmer: %w", err)
 	}
+	a.routeProtocol, a.routeTable = bgpCfg.RouteProtocol, bgpCfg.RouteTable
 	defer a.routes.Close()
 	goRun("route programmer", func() error { return a.routes.Run(ctx) })
 

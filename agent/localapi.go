@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
 	"strings"
 
 	"github.com/rhizome-net/rhizome/agent/agentapi"
@@ -120,10 +121,28 @@ func (s *nodeState) Status() *agentapi.StatusResponse {
 			resp.BorrowedAddresses = append(resp.BorrowedAddresses, ad.String())
 		}
 	}
+	if a.local != nil {
+		resp.NodeAddress = a.local.IPv4.String()
+		resp.UnderlayInterface = a.local.Interface
+		resp.UnderlayMtu = int32(a.local.MTU)
+	}
 	if a.routes != nil {
+		rs := a.routes.Status()
 		for _, r := range a.routes.Routes() {
-			resp.Routes = append(resp.Routes, describeRoute(r, a.routes.Status().Devices))
+			resp.Routes = append(resp.Routes, describeRoute(r, rs.Devices))
 		}
+		resp.PodMtu = int32(rs.PodMTU)
+		for _, d := range rs.Devices {
+			resp.Devices = append(resp.Devices, &agentapi.Device{Name: d.Name, Type: d.Type, Mtu: int32(d.MTU), Address: d.Address})
+		}
+		for _, p := range rs.Conflicts {
+			resp.Conflicts = append(resp.Conflicts, p.String())
+		}
+		for p, e := range rs.RouteErrors {
+			resp.RouteErrors = append(resp.RouteErrors, p.String()+": "+e)
+		}
+		sort.Strings(resp.RouteErrors)
+		resp.RouteProtocol, resp.RouteTable = int32(a.routeProtocol), int64(a.routeTable)
 	}
 	return resp
 }

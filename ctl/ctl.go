@@ -58,6 +58,7 @@ func NewCommand() *cobra.Command {
 		bgp,
 		g.poolsCommand(),
 		g.ipamCommand(),
+		g.doctorCommand(),
 		&cobra.Command{
 			Use:   "routes",
 			Short: "The kernel routes this node's agent programs",

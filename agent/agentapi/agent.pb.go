@@ -491,8 +491,21 @@ type StatusResponse struct {
 	BorrowedAddresses []string               `protobuf:"bytes,7,rep,name=borrowed_addresses,json=borrowedAddresses,proto3" json:"borrowed_addresses,omitempty"`
 	Ready             bool                   `protobuf:"varint,8,opt,name=ready,proto3" json:"ready,omitempty"`
 	NotReadyReason    string                 `protobuf:"bytes,9,opt,name=not_ready_reason,json=notReadyReason,proto3" json:"not_ready_reason,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The node's underlay address with prefix length, e.g. 10.0.1.10/24.
+	NodeAddress       string `protobuf:"bytes,10,opt,name=node_address,json=nodeAddress,proto3" json:"node_address,omitempty"`
+	UnderlayInterface string `protobuf:"bytes,11,opt,name=underlay_interface,json=underlayInterface,proto3" json:"underlay_interface,omitempty"`
+	UnderlayMtu       int32  `protobuf:"varint,12,opt,name=underlay_mtu,json=underlayMtu,proto3" json:"underlay_mtu,omitempty"`
+	PodMtu            int32  `protobuf:"varint,13,opt,name=pod_mtu,json=podMtu,proto3" json:"pod_mtu,omitempty"`
+	// Kernel route protocol and table of the agent's routes.
+	RouteProtocol int32     `protobuf:"varint,14,opt,name=route_protocol,json=routeProtocol,proto3" json:"route_protocol,omitempty"`
+	RouteTable    int64     `protobuf:"varint,15,opt,name=route_table,json=routeTable,proto3" json:"route_table,omitempty"`
+	Devices       []*Device `protobuf:"bytes,16,rep,name=devices,proto3" json:"devices,omitempty"`
+	// Prefixes the agent wants but another protocol's route holds.
+	Conflicts []string `protobuf:"bytes,17,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
+	// Routes the agent could not install, with the reason.
+	RouteErrors   []string `protobuf:"bytes,18,rep,name=route_errors,json=routeErrors,proto3" json:"route_errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StatusResponse) Reset() {
@@ -588,6 +601,138 @@ func (x *StatusResponse) GetNotReadyReason() string {
 	return ""
 }
 
+func (x *StatusResponse) GetNodeAddress() string {
+	if x != nil {
+		return x.NodeAddress
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetUnderlayInterface() string {
+	if x != nil {
+		return x.UnderlayInterface
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetUnderlayMtu() int32 {
+	if x != nil {
+		return x.UnderlayMtu
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetPodMtu() int32 {
+	if x != nil {
+		return x.PodMtu
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetRouteProtocol() int32 {
+	if x != nil {
+		return x.RouteProtocol
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetRouteTable() int64 {
+	if x != nil {
+		return x.RouteTable
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetDevices() []*Device {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetConflicts() []string {
+	if x != nil {
+		return x.Conflicts
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetRouteErrors() []string {
+	if x != nil {
+		return x.RouteErrors
+	}
+	return nil
+}
+
+type Device struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// vxlan or ipip.
+	Type          string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Mtu           int32  `protobuf:"varint,3,opt,name=mtu,proto3" json:"mtu,omitempty"`
+	Address       string `protobuf:"bytes,4,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Device) Reset() {
+	*x = Device{}
+	mi := &file_agent_agentapi_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Device) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Device) ProtoMessage() {}
+
+func (x *Device) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agentapi_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Device.ProtoReflect.Descriptor instead.
+func (*Device) Descriptor() ([]byte, []int) {
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Device) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Device) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Device) GetMtu() int32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
+}
+
+func (x *Device) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 type Session struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Peer   string                 `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
@@ -608,7 +753,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_agent_agentapi_agent_proto_msgTypes[10]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -620,7 +765,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentapi_agent_proto_msgTypes[10]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -633,7 +778,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Session) GetPeer() string {
@@ -719,7 +864,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_agent_agentapi_agent_proto_msgTypes[11]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -731,7 +876,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentapi_agent_proto_msgTypes[11]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -744,7 +889,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Route) GetPrefix() string {
@@ -803,7 +948,7 @@ const file_agent_agentapi_agent_proto_rawDesc = "" +
 	"\x03mtu\x18\x02 \x01(\x05R\x03mtu\x12\x14\n" +
 	"\x05ready\x18\x03 \x01(\bR\x05ready\x12(\n" +
 	"\x10not_ready_reason\x18\x04 \x01(\tR\x0enotReadyReason\"\x0f\n" +
-	"\rStatusRequest\"\xd6\x02\n" +
+	"\rStatusRequest\"\xa1\x05\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1b\n" +
 	"\trouter_id\x18\x02 \x01(\tR\brouterId\x12\x1b\n" +
@@ -813,7 +958,23 @@ const file_agent_agentapi_agent_proto_rawDesc = "" +
 	"\x06blocks\x18\x06 \x03(\tR\x06blocks\x12-\n" +
 	"\x12borrowed_addresses\x18\a \x03(\tR\x11borrowedAddresses\x12\x14\n" +
 	"\x05ready\x18\b \x01(\bR\x05ready\x12(\n" +
-	"\x10not_ready_reason\x18\t \x01(\tR\x0enotReadyReason\"\xc1\x02\n" +
+	"\x10not_ready_reason\x18\t \x01(\tR\x0enotReadyReason\x12!\n" +
+	"\fnode_address\x18\n" +
+	" \x01(\tR\vnodeAddress\x12-\n" +
+	"\x12underlay_interface\x18\v \x01(\tR\x11underlayInterface\x12!\n" +
+	"\funderlay_mtu\x18\f \x01(\x05R\vunderlayMtu\x12\x17\n" +
+	"\apod_mtu\x18\r \x01(\x05R\x06podMtu\x12%\n" +
+	"\x0eroute_protocol\x18\x0e \x01(\x05R\rrouteProtocol\x12\x1f\n" +
+	"\vroute_table\x18\x0f \x01(\x03R\n" +
+	"routeTable\x122\n" +
+	"\adevices\x18\x10 \x03(\v2\x18.rhizome.agent.v1.DeviceR\adevices\x12\x1c\n" +
+	"\tconflicts\x18\x11 \x03(\tR\tconflicts\x12!\n" +
+	"\froute_errors\x18\x12 \x03(\tR\vrouteErrors\"\\\n" +
+	"\x06Device\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x10\n" +
+	"\x03mtu\x18\x03 \x01(\x05R\x03mtu\x12\x18\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xc1\x02\n" +
 	"\aSession\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x17\n" +
 	"\apeer_as\x18\x02 \x01(\rR\x06peerAs\x12\x12\n" +
@@ -852,7 +1013,7 @@ func file_agent_agentapi_agent_proto_rawDescGZIP() []byte {
 	return file_agent_agentapi_agent_proto_rawDescData
 }
 
-var file_agent_agentapi_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_agent_agentapi_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_agent_agentapi_agent_proto_goTypes = []any{
 	(*AllocateRequest)(nil),        // 0: rhizome.agent.v1.AllocateRequest
 	(*AllocateResponse)(nil),       // 1: rhizome.agent.v1.AllocateResponse
@@ -864,27 +1025,29 @@ var file_agent_agentapi_agent_proto_goTypes = []any{
 	(*NetworkConfigResponse)(nil),  // 7: rhizome.agent.v1.NetworkConfigResponse
 	(*StatusRequest)(nil),          // 8: rhizome.agent.v1.StatusRequest
 	(*StatusResponse)(nil),         // 9: rhizome.agent.v1.StatusResponse
-	(*Session)(nil),                // 10: rhizome.agent.v1.Session
-	(*Route)(nil),                  // 11: rhizome.agent.v1.Route
+	(*Device)(nil),                 // 10: rhizome.agent.v1.Device
+	(*Session)(nil),                // 11: rhizome.agent.v1.Session
+	(*Route)(nil),                  // 12: rhizome.agent.v1.Route
 }
 var file_agent_agentapi_agent_proto_depIdxs = []int32{
-	10, // 0: rhizome.agent.v1.StatusResponse.sessions:type_name -> rhizome.agent.v1.Session
-	11, // 1: rhizome.agent.v1.StatusResponse.routes:type_name -> rhizome.agent.v1.Route
-	0,  // 2: rhizome.agent.v1.Agent.Allocate:input_type -> rhizome.agent.v1.AllocateRequest
-	2,  // 3: rhizome.agent.v1.Agent.Release:input_type -> rhizome.agent.v1.ReleaseRequest
-	4,  // 4: rhizome.agent.v1.Agent.GarbageCollect:input_type -> rhizome.agent.v1.GarbageCollectRequest
-	6,  // 5: rhizome.agent.v1.Agent.NetworkConfig:input_type -> rhizome.agent.v1.NetworkConfigRequest
-	8,  // 6: rhizome.agent.v1.Agent.Status:input_type -> rhizome.agent.v1.StatusRequest
-	1,  // 7: rhizome.agent.v1.Agent.Allocate:output_type -> rhizome.agent.v1.AllocateResponse
-	3,  // 8: rhizome.agent.v1.Agent.Release:output_type -> rhizome.agent.v1.ReleaseResponse
-	5,  // 9: rhizome.agent.v1.Agent.GarbageCollect:output_type -> rhizome.agent.v1.GarbageCollectResponse
-	7,  // 10: rhizome.agent.v1.Agent.NetworkConfig:output_type -> rhizome.agent.v1.NetworkConfigResponse
-	9,  // 11: rhizome.agent.v1.Agent.Status:output_type -> rhizome.agent.v1.StatusResponse
-	7,  // [7:12] is the sub-list for method output_type
-	2,  // [2:7] is the sub-list for method input_type
-	2,  // [2:2] is the sub-list for extension type_name
-	2,  // [2:2] is the sub-list for extension extendee
-	0,  // [0:2] is the sub-list for field type_name
+	11, // 0: rhizome.agent.v1.StatusResponse.sessions:type_name -> rhizome.agent.v1.Session
+	12, // 1: rhizome.agent.v1.StatusResponse.routes:type_name -> rhizome.agent.v1.Route
+	10, // 2: rhizome.agent.v1.StatusResponse.devices:type_name -> rhizome.agent.v1.Device
+	0,  // 3: rhizome.agent.v1.Agent.Allocate:input_type -> rhizome.agent.v1.AllocateRequest
+	2,  // 4: rhizome.agent.v1.Agent.Release:input_type -> rhizome.agent.v1.ReleaseRequest
+	4,  // 5: rhizome.agent.v1.Agent.GarbageCollect:input_type -> rhizome.agent.v1.GarbageCollectRequest
+	6,  // 6: rhizome.agent.v1.Agent.NetworkConfig:input_type -> rhizome.agent.v1.NetworkConfigRequest
+	8,  // 7: rhizome.agent.v1.Agent.Status:input_type -> rhizome.agent.v1.StatusRequest
+	1,  // 8: rhizome.agent.v1.Agent.Allocate:output_type -> rhizome.agent.v1.AllocateResponse
+	3,  // 9: rhizome.agent.v1.Agent.Release:output_type -> rhizome.agent.v1.ReleaseResponse
+	5,  // 10: rhizome.agent.v1.Agent.GarbageCollect:output_type -> rhizome.agent.v1.GarbageCollectResponse
+	7,  // 11: rhizome.agent.v1.Agent.NetworkConfig:output_type -> rhizome.agent.v1.NetworkConfigResponse
+	9,  // 12: rhizome.agent.v1.Agent.Status:output_type -> rhizome.agent.v1.StatusResponse
+	8,  // [8:13] is the sub-list for method output_type
+	3,  // [3:8] is the sub-list for method input_type
+	3,  // [3:3] is the sub-list for extension type_name
+	3,  // [3:3] is the sub-list for extension extendee
+	0,  // [0:3] is the sub-list for field type_name
 }
 
 func init() { file_agent_agentapi_agent_proto_init() }
@@ -898,7 +1061,7 @@ func file_agent_agentapi_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_agentapi_agent_proto_rawDesc), len(file_agent_agentapi_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -15,6 +15,7 @@ import (
 func TestMeshConnectivity(t *testing.T) {
 	l := up(t, lab.Options{Nodes: 3, Racks: 1, ToR: "none", Mode: "mesh", Encap: "none", Pods: 2})
 	requireMatrix(t, l)
+	requireDoctorClean(t, l)
 	for _, n := range l.Plan.Nodes {
 		for _, o := range l.Plan.Nodes {
 			r := routeTo(t, l, n.Name, blockOf(t, l, o.Name))
@@ -57,6 +58,7 @@ func TestRouteReflectorConnectivity(t *testing.T) {
 func TestToRCrossSubnetVXLAN(t *testing.T) {
 	l := up(t, lab.Options{Nodes: 4, Racks: 2, ToR: "frr", Mode: "mesh", Encap: "vxlan", Pods: 1})
 	requireMatrix(t, l)
+	requireDoctorClean(t, l)
 	// node-1, node-2 in rack 1; node-3, node-4 in rack 2.
 	if r := routeTo(t, l, "node-1", blockOf(t, l, "node-2")); !strings.Contains(r, "dev eth0") {
 		t.Errorf("same rack: node-1 → node-2's block = %q, want direct over eth0", r)

@@ -144,3 +144,18 @@ func routeTo(t *testing.T, l *lab.Lab, node, prefix string) string {
 	}
 	return r[prefix]
 }
+
+// requireDoctorClean runs rhizomectl doctor on every node, as an operator
+// would, and expects it to find nothing.
+func requireDoctorClean(t *testing.T, l *lab.Lab) {
+	t.Helper()
+	ctl := filepath.Join(binDir(t), "rhizomectl")
+	for _, n := range l.Plan.Nodes {
+		out, err := l.Exec(ctxFor(t, time.Minute), n.Name, ctl,
+			"--socket", filepath.Join(l.Dir, "nodes", n.Name, "agent.sock"),
+			"--kubeconfig", l.State.Kubeconfig, "doctor")
+		if err != nil || !strings.Contains(string(out), "no problems found") {
+			t.Errorf("doctor on %s: %v\n%s", n.Name, err, out)
+		}
+	}
+}
