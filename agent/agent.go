@@ -82,7 +82,7 @@ type agent struct {
 	// routeProtocol and routeTable are what the route programmer was
 	// started with (a change needs a restart).
 	routeProtocol, routeTable int
-	bgp    *reconcile.Reconciler
+	bgp                       *reconcile.Reconciler
 
 	// tunnel is the VXLAN tunnel address, allocated once from our blocks.
 	tunnelMu sync.Mutex
