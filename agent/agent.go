@@ -101,6 +101,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	hookClientMetrics()
 	c, err := newClients(cfg)
 	if err != nil {
 		return err
@@ -109,6 +110,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		ready: newReadiness("caches", "node", "ipam", "routes", "bgp")}
 	a.lastPass.Store(time.Now().UnixNano())
 	reg := newRegistry()
+	metrics := newAgentMetrics(reg, a.ready)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -197,7 +199,9 @@ loop:
 			a.writeStatus(ctx)
 			continue
 		}
+		start := time.Now()
 		a.pass(ctx)
+		metrics.passDuration.Observe(time.Since(start).Seconds())
 		a.lastPass.Store(time.Now().UnixNano())
 	}
 	log.Info("stopping; kernel routes stay in place, BGP peers keep ours for the graceful-restart time")

@@ -85,11 +85,8 @@ type RackPlan struct {
 }
 
 // Addresses and numbers of the plan.
-var (
-	spineSubnet = netip.MustParsePrefix("10.0.0.0/24")
-	// PodPool is the lab's default IPPool.
-	PodPool = netip.MustParsePrefix("10.244.0.0/16")
-)
+// PodPool is the lab's default IPPool.
+var PodPool = netip.MustParsePrefix("10.244.0.0/16")
 
 // ClusterAS is the nodes' AS.
 const ClusterAS = 64512

@@ -1,0 +1,86 @@
+package agent
+
+import (
+	"context"
+	"sort"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	clientmetrics "k8s.io/client-go/tools/metrics"
+)
+
+// agentMetrics are the agent's own metrics; the components register theirs
+// (rhizome_bgp_*, rhizome_routes_*, rhizome_ipam_*) on the same registry.
+type agentMetrics struct {
+	passDuration prometheus.Histogram
+	ready        *prometheus.GaugeVec
+}
+
+func newAgentMetrics(reg prometheus.Registerer, r *readiness) *agentMetrics {
+	m := &agentMetrics{
+		passDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "rhizome", Subsystem: "agent", Name: "reconcile_duration_seconds",
+			Help:    "Duration of the agent's reconcile passes (desired state to IPAM, routes and BGP).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "rhizome", Subsystem: "agent", Name: "ready",
+			Help: "1 when the readiness condition holds, 0 when not (caches, node, ipam, routes, bgp).",
+		}, []string{"condition"}),
+	}
+	reg.MustRegister(m.passDuration, readinessCollector{r: r, desc: m.ready}, apiRequests)
+	return m
+}
+
+// readinessCollector exports the readiness conditions at scrape time.
+type readinessCollector struct {
+	r    *readiness
+	desc *prometheus.GaugeVec
+}
+
+func (c readinessCollector) Describe(ch chan<- *prometheus.Desc) { c.desc.Describe(ch) }
+
+func (c readinessCollector) Collect(ch chan<- prometheus.Metric) {
+	c.r.mu.Lock()
+	names := make([]string, 0, len(c.r.checks))
+	for n := range c.r.checks {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	vals := map[string]float64{}
+	for _, n := range names {
+		if c.r.checks[n] == "" {
+			vals[n] = 1
+		}
+	}
+	c.r.mu.Unlock()
+	for _, n := range names {
+		c.desc.WithLabelValues(n).Set(vals[n])
+	}
+	c.desc.Collect(ch)
+}
+
+// apiRequests counts the agent's API server requests by result code, so that
+// API errors (5xx, 429, connection failures as "<error>") show up.
+var (
+	apiRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "rhizome", Subsystem: "agent", Name: "api_requests_total",
+		Help: "Requests to the Kubernetes API server by HTTP method and result code.",
+	}, []string{"method", "code"})
+	registerAPIOnce sync.Once
+)
+
+type apiResult struct{}
+
+func (apiResult) Increment(_ context.Context, code, method, _ string) {
+	apiRequests.WithLabelValues(method, code).Inc()
+}
+
+// hookClientMetrics routes client-go's request results into apiRequests.
+// client-go takes the first registration only, so it runs before any
+// client is built.
+func hookClientMetrics() {
+	registerAPIOnce.Do(func() {
+		clientmetrics.Register(clientmetrics.RegisterOpts{RequestResult: apiResult{}})
+	})
+}
