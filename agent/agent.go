@@ -88,10 +88,9 @@ type agent struct {
 	tunnelMu sync.Mutex
 	tunnel   tunnelState
 
-	lastPass    atomic.Int64
-	published   v1alpha1.RhizomeNodeSpec
-	status      *nodeStatusWriter
-	bgpProblems atomic.Value // string
+	lastPass  atomic.Int64
+	published v1alpha1.RhizomeNodeSpec
+	status    *nodeStatusWriter
 }
 
 // Run runs the agent until ctx ends. Stopping leaves kernel routes in place

@@ -94,11 +94,3 @@ func detectLocalNode(n *corev1.Node, cfg Config) (*localNode, error) {
 	}
 	return ln, nil
 }
-
-// routerID is the BGP router ID: the override, else the node's IPv4.
-func (ln *localNode) routerID(cfg Config) netip.Addr {
-	if cfg.RouterID.IsValid() {
-		return cfg.RouterID
-	}
-	return ln.IPv4.Addr()
-}
