@@ -89,8 +89,8 @@ func (w *nodeStatusWriter) write(ctx context.Context, f nodeStatusFields) error 
 // writeStatus refreshes readiness from the components and writes the
 // node's status fields.
 func (a *agent) writeStatus(ctx context.Context) {
-	if a.routes == nil || a.bgp == nil || a.ipam == nil {
-		return
+	if a.routes == nil || a.bgp == nil || a.ipam == nil || a.published.IPv4Address == "" {
+		return // the RhizomeNode is created by the first pass
 	}
 	rs := a.routes.Status()
 	switch {

@@ -14,5 +14,4 @@ import (
 	_ "github.com/prometheus/client_golang/prometheus"
 	_ "google.golang.org/grpc"
 	_ "google.golang.org/protobuf/proto"
-	_ "k8s.io/client-go/tools/leaderelection"
 )

@@ -24,6 +24,15 @@ func (l *Lab) nodeDir(name string) string     { return filepath.Join(l.Dir, "nod
 func (l *Lab) agentSocket(name string) string { return filepath.Join(l.nodeDir(name), "agent.sock") }
 func (l *Lab) agentLog(name string) string    { return filepath.Join(l.nodeDir(name), "agent.log") }
 
+// agentKubeconfig is the ServiceAccount kubeconfig (the admin one for labs
+// from before it existed).
+func (l *Lab) agentKubeconfig() string {
+	if l.State.AgentKubeconfig != "" {
+		return l.State.AgentKubeconfig
+	}
+	return l.State.Kubeconfig
+}
+
 // startAgent starts the node's API proxy (if not running) and its agent.
 func (l *Lab) startAgent(name string) error {
 	if !l.hasProc("apiproxy", name) {
@@ -42,7 +51,7 @@ func (l *Lab) startAgent(name string) error {
 	}
 	return l.startProc("agent", name, l.nodeNS(name), l.agentLog(name), filepath.Join(l.BinDir, "rhizome-agent"),
 		"--node-name", name,
-		"--kubeconfig", l.State.Kubeconfig,
+		"--kubeconfig", l.agentKubeconfig(),
 		"--namespace", AgentNamespace,
 		"--agent-socket", l.agentSocket(name),
 		"--health-address", agentHealthAddr,

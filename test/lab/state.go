@@ -15,13 +15,15 @@ import (
 // processes it started (stopped by PID, after checking the PID still runs
 // the recorded program) and the pods it created.
 type State struct {
-	Options    Options     `json:"options"`
-	Prefix     string      `json:"prefix"`
-	Kubeconfig string      `json:"kubeconfig"`
-	APIPort    int         `json:"apiPort"`
-	Procs      []Proc      `json:"procs"`
-	Pods       []PodRecord `json:"pods"`
-	Started    time.Time   `json:"started"`
+	Options    Options `json:"options"`
+	Prefix     string  `json:"prefix"`
+	Kubeconfig string  `json:"kubeconfig"`
+	// AgentKubeconfig holds only the agents' ServiceAccount token.
+	AgentKubeconfig string      `json:"agentKubeconfig"`
+	APIPort         int         `json:"apiPort"`
+	Procs           []Proc      `json:"procs"`
+	Pods            []PodRecord `json:"pods"`
+	Started         time.Time   `json:"started"`
 	// Joined and Left are nodes added to or removed from the plan after
 	// up (node join/leave scenarios).
 	Joined []NodePlan `json:"joined,omitempty"`

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/rhizome-net/rhizome/deploy"
 	"github.com/rhizome-net/rhizome/test/controlplane"
 )
 
@@ -108,6 +109,10 @@ func (l *Lab) Up(ctx context.Context, o Options) error {
 	}
 	l.step("cluster: IPPool %s (%s %s), BGPConfiguration (%s), BGPPeers", PodPool, o.Encap, plan.EncapMode(), o.Mode)
 	if err := l.applyClusterConfig(ctx, c); err != nil {
+		return err
+	}
+	l.step("rbac: the agents run as ServiceAccount %s/%s with deploy/base/rbac.yaml", deploy.AgentNamespace, deploy.AgentServiceAccount)
+	if err := l.agentIdentity(ctx, cp, c); err != nil {
 		return err
 	}
 	l.step("nodes: registering %d Node objects", len(plan.Nodes))
