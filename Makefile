@@ -72,7 +72,7 @@ deps: ## Install the Debian packages the tests and the lab use (root)
 	./hack/install-deps.sh
 
 .PHONY: test
-test: deps verify-generated lint controlplane test-unit test-integration test-ipip-vm ## Everything CI runs (root): lint, unit, integration, netns, IPIP VM
+test: deps verify-generated lint controlplane test-unit test-integration test-ipip-vm e2e ## Everything CI runs (root): lint, unit, integration, netns, IPIP VM, e2e
 	@echo "make test: all suites passed"
 
 .PHONY: test-unit
@@ -88,6 +88,10 @@ test-integration: controlplane ## Tests against the local control plane and in n
 test-ipip-vm: deps ## IPIP data path in a VM: Debian's kernel (it has ipip) under qemu, KVM or TCG (root)
 	./test/ipipvm/run.sh
 
+.PHONY: e2e
+e2e: deps build controlplane ## End-to-end and fault scenarios on whole lab clusters (root; ~10 min)
+	$(GO) test -count=1 -timeout 45m -tags e2e ./test/e2e/
+
 ##@ Benchmarks
 
 N ?= 10000,100000
@@ -99,9 +103,22 @@ bench-routes: deps ## Route install/withdraw: BIRD, FRR, ip -batch, batched netl
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/rhizome-bench-receiver ./test/bench/cmd/rhizome-bench-receiver
 	$(BIN)/routebench -n $(N) -reps $(REPS)
 
-.PHONY: e2e
-e2e: deps build controlplane ## End-to-end and fault scenarios on whole lab clusters (root; ~10 min)
-	$(GO) test -count=1 -timeout 45m -tags e2e ./test/e2e/
+.PHONY: bench-cni
+bench-cni: deps build controlplane ## CNI ADD/DEL latency p50/p99 and pods/s on one node, real agent and API server (PODS=100; root)
+	RHIZOME_BENCH_PODS=$(or $(PODS),100) $(GO) test -count=1 -timeout 30m -tags e2e -run '^$$' -bench BenchmarkCNIAddDel -benchtime 1x ./test/e2e/
+
+.PHONY: bench-bgp
+bench-bgp: deps build controlplane ## Block propagation in a 10-node mesh, p50/p99 over 50 trials, idle agent RSS (root)
+	$(GO) test -count=1 -timeout 30m -tags e2e -run '^$$' -bench BenchmarkBlockPropagation -benchtime 1x ./test/e2e/
+
+.PHONY: bench-scale
+bench-scale: deps build controlplane ## 30-node mesh and 100 nodes with 2 route reflectors: convergence and RSS, plot in docs/ (root)
+	RHIZOME_SCALE_OUT=$(CURDIR)/docs $(GO) test -count=1 -timeout 90m -tags e2e -run '^$$' -bench BenchmarkScale -benchtime 1x ./test/e2e/
+
+.PHONY: bench-ipam
+bench-ipam: controlplane ## IPAM allocations/s, API writes and conflicts per allocation (1 and 8 nodes)
+	KUBEBUILDER_ASSETS=$$($(BIN)/rhizome-lab controlplane build 2>/dev/null) \
+	  $(GO) test -count=1 -timeout 30m -tags integration -run '^$$' -bench IPAM -benchtime 2000x ./ipam/
 
 ##@ Help
 

@@ -19,7 +19,7 @@ import (
 )
 
 // binDir holds the binaries under test: $RHIZOME_BIN or the repository's bin/.
-func binDir(t *testing.T) string {
+func binDir(t testing.TB) string {
 	if d := os.Getenv("RHIZOME_BIN"); d != "" {
 		return d
 	}
@@ -35,7 +35,7 @@ func binDir(t *testing.T) string {
 	return d
 }
 
-type logWriter struct{ t *testing.T }
+type logWriter struct{ t testing.TB }
 
 func (w logWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -45,7 +45,7 @@ func (w logWriter) Write(p []byte) (int, error) {
 // up starts a lab for the test and removes it when the test ends. The
 // lab's namespaces carry their own prefix, so a lab started by hand keeps
 // running undisturbed.
-func up(t *testing.T, o lab.Options) *lab.Lab {
+func up(t testing.TB, o lab.Options) *lab.Lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatal("the end-to-end tests need root (network namespaces); make e2e runs them as root")
@@ -69,7 +69,7 @@ func up(t *testing.T, o lab.Options) *lab.Lab {
 }
 
 // dumpLogs prints the tail of each agent's log of a failed test.
-func dumpLogs(t *testing.T, l *lab.Lab) {
+func dumpLogs(t testing.TB, l *lab.Lab) {
 	if l.Plan == nil {
 		return
 	}
@@ -103,7 +103,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() (b
 	}
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
+func ctxFor(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx

@@ -53,6 +53,9 @@ func (l *Lab) applyClusterConfig(ctx context.Context, c *labClients) error {
 		return err
 	}
 	blockSize := int32(26)
+	if l.Plan.Opts.BlockSize != 0 {
+		blockSize = int32(l.Plan.Opts.BlockSize)
+	}
 	mode := v1alpha1.EncapMode(l.Plan.EncapMode())
 	pool := &v1alpha1.IPPool{
 		ObjectMeta: metav1.ObjectMeta{Name: "default-ipv4"},

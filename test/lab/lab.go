@@ -77,6 +77,7 @@ func newUpCommand() *cobra.Command {
 	f.StringVar(&o.Mode, "mode", o.Mode, "mesh (node-to-node full mesh) or rr (route reflectors)")
 	f.StringVar(&o.Encap, "encap", o.Encap, "none, vxlan or ipip (CrossSubnet with several racks)")
 	f.IntVar(&o.Pods, "pods", o.Pods, "pods per node")
+	f.IntVar(&o.BlockSize, "block-size", 26, "block size of the default pool")
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	corev1 "k8s.io/api/core/v1"
@@ -41,6 +42,15 @@ func (l *Lab) conflist(node string) (*libcni.NetworkConfigList, error) {
 // sees it exists).
 func (l *Lab) AddPod(ctx context.Context, c *labClients, node string, i int) (*PodRecord, error) {
 	name := fmt.Sprintf("%s-pod-%d", node, i)
+	// The Pod object first, as the kubelet's pod exists before its sandbox.
+	obj := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"app": "rhizome-lab"}},
+		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "sandbox", Image: "rhizome-lab/none"}}},
+	}
+	created, err := c.kube.CoreV1().Pods("default").Create(ctx, obj, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("creating Pod %s: %w", name, err)
+	}
 	pns, err := netns.Create(l.podNS(node, i))
 	if err != nil {
 		return nil, err
@@ -51,22 +61,16 @@ func (l *Lab) AddPod(ctx context.Context, c *labClients, node string, i int) (*P
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	res, err := l.runtime(node).Add(ctx, list, pod)
+	took := time.Since(start)
 	if err != nil {
 		pns.Delete()
 		return nil, fmt.Errorf("CNI ADD for %s: %w", name, err)
 	}
-	rec := &PodRecord{Name: name, Namespace: "default", Node: node, NetNS: pns.Path(), ContainerID: containerID}
+	rec := &PodRecord{Name: name, Namespace: "default", Node: node, NetNS: pns.Path(), ContainerID: containerID, AddSeconds: took.Seconds()}
 	for _, ip := range res.IPs {
 		rec.Addresses = append(rec.Addresses, ip.Address.IP.String())
-	}
-	obj := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", Labels: map[string]string{"app": "rhizome-lab"}},
-		Spec:       corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "sandbox", Image: "rhizome-lab/none"}}},
-	}
-	created, err := c.kube.CoreV1().Pods("default").Create(ctx, obj, metav1.CreateOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("creating Pod %s: %w", name, err)
 	}
 	created.Status.Phase = corev1.PodRunning
 	for _, a := range rec.Addresses {
@@ -89,9 +93,11 @@ func (l *Lab) DelPod(ctx context.Context, c *labClients, rec PodRecord) error {
 		return err
 	}
 	pod := cniruntime.Pod{Namespace: rec.Namespace, Name: rec.Name, ContainerID: rec.ContainerID, NetNS: rec.NetNS}
+	start := time.Now()
 	if err := l.runtime(rec.Node).Del(ctx, list, pod); err != nil {
 		return fmt.Errorf("CNI DEL for %s: %w", rec.Name, err)
 	}
+	l.lastDel = time.Since(start)
 	(&netns.NS{Name: filepath.Base(rec.NetNS)}).Delete()
 	// No kubelet confirms a graceful deletion here: delete at once.
 	zero := int64(0)
@@ -128,6 +134,9 @@ func (l *Lab) NewPod(ctx context.Context, node string) (*PodRecord, error) {
 	}
 	return l.AddPod(ctx, c, node, next)
 }
+
+// LastDelDuration is how long the last CNI DEL of DelPod/RemovePod took.
+func (l *Lab) LastDelDuration() time.Duration { return l.lastDel }
 
 // RemovePod deletes a pod by name.
 func (l *Lab) RemovePod(ctx context.Context, name string) error {

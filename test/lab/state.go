@@ -46,6 +46,8 @@ type PodRecord struct {
 	NetNS       string   `json:"netns"`
 	ContainerID string   `json:"containerID"`
 	Addresses   []string `json:"addresses"`
+	// AddSeconds is how long its CNI ADD took.
+	AddSeconds float64 `json:"addSeconds,omitempty"`
 }
 
 func (l *Lab) statePath() string { return filepath.Join(l.Dir, "state.json") }

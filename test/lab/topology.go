@@ -18,6 +18,9 @@ type Options struct {
 	Encap string
 	// Pods per node.
 	Pods int
+	// BlockSize of the default pool (default 26); 32 makes every address
+	// its own block, which benchmarks of block propagation use.
+	BlockSize int
 }
 
 // Validate checks the options a person typed.
@@ -29,6 +32,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("--racks %d: want 1-50 and at most --nodes", o.Racks)
 	case o.Pods < 0 || o.Pods > 200:
 		return fmt.Errorf("--pods %d: want 0-200 per node", o.Pods)
+	case o.BlockSize != 0 && (o.BlockSize < 20 || o.BlockSize > 32):
+		return fmt.Errorf("--block-size %d: want 20-32", o.BlockSize)
 	}
 	switch o.ToR {
 	case "bird", "frr", "none":

@@ -23,8 +23,13 @@ type Lab struct {
 	Out    io.Writer
 	Plan   *Plan
 	State  *State
+	// OnAgentsStarted, if set, is called by Up right after the agents'
+	// processes started (before waiting for them), for convergence
+	// measurements.
+	OnAgentsStarted func()
 
-	start time.Time
+	start   time.Time
+	lastDel time.Duration
 }
 
 // New returns a lab handle for dir (the state directory) with binaries from
@@ -129,7 +134,10 @@ func (l *Lab) Up(ctx context.Context, o Options) error {
 		}
 		names = append(names, n.Name)
 	}
-	if err := l.waitAgentsReady(ctx, names, 2*time.Minute); err != nil {
+	if l.OnAgentsStarted != nil {
+		l.OnAgentsStarted()
+	}
+	if err := l.waitAgentsReady(ctx, names, l.readyTimeout()); err != nil {
 		return err
 	}
 	l.step("agents: all %d ready", len(names))
@@ -149,6 +157,12 @@ func (l *Lab) Up(ctx context.Context, o Options) error {
 	l.step("up: %d nodes in %d racks, ToR %s, %s mode, encapsulation %s, %d pods", len(plan.Nodes), len(plan.Racks), o.ToR, o.Mode, o.Encap, len(l.State.Pods))
 	fmt.Fprintf(l.Out, "\nexport KUBECONFIG=%s\n", l.State.Kubeconfig)
 	return nil
+}
+
+// readyTimeout grows with the lab: a hundred agents starting on two cores
+// take a while.
+func (l *Lab) readyTimeout() time.Duration {
+	return 2*time.Minute + time.Duration(len(l.Plan.Nodes))*3*time.Second
 }
 
 // Down stops everything the lab started (by recorded PID), removes its
