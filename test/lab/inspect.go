@@ -112,3 +112,16 @@ func (l *Lab) AgentPID(node string) int {
 	}
 	return 0
 }
+
+// StopAgentAndWait stops a node's agent with SIGTERM and waits for it to exit.
+func (l *Lab) StopAgentAndWait(ctx context.Context, node string) error {
+	l.StopAgent(node, false)
+	for l.AgentPID(node) != 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
