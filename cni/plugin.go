@@ -25,6 +25,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/rhizome-net/rhizome/agent/agentapi"
 )
@@ -116,25 +118,26 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), conf.timeout)
 	defer cancel()
 
-	mtu := conf.MTU
-	netcfg, err := client.NetworkConfig(ctx, &agentapi.NetworkConfigRequest{})
-	if err != nil {
-		return types.NewError(ErrAgentUnavailable, "the rhizome agent did not answer", err.Error())
-	}
-	if !netcfg.GetReady() {
-		return types.NewError(types.ErrTryAgainLater, "the rhizome agent is not ready yet", netcfg.GetNotReadyReason())
-	}
-	if mtu == 0 {
-		mtu = int(netcfg.GetMtu())
-	}
-
+	// One call: the agent refuses (FailedPrecondition) while it is not ready, and
+	// answers with the MTU along with the addresses.
 	handle := Handle(args.ContainerID, args.IfName)
+	t1 := time.Now()
 	alloc, err := client.Allocate(ctx, &agentapi.AllocateRequest{
 		Handle: handle, PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodName: string(k8s.K8S_POD_NAME),
 		ContainerId: args.ContainerID, Interface: args.IfName,
 	})
-	if err != nil {
-		return types.NewError(ErrAgentUnavailable, "allocating an address failed", err.Error())
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.FailedPrecondition:
+		return types.NewError(types.ErrTryAgainLater, "the rhizome agent is not ready yet", err.Error())
+	case codes.Unavailable:
+		return types.NewError(ErrAgentUnavailable, "cannot reach the rhizome agent", err.Error())
+	default:
+		return types.NewError(ErrAgentUnavailable, "the rhizome agent could not allocate an address", err.Error())
+	}
+	mtu := conf.MTU
+	if mtu == 0 {
+		mtu = int(alloc.GetMtu())
 	}
 	defer func() {
 		if err == nil || alloc.GetExisting() {
@@ -157,6 +160,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	}
 
 	hostVeth := HostVethName(string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME), args.ContainerID, args.IfName)
+	t2 := time.Now()
 	pn, err := setupPod(args.Netns, args.IfName, hostVeth, mtu, addrs)
 	if err != nil {
 		teardownPod(args.Netns, args.IfName)
@@ -164,7 +168,8 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	}
 	result := buildResult(conf.CNIVersion, pn, addrs)
 	log.Info("pod network ready", "pod", string(k8s.K8S_POD_NAMESPACE)+"/"+string(k8s.K8S_POD_NAME),
-		"addresses", alloc.GetAddresses(), "hostVeth", hostVeth, "mtu", mtu)
+		"addresses", alloc.GetAddresses(), "hostVeth", hostVeth, "mtu", mtu,
+		"allocateMs", ms(t2.Sub(t1)), "setupMs", ms(time.Since(t2)))
 	return types.PrintResult(result, conf.CNIVersion)
 }
 
@@ -277,6 +282,8 @@ func parseAddrs(in []string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func shortID(id string) string {
 	if len(id) > 12 {

@@ -110,7 +110,10 @@ type AllocateResponse struct {
 	// Existing is true when the handle already held these addresses before
 	// this call (a repeated ADD): a caller that fails later must then not
 	// release them, since an earlier, successful call handed them out.
-	Existing      bool `protobuf:"varint,2,opt,name=existing,proto3" json:"existing,omitempty"`
+	Existing bool `protobuf:"varint,2,opt,name=existing,proto3" json:"existing,omitempty"`
+	// MTU for the pod interface (as NetworkConfig reports it), so that ADD
+	// needs one call to the agent.
+	Mtu           int32 `protobuf:"varint,3,opt,name=mtu,proto3" json:"mtu,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -157,6 +160,13 @@ func (x *AllocateResponse) GetExisting() bool {
 		return x.Existing
 	}
 	return false
+}
+
+func (x *AllocateResponse) GetMtu() int32 {
+	if x != nil {
+		return x.Mtu
+	}
+	return 0
 }
 
 type ReleaseRequest struct {
@@ -930,10 +940,11 @@ const file_agent_agentapi_agent_proto_rawDesc = "" +
 	"\rpod_namespace\x18\x02 \x01(\tR\fpodNamespace\x12\x19\n" +
 	"\bpod_name\x18\x03 \x01(\tR\apodName\x12!\n" +
 	"\fcontainer_id\x18\x04 \x01(\tR\vcontainerId\x12\x1c\n" +
-	"\tinterface\x18\x05 \x01(\tR\tinterface\"L\n" +
+	"\tinterface\x18\x05 \x01(\tR\tinterface\"^\n" +
 	"\x10AllocateResponse\x12\x1c\n" +
 	"\taddresses\x18\x01 \x03(\tR\taddresses\x12\x1a\n" +
-	"\bexisting\x18\x02 \x01(\bR\bexisting\"(\n" +
+	"\bexisting\x18\x02 \x01(\bR\bexisting\x12\x10\n" +
+	"\x03mtu\x18\x03 \x01(\x05R\x03mtu\"(\n" +
 	"\x0eReleaseRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\"-\n" +
 	"\x0fReleaseResponse\x12\x1a\n" +

@@ -101,8 +101,11 @@ func (s *Server) Allocate(ctx context.Context, req *agentapi.AllocateRequest) (*
 	if req.GetHandle() == "" {
 		return nil, status.Error(codes.InvalidArgument, "handle is required")
 	}
-	if _, ready, reason := s.state.NetworkConfig(); !ready {
-		return nil, status.Errorf(codes.Unavailable, "the agent is not ready: %s", reason)
+	mtu, ready, reason := s.state.NetworkConfig()
+	if !ready {
+		// FailedPrecondition, not Unavailable: the plugin tells "try again
+		// later" (agent starting) from "cannot reach the agent".
+		return nil, status.Errorf(codes.FailedPrecondition, "the agent is not ready: %s", reason)
 	}
 	addrs, existing, err := s.alloc.Allocate(ctx, AllocateRequest{
 		Handle: req.GetHandle(), Namespace: req.GetPodNamespace(), Pod: req.GetPodName(),
@@ -112,7 +115,7 @@ func (s *Server) Allocate(ctx context.Context, req *agentapi.AllocateRequest) (*
 		s.log.Warn("allocation failed", "handle", req.GetHandle(), "pod", req.GetPodNamespace()+"/"+req.GetPodName(), "error", err)
 		return nil, status.Errorf(codes.ResourceExhausted, "allocating for %s: %v", req.GetHandle(), err)
 	}
-	resp := &agentapi.AllocateResponse{Existing: existing}
+	resp := &agentapi.AllocateResponse{Existing: existing, Mtu: int32(mtu)}
 	for _, a := range addrs {
 		resp.Addresses = append(resp.Addresses, netip.PrefixFrom(a, a.BitLen()).String())
 	}

@@ -1,22 +1,25 @@
 // Package cniruntime drives CNI plugins the way a container runtime on a node
 // does, for the lab and the tests: through libcni, with the plugins executed
-// inside the node's network namespace (`ip netns exec NODE plugin`), so that
-// their host-side work happens in that node and nowhere else.
+// inside the node's network namespace, so that their host-side work happens
+// in that node and nowhere else.
 package cniruntime
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+	"github.com/vishvananda/netns"
 )
 
 // Runtime runs CNI operations for the pods of one node.
@@ -78,19 +81,26 @@ func (r *Runtime) Check(ctx context.Context, list *libcni.NetworkConfigList, p P
 	return r.CNI.CheckNetworkList(ctx, list, p.RuntimeConf())
 }
 
-// nsExec executes plugins inside the node's namespace.
+// nsExec executes plugins inside the node's namespace. The plugin process
+// is forked from an OS thread switched into that namespace, so it starts
+// there as it would on a real node, without `ip netns exec` (whose mount
+// work would otherwise be counted in every CNI call the lab measures).
 type nsExec struct {
 	ns string
 	version.PluginDecoder
 }
 
 func (e *nsExec) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", e.ns, path)
+	cmd := exec.CommandContext(ctx, path)
 	cmd.Env = environ
 	cmd.Stdin = bytes.NewReader(stdin)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
+	err := e.startIn(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
 		var perr types.Error
 		if json.Unmarshal(stdout.Bytes(), &perr) == nil && perr.Code != 0 {
 			return nil, &perr
@@ -98,6 +108,39 @@ func (e *nsExec) ExecPlugin(ctx context.Context, path string, stdin []byte, envi
 		return nil, fmt.Errorf("plugin %s in %s: %w: %s %s", filepath.Base(path), e.ns, err, stdout.String(), stderr.String())
 	}
 	return stdout.Bytes(), nil
+}
+
+// startIn starts cmd from a thread switched into the node's namespace; the
+// child inherits the thread's namespace. The thread is switched back, or
+// left locked (and discarded by Go) if that fails.
+func (e *nsExec) startIn(cmd *exec.Cmd) error {
+	target, err := netns.GetFromPath(filepath.Join("/run/netns", e.ns))
+	if err != nil {
+		return fmt.Errorf("opening namespace %s: %w", e.ns, err)
+	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(target); err != nil {
+			errc <- fmt.Errorf("entering %s: %w", e.ns, err)
+			return
+		}
+		serr := cmd.Start()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(serr, err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- serr
+	}()
+	return <-errc
 }
 
 func (e *nsExec) FindInPath(plugin string, paths []string) (string, error) {
