@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -291,6 +292,13 @@ func freeOffset(e *entry, skip *op) int {
 // claim starts claiming the lowest free block of the first pool that has
 // one. The block is created by its writer together with the first batch of
 // allocations, so a claim costs no write of its own.
+//
+// After claims lost in a row, the node picks among the lowest 2^losses free
+// blocks (at most 256) by a hash of its name and the loss count: with no
+// contention that is the lowest free block, as before; when many nodes
+// start at once (a cluster created, a node pool scaled up), they spread over
+// the free blocks in a few rounds instead of all racing for the same next
+// block, which cost one round per node.
 func (a *NodeAllocator) claim(ps []pools.Pool) *entry {
 	for _, p := range ps {
 		var taken []netip.Prefix
@@ -300,13 +308,28 @@ func (a *NodeAllocator) claim(ps []pools.Pool) *entry {
 		for _, t := range a.taken {
 			taken = append(taken, t)
 		}
-		if blk, ok := p.Layout.LowestFree(taken); ok {
+		blk, ok := p.Layout.NthFree(taken, a.claimOffset())
+		if !ok {
+			blk, ok = p.Layout.LowestFree(taken)
+		}
+		if ok {
 			e := a.addEntry(blk)
 			e.creating = true
 			return e
 		}
 	}
 	return nil
+}
+
+// claimOffset is which free block (0 = the lowest) the next claim takes.
+func (a *NodeAllocator) claimOffset() int {
+	if a.claimLosses == 0 {
+		return 0
+	}
+	window := 1 << min(a.claimLosses, 8)
+	h := fnv.New32a()
+	fmt.Fprintf(h, "%s/%d", a.node, a.claimLosses)
+	return int(h.Sum32() % uint32(window))
 }
 
 // Release implements Allocator.

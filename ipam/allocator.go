@@ -89,10 +89,13 @@ type NodeAllocator struct {
 	handles  map[string][]loc        // handle -> where its addresses are
 	inflight map[string]*op          // handle/family -> queued allocation
 	taken    map[string]netip.Prefix // lost claims not yet seen in the cache
-	pools    pools.Set
-	settings pools.Settings
-	labels   labels.Set
-	subs     []chan struct{}
+	// claimLosses counts claims lost in a row; it widens the window of
+	// free blocks the next claim picks from (see claim).
+	claimLosses int
+	pools       pools.Set
+	settings    pools.Settings
+	labels      labels.Set
+	subs        []chan struct{}
 }
 
 // loc is one address held by a handle.

@@ -124,6 +124,7 @@ func (a *NodeAllocator) writeLoop(e *entry) {
 			// Another node claimed the block first: pick again.
 			a.c.conflicts.Add(1)
 			a.c.lostClaims.Add(1)
+			a.claimLosses++
 			a.requeue(e, batch)
 			a.lostClaim(e)
 			return
@@ -363,6 +364,7 @@ func (a *NodeAllocator) applied(e *entry, w *write, out *v1alpha1.IPAMBlock) {
 	}
 	if w.kind == wCreate {
 		e.creating = false
+		a.claimLosses = 0
 		a.c.claims.Add(1)
 		a.log.Info("claimed block", "op", "claim", "block", e.name)
 	}

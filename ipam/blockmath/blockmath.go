@@ -104,12 +104,17 @@ func (l Layout) BlockOf(addr netip.Addr) (netip.Prefix, bool) {
 	return netip.PrefixFrom(addr, l.bits).Masked(), true
 }
 
-// LowestFree returns the lowest block of the pool that is not in taken, and
-// false when every block is taken. Prefixes in taken that are not blocks of
-// this layout are ignored; taken need not be sorted and is not modified.
-// Every node computes the same answer from the same set, so nodes claim
-// blocks in address order.
+// LowestFree returns the lowest block of the pool that is not in taken
+// (blocks outside the pool are ignored), and false if every block is taken.
 func (l Layout) LowestFree(taken []netip.Prefix) (netip.Prefix, bool) {
+	return l.NthFree(taken, 0)
+}
+
+// NthFree returns the n-th lowest free block (0-based), and false if the
+// pool has fewer than n+1 free blocks. Nodes that lost a claim to one another
+// use it to spread over the lowest few free blocks instead of all racing for
+// the same next one.
+func (l Layout) NthFree(taken []netip.Prefix, n int) (netip.Prefix, bool) {
 	mine := make([]netip.Addr, 0, len(taken))
 	for _, p := range taken {
 		if l.Contains(p) {
@@ -117,23 +122,36 @@ func (l Layout) LowestFree(taken []netip.Prefix) (netip.Prefix, bool) {
 		}
 	}
 	slices.SortFunc(mine, netip.Addr.Compare)
+	mine = slices.Compact(mine)
 	cand := l.pool.Addr()
 	step := l.pool.Addr().BitLen() - l.bits
-	for _, a := range mine {
-		switch c := a.Compare(cand); {
-		case c == 0: // taken: try the next block
-			next, ok := addPow2(cand, step)
-			if !ok || !l.pool.Contains(next) {
+	next := func() bool {
+		nx, ok := addPow2(cand, step)
+		if !ok || !l.pool.Contains(nx) {
+			return false
+		}
+		cand = nx
+		return true
+	}
+	i := 0
+	for {
+		for i < len(mine) && mine[i].Less(cand) {
+			i++
+		}
+		if i < len(mine) && mine[i] == cand {
+			if !next() {
 				return netip.Prefix{}, false
 			}
-			cand = next
-		case c > 0: // a gap below a: cand is free
+			continue
+		}
+		if n == 0 {
 			return netip.PrefixFrom(cand, l.bits), true
 		}
-		// c < 0: a duplicate of an earlier block
-
+		n--
+		if !next() {
+			return netip.Prefix{}, false
+		}
 	}
-	return netip.PrefixFrom(cand, l.bits), true
 }
 
 // Offset returns the index of addr inside block (0 for the block's first

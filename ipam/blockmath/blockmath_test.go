@@ -263,3 +263,31 @@ func TestAddPow2(t *testing.T) {
 		}
 	}
 }
+
+func TestNthFree(t *testing.T) {
+	l, err := NewLayout(netip.MustParsePrefix("10.0.0.0/24"), 26)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := netip.MustParsePrefix
+	cases := []struct {
+		taken []netip.Prefix
+		n     int
+		want  string // "" = none
+	}{
+		{nil, 0, "10.0.0.0/26"},
+		{nil, 3, "10.0.0.192/26"},
+		{nil, 4, ""},
+		{[]netip.Prefix{p("10.0.0.0/26")}, 0, "10.0.0.64/26"},
+		{[]netip.Prefix{p("10.0.0.64/26")}, 1, "10.0.0.128/26"},
+		{[]netip.Prefix{p("10.0.0.64/26"), p("10.0.0.64/26"), p("10.0.0.0/26")}, 1, "10.0.0.192/26"},
+		{[]netip.Prefix{p("10.0.0.128/26"), p("192.168.0.0/26")}, 2, "10.0.0.192/26"},
+		{[]netip.Prefix{p("10.0.0.0/26"), p("10.0.0.64/26"), p("10.0.0.128/26"), p("10.0.0.192/26")}, 0, ""},
+	}
+	for _, c := range cases {
+		got, ok := l.NthFree(c.taken, c.n)
+		if (c.want == "") != !ok || (ok && got.String() != c.want) {
+			t.Errorf("NthFree(%v, %d) = %v, %v; want %q", c.taken, c.n, got, ok, c.want)
+		}
+	}
+}
