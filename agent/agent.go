@@ -161,6 +161,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	goRun("ipam", func() error { return a.ipam.Run(ctx) })
+	reg.MustRegister(newIPAMUsage(a)) // reads a.rz and a.ipam, set by now
 	ipamChanged := a.ipam.Subscribe()
 
 	a.bgp = reconcile.New(reconcile.Config{

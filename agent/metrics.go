@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/apimachinery/pkg/labels"
 	clientmetrics "k8s.io/client-go/tools/metrics"
 )
 
@@ -83,4 +84,57 @@ func hookClientMetrics() {
 	registerAPIOnce.Do(func() {
 		clientmetrics.Register(clientmetrics.RegisterOpts{RequestResult: apiResult{}})
 	})
+}
+
+// ipamUsage exports IPAM utilisation at scrape time: per pool (from the
+// pools' status, which the elected IPAM controller keeps) and for this node
+// (its blocks and their allocations, from the IPAM snapshot).
+type ipamUsage struct {
+	a                            *agent
+	poolUsed, poolFree, poolUtil *prometheus.Desc
+	nodeBlocks, nodeAllocated    *prometheus.Desc
+}
+
+func newIPAMUsage(a *agent) *ipamUsage {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("rhizome_ipam_"+name, help, labels, nil)
+	}
+	return &ipamUsage{a: a,
+		poolUsed:      d("pool_addresses_in_use", "Allocated addresses of the pool (pool status).", "pool"),
+		poolFree:      d("pool_addresses_free", "Addresses of the pool that can still be allocated (pool status).", "pool"),
+		poolUtil:      d("pool_utilization_ratio", "Allocated share of the pool's addresses, 0-1.", "pool"),
+		nodeBlocks:    d("node_blocks", "Blocks this node holds by affinity."),
+		nodeAllocated: d("node_block_addresses_allocated", "Allocated addresses in this node's blocks."),
+	}
+}
+
+func (u *ipamUsage) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{u.poolUsed, u.poolFree, u.poolUtil, u.nodeBlocks, u.nodeAllocated} {
+		ch <- d
+	}
+}
+
+func (u *ipamUsage) Collect(ch chan<- prometheus.Metric) {
+	if u.a.rz != nil {
+		pools, err := u.a.rz.Rhizome().V1alpha1().IPPools().Lister().List(labels.Everything())
+		if err == nil {
+			for _, p := range pools {
+				used, free := float64(p.Status.AddressesInUse), float64(p.Status.AddressesFree)
+				ch <- prometheus.MustNewConstMetric(u.poolUsed, prometheus.GaugeValue, used, p.Name)
+				ch <- prometheus.MustNewConstMetric(u.poolFree, prometheus.GaugeValue, free, p.Name)
+				if used+free > 0 {
+					ch <- prometheus.MustNewConstMetric(u.poolUtil, prometheus.GaugeValue, used/(used+free), p.Name)
+				}
+			}
+		}
+	}
+	if u.a.ipam != nil {
+		snap := u.a.ipam.Snapshot()
+		allocated := 0
+		for _, b := range snap.Affine {
+			allocated += b.Allocated
+		}
+		ch <- prometheus.MustNewConstMetric(u.nodeBlocks, prometheus.GaugeValue, float64(len(snap.Affine)))
+		ch <- prometheus.MustNewConstMetric(u.nodeAllocated, prometheus.GaugeValue, float64(allocated))
+	}
 }

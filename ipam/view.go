@@ -27,7 +27,7 @@ func (a *NodeAllocator) Snapshot() Snapshot {
 		if e.obj == nil {
 			continue // a claim in flight: not a block yet
 		}
-		b := Block{CIDR: e.prefix, Node: e.obj.Spec.Affinity}
+		b := Block{CIDR: e.prefix, Node: e.obj.Spec.Affinity, Allocated: len(e.obj.Spec.Allocations)}
 		if p, ok := a.pools.ForBlock(e.prefix); ok {
 			b.Pool = p.Name
 		}
