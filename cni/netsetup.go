@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -184,6 +185,12 @@ func configureHostSide(hostVeth string, addrs []netip.Prefix) error {
 		sysctls["net/ipv6/conf/"+hostVeth+"/proxy_ndp"] = "1"
 		sysctls["net/ipv6/conf/"+hostVeth+"/forwarding"] = "1"
 		sysctls["net/ipv6/conf/"+hostVeth+"/accept_ra"] = "0"
+		// The node solicits pod neighbours from the veth's link-local
+		// address; with DAD it stays tentative for a second or more and
+		// the pod's first IPv6 packets go unanswered. The address is
+		// derived from a fresh random MAC on a point-to-point link, so
+		// duplicate detection has nothing to find.
+		sysctls["net/ipv6/conf/"+hostVeth+"/accept_dad"] = "0"
 	}
 	for k, v := range sysctls {
 		if err := writeSysctl(k, v); err != nil {
@@ -194,6 +201,9 @@ func configureHostSide(hostVeth string, addrs []netip.Prefix) error {
 		return fmt.Errorf("bringing %s up: %w", hostVeth, err)
 	}
 	if hasV6 {
+		if err := waitLinkLocal(link, 2*time.Second); err != nil {
+			return err
+		}
 		proxy := &netlink.Neigh{LinkIndex: link.Attrs().Index, Family: unix.AF_INET6, Flags: netlink.NTF_PROXY, IP: GatewayV6.AsSlice()}
 		if err := netlink.NeighSet(proxy); err != nil {
 			return fmt.Errorf("adding NDP proxy entry for %s on %s: %w", GatewayV6, hostVeth, err)
@@ -211,6 +221,29 @@ func configureHostSide(hostVeth string, addrs []netip.Prefix) error {
 		}
 	}
 	return nil
+}
+
+// waitLinkLocal waits until link has a usable (not tentative) IPv6
+// link-local address: the kernel adds it asynchronously once the veth's
+// carrier comes up, and until then the node cannot resolve the pod's IPv6
+// address. Calico's plugin waits for the same thing.
+func waitLinkLocal(link netlink.Link, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		addrs, err := netlink.AddrList(link, netlink.FAMILY_V6)
+		if err != nil {
+			return fmt.Errorf("listing IPv6 addresses of %s: %w", link.Attrs().Name, err)
+		}
+		for _, a := range addrs {
+			if a.IP.IsLinkLocalUnicast() && a.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("host veth %s has no usable IPv6 link-local address after %s (is IPv6 disabled on the node?)", link.Attrs().Name, limit)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // configurePodSide runs inside the pod's namespace: addresses, gateway
