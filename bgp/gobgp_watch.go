@@ -122,7 +122,7 @@ func (w *watcher) event(r *api.WatchEventResponse) {
 		}
 		u = nil
 	}
-	for _, p := range t.Paths {
+	for i, p := range t.Paths {
 		peer, err := netip.ParseAddr(p.NeighborIp)
 		if err != nil {
 			continue // a locally originated path has no neighbour
@@ -156,6 +156,11 @@ func (w *watcher) event(r *api.WatchEventResponse) {
 		if err != nil {
 			w.s.log.Warn("skipped undecodable path", "op", "watch", "peer", peer, "error", err)
 			continue
+		}
+		if u.Announced == nil {
+			// Sized for the rest of the event at once: an event is usually
+			// one UPDATE's paths, all announced or all withdrawn.
+			u.Announced = make([]ReceivedPath, 0, len(t.Paths)-i)
 		}
 		u.Announced = append(u.Announced, rp)
 	}

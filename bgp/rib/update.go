@@ -189,7 +189,7 @@ func (r *RIB) pendingEORLocked() []netip.Addr {
 // hands the batch (and a due Converged) to the sink in order.
 func (r *RIB) flushLocked() {
 	var b Batch
-	for _, d := range r.dirty {
+	for i, d := range r.dirty {
 		d.dirty = false
 		r.sel = selectPaths(d.paths, r.sel)
 		if r.originated[keyOf(d.prefix)] {
@@ -211,6 +211,9 @@ func (r *RIB) flushLocked() {
 		}
 		d.force = false
 		d.out, d.outPool = r.internNH(r.sel), pool
+		if b.Set == nil {
+			b.Set = make([]Route, 0, len(r.dirty)-i) // one allocation per flush
+		}
 		b.Set = append(b.Set, r.route(d.prefix, d.out, pool))
 	}
 	clear(r.dirty)
