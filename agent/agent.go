@@ -11,8 +11,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -22,9 +20,10 @@ import (
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/bgp/reconcile"
 	"github.com/rhizome-net/rhizome/bgp/topology"
-	rzclient "github.com/rhizome-net/rhizome/crds/client/clientset/versioned"
-	rzinformers "github.com/rhizome-net/rhizome/crds/client/informers/externalversions"
+	rzv1 "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/typed/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/informers"
+	"github.com/rhizome-net/rhizome/internal/kubecore"
 	"github.com/rhizome-net/rhizome/ipam"
 	"github.com/rhizome-net/rhizome/routes"
 	"github.com/rhizome-net/rhizome/routes/ribsink"
@@ -32,8 +31,8 @@ import (
 
 // clients are the agent's API clients.
 type clients struct {
-	kube kubernetes.Interface
-	rz   rzclient.Interface
+	kube kubecore.Interface
+	rz   rzv1.RhizomeV1alpha1Interface
 	meta metadata.Interface
 }
 
@@ -51,10 +50,10 @@ func newClients(cfg Config) (*clients, error) {
 	rc.UserAgent = "rhizome-agent/" + cfg.NodeName
 	rc.QPS, rc.Burst = 50, 100
 	c := &clients{}
-	if c.kube, err = kubernetes.NewForConfig(rc); err != nil {
+	if c.kube, err = kubecore.NewForConfig(rc); err != nil {
 		return nil, err
 	}
-	if c.rz, err = rzclient.NewForConfig(rc); err != nil {
+	if c.rz, err = rzv1.NewForConfig(rc); err != nil {
 		return nil, err
 	}
 	if c.meta, err = metadata.NewForConfig(rc); err != nil {
@@ -73,9 +72,8 @@ type agent struct {
 	ready *readiness
 	sig   *signaler
 
-	nodes   informers.SharedInformerFactory
-	secrets informers.SharedInformerFactory
-	rz      rzinformers.SharedInformerFactory
+	nodes *informers.Core // Nodes, and Secrets of the agent's namespace
+	rz    *informers.Rhizome
 
 	ipam   *ipam.NodeAllocator
 	routes *routes.Reconciler
@@ -226,37 +224,26 @@ func (a *agent) alive() error {
 // startCaches starts the informers the agent's loop reads and waits for
 // them. Every change only signals the loop.
 func (a *agent) startCaches(ctx context.Context) error {
-	a.nodes = informers.NewSharedInformerFactory(a.c.kube, a.cfg.ResyncPeriod)
-	a.secrets = informers.NewSharedInformerFactoryWithOptions(a.c.kube, a.cfg.ResyncPeriod, informers.WithNamespace(a.cfg.Namespace))
-	a.rz = rzinformers.NewSharedInformerFactory(a.c.rz, a.cfg.ResyncPeriod)
+	a.nodes = informers.NewCore(a.c.kube, a.cfg.ResyncPeriod)
+	a.nodes.SecretsNamespace = a.cfg.Namespace
+	a.rz = informers.NewRhizome(a.c.rz, a.cfg.ResyncPeriod)
 	onChange := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.sig.Signal() },
 		UpdateFunc: func(any, any) { a.sig.Signal() },
 		DeleteFunc: func(any) { a.sig.Signal() },
 	}
-	v1 := a.rz.Rhizome().V1alpha1()
 	for _, inf := range []cache.SharedIndexInformer{
-		a.nodes.Core().V1().Nodes().Informer(),
-		a.secrets.Core().V1().Secrets().Informer(),
-		v1.IPPools().Informer(),
-		v1.BGPConfigurations().Informer(),
-		v1.BGPPeers().Informer(),
-		v1.RhizomeNodes().Informer(),
+		a.nodes.Nodes(), a.nodes.Secrets(),
+		a.rz.IPPools(), a.rz.BGPConfigurations(), a.rz.BGPPeers(), a.rz.RhizomeNodes(),
 	} {
 		if _, err := inf.AddEventHandler(onChange); err != nil {
 			return err
 		}
 	}
 	a.nodes.Start(ctx.Done())
-	a.secrets.Start(ctx.Done())
 	a.rz.Start(ctx.Done())
 	a.log.Info("waiting for the API server caches")
 	for typ, ok := range a.nodes.WaitForCacheSync(ctx.Done()) {
-		if !ok {
-			return fmt.Errorf("syncing the %v cache: %w", typ, ctx.Err())
-		}
-	}
-	for typ, ok := range a.secrets.WaitForCacheSync(ctx.Done()) {
 		if !ok {
 			return fmt.Errorf("syncing the %v cache: %w", typ, ctx.Err())
 		}
@@ -274,7 +261,7 @@ func (a *agent) startCaches(ctx context.Context) error {
 func (a *agent) waitNode(ctx context.Context) (*corev1.Node, error) {
 	var node *corev1.Node
 	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(context.Context) (bool, error) {
-		n, err := a.nodes.Core().V1().Nodes().Lister().Get(a.cfg.NodeName)
+		n, err := a.nodes.NodeLister().Get(a.cfg.NodeName)
 		if apierrors.IsNotFound(err) {
 			a.ready.Set("node", "Node "+a.cfg.NodeName+" does not exist")
 			return false, nil
@@ -290,7 +277,7 @@ func (a *agent) waitNode(ctx context.Context) (*corev1.Node, error) {
 
 // mergedBGPConfig is this node's BGP configuration from the caches.
 func (a *agent) mergedBGPConfig() topology.Config {
-	l := a.rz.Rhizome().V1alpha1().BGPConfigurations().Lister()
+	l := a.rz.BGPConfigurationLister()
 	var def, own *v1alpha1.BGPConfigurationSpec
 	if c, err := l.Get(v1alpha1.DefaultBGPConfigurationName); err == nil {
 		def = &c.Spec

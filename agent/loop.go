@@ -43,12 +43,12 @@ func (a *agent) pass(ctx context.Context) {
 	}
 
 	listers := reconcile.Listers{
-		Nodes:        a.nodes.Core().V1().Nodes().Lister(),
-		RhizomeNodes: a.rz.Rhizome().V1alpha1().RhizomeNodes().Lister(),
-		Configs:      a.rz.Rhizome().V1alpha1().BGPConfigurations().Lister(),
-		Peers:        a.rz.Rhizome().V1alpha1().BGPPeers().Lister(),
-		Pools:        a.rz.Rhizome().V1alpha1().IPPools().Lister(),
-		Secrets:      a.secrets.Core().V1().Secrets().Lister().Secrets(a.cfg.Namespace),
+		Nodes:        a.nodes.NodeLister(),
+		RhizomeNodes: a.rz.RhizomeNodeLister(),
+		Configs:      a.rz.BGPConfigurationLister(),
+		Peers:        a.rz.BGPPeerLister(),
+		Pools:        a.rz.IPPoolLister(),
+		Secrets:      a.nodes.SecretLister().Secrets(a.cfg.Namespace),
 	}
 	local := topology.Local{Borrowed: snap.Borrowed}
 	for _, b := range snap.Affine {
@@ -70,11 +70,11 @@ func (a *agent) pass(ctx context.Context) {
 
 // peerNodes lists the other nodes with their published addresses.
 func (a *agent) peerNodes() []peerNode {
-	nodes, err := a.nodes.Core().V1().Nodes().Lister().List(labels.Everything())
+	nodes, err := a.nodes.NodeLister().List(labels.Everything())
 	if err != nil {
 		return nil
 	}
-	rzl := a.rz.Rhizome().V1alpha1().RhizomeNodes().Lister()
+	rzl := a.rz.RhizomeNodeLister()
 	var out []peerNode
 	for _, n := range nodes {
 		if n.Name == a.cfg.NodeName {
@@ -107,11 +107,11 @@ func (a *agent) publish(ctx context.Context, vxlanAddr netip.Addr) error {
 	if reflect.DeepEqual(want, a.published) {
 		return nil
 	}
-	rzn := a.c.rz.RhizomeV1alpha1().RhizomeNodes()
+	rzn := a.c.rz.RhizomeNodes()
 	err := retryConflict(ctx, func() error {
 		cur, err := rzn.Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			node, err := a.nodes.Core().V1().Nodes().Lister().Get(a.cfg.NodeName)
+			node, err := a.nodes.NodeLister().Get(a.cfg.NodeName)
 			if err != nil {
 				return fmt.Errorf("reading Node %s: %w", a.cfg.NodeName, err)
 			}

@@ -116,7 +116,7 @@ func (u *ipamUsage) Describe(ch chan<- *prometheus.Desc) {
 
 func (u *ipamUsage) Collect(ch chan<- prometheus.Metric) {
 	if u.a.rz != nil {
-		pools, err := u.a.rz.Rhizome().V1alpha1().IPPools().Lister().List(labels.Everything())
+		pools, err := u.a.rz.IPPoolLister().List(labels.Everything())
 		if err == nil {
 			for _, p := range pools {
 				used, free := float64(p.Status.AddressesInUse), float64(p.Status.AddressesFree)

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/kubecore/fromclientset"
 	"github.com/rhizome-net/rhizome/ipam"
 )
 
@@ -159,7 +160,7 @@ func (g *globals) ipamCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rel, err := ipam.ReleaseAddress(cmd.Context(), c.rz, c.kube, addr, ipam.ReleaseOptions{Force: force})
+			rel, err := ipam.ReleaseAddress(cmd.Context(), c.rz.RhizomeV1alpha1(), fromclientset.Wrap(c.kube), addr, ipam.ReleaseOptions{Force: force})
 			if errors.Is(err, ipam.ErrInUse) {
 				return fmt.Errorf("%w\n(add --force to release it anyway)", err)
 			}

@@ -16,15 +16,14 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
-	kubeinformers "k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 
-	"github.com/rhizome-net/rhizome/crds/client/clientset/versioned"
-	rhizomeinformers "github.com/rhizome-net/rhizome/crds/client/informers/externalversions"
+	rzv1 "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/typed/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/informers"
+	"github.com/rhizome-net/rhizome/internal/kubecore"
 	"github.com/rhizome-net/rhizome/ipam/blockmath"
 	"github.com/rhizome-net/rhizome/ipam/controller"
 	"github.com/rhizome-net/rhizome/ipam/pools"
@@ -35,9 +34,10 @@ import (
 type Config struct {
 	// Node is the name of this node (its core/v1 Node object); required.
 	Node string
-	// Client is the rhizome.dev clientset and Kube the core one; required.
-	Client versioned.Interface
-	Kube   kubernetes.Interface
+	// Client is the rhizome.dev client and Kube the core one; required.
+	// (Tests adapt client-go's fake clientset with fromclientset.)
+	Client rzv1.RhizomeV1alpha1Interface
+	Kube   kubecore.Interface
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil keeps them unregistered.
@@ -73,8 +73,8 @@ type NodeAllocator struct {
 	c     counters
 	store *store.Store
 
-	factory     rhizomeinformers.SharedInformerFactory
-	kubeFactory kubeinformers.SharedInformerFactory
+	factory     *informers.Rhizome
+	kubeFactory *informers.Core
 	ctl         *controller.Controller
 
 	ready  chan struct{}
@@ -151,7 +151,7 @@ func New(cfg Config) (*NodeAllocator, error) {
 		settings: pools.SettingsFrom(nil),
 	}
 	a.store = &store.Store{
-		Blocks:     cfg.Client.RhizomeV1alpha1().IPAMBlocks(),
+		Blocks:     cfg.Client.IPAMBlocks(),
 		OnWrite:    a.c.wrote,
 		OnConflict: func() { a.c.conflicts.Add(1) },
 	}
@@ -160,26 +160,25 @@ func New(cfg Config) (*NodeAllocator, error) {
 			return nil, fmt.Errorf("ipam: registering metrics: %w", err)
 		}
 	}
-	a.factory = rhizomeinformers.NewSharedInformerFactory(cfg.Client, 0)
+	a.factory = informers.NewRhizome(cfg.Client, 0)
+	a.kubeFactory = informers.NewCore(cfg.Kube, 0)
 	// Only this node's Node object: its labels decide which pools apply.
-	a.kubeFactory = kubeinformers.NewSharedInformerFactoryWithOptions(cfg.Kube, 0,
-		kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.Node).String()
-		}))
-	v1 := a.factory.Rhizome().V1alpha1()
+	a.kubeFactory.NodeTweak = func(o *metav1.ListOptions) {
+		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", cfg.Node).String()
+	}
 	reload := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.reload() },
 		UpdateFunc: func(any, any) { a.reload() },
 		DeleteFunc: func(any) { a.reload() },
 	}
 	for _, inf := range []cache.SharedIndexInformer{
-		v1.IPPools().Informer(), v1.IPAMConfigurations().Informer(), a.kubeFactory.Core().V1().Nodes().Informer(),
+		a.factory.IPPools(), a.factory.IPAMConfigurations(), a.kubeFactory.Nodes(),
 	} {
 		if _, err := inf.AddEventHandler(reload); err != nil {
 			return nil, fmt.Errorf("ipam: adding event handler: %w", err)
 		}
 	}
-	_, err := v1.IPAMBlocks().TypedInformer().AddTypedEventHandler(cache.TypedResourceEventHandlerFuncs[*v1alpha1.IPAMBlock]{
+	_, err := cache.NewTypedSharedIndexInformer[*v1alpha1.IPAMBlock](a.factory.IPAMBlocks()).AddTypedEventHandler(cache.TypedResourceEventHandlerFuncs[*v1alpha1.IPAMBlock]{
 		AddFunc:    a.onBlock,
 		UpdateFunc: func(_, b *v1alpha1.IPAMBlock) { a.onBlock(b) },
 		DeleteFunc: a.onBlockDeleted,
@@ -297,21 +296,20 @@ func (a *NodeAllocator) waitReady(ctx context.Context) error {
 
 // reload re-reads pools, settings and this node's labels from the caches.
 func (a *NodeAllocator) reload() {
-	v1 := a.factory.Rhizome().V1alpha1()
-	list, err := v1.IPPools().Lister().List(labels.Everything())
+	list, err := a.factory.IPPoolLister().List(labels.Everything())
 	if err != nil {
 		a.log.Error("listing pools from the cache", "op", "reload", "error", err)
 		return
 	}
 	set := pools.From(list)
-	cfg, err := v1.IPAMConfigurations().Lister().Get(v1alpha1.IPAMConfigurationName)
+	cfg, err := a.factory.IPAMConfigurationLister().Get(v1alpha1.IPAMConfigurationName)
 	if err != nil && !apierrors.IsNotFound(err) {
 		a.log.Error("reading the IPAMConfiguration from the cache", "op", "reload", "error", err)
 		return
 	}
 	settings := pools.SettingsFrom(cfg)
 	var nodeLabels labels.Set
-	if n, err := a.kubeFactory.Core().V1().Nodes().Lister().Get(a.node); err == nil {
+	if n, err := a.kubeFactory.NodeLister().Get(a.node); err == nil {
 		nodeLabels = labels.Set(n.Labels)
 	}
 	a.mu.Lock()

@@ -223,14 +223,14 @@ func (a *NodeAllocator) refresh(e *entry, attempt int) (*v1alpha1.IPAMBlock, err
 	}
 	ctx, cancel := context.WithTimeout(a.runCtx, 30*time.Second)
 	defer cancel()
-	return a.cfg.Client.RhizomeV1alpha1().IPAMBlocks().Get(ctx, e.name, metav1.GetOptions{})
+	return a.cfg.Client.IPAMBlocks().Get(ctx, e.name, metav1.GetOptions{})
 }
 
 // send performs one write.
 func (a *NodeAllocator) send(w *write) (*v1alpha1.IPAMBlock, error) {
 	ctx, cancel := context.WithTimeout(a.runCtx, 30*time.Second)
 	defer cancel()
-	blocks := a.cfg.Client.RhizomeV1alpha1().IPAMBlocks()
+	blocks := a.cfg.Client.IPAMBlocks()
 	switch w.kind {
 	case wCreate:
 		a.c.wrote("create")

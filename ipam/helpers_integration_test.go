@@ -23,6 +23,7 @@ import (
 
 	"github.com/rhizome-net/rhizome/crds/client/clientset/versioned"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/kubecore"
 	"github.com/rhizome-net/rhizome/ipam"
 	"github.com/rhizome-net/rhizome/test/controlplane"
 )
@@ -37,7 +38,8 @@ type env struct {
 	cp    *controlplane.ControlPlane
 	rc    *rest.Config
 	rz    versioned.Interface
-	kube  kubernetes.Interface
+	kube  kubernetes.Interface // for the tests' own setup
+	core  kubecore.Interface   // what the allocator and controller get, as in the agent
 	meta  metadata.Interface
 	label string // value of the suite label on this test's nodes and pools
 	log   *slog.Logger
@@ -65,6 +67,9 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	if e.kube, err = kubernetes.NewForConfig(e.rc); err != nil {
+		t.Fatal(err)
+	}
+	if e.core, err = kubecore.NewForConfig(e.rc); err != nil {
 		t.Fatal(err)
 	}
 	if e.meta, err = metadata.NewForConfig(e.rc); err != nil {
@@ -227,7 +232,7 @@ func (r *running) stop(t testing.TB) {
 // start runs an allocator for node until the test ends (or stop).
 func (e *env) start(node string, mod ...func(*ipam.Config)) *running {
 	e.t.Helper()
-	cfg := ipam.Config{Node: node, Client: e.rz, Kube: e.kube, Logger: e.log}
+	cfg := ipam.Config{Node: node, Client: e.rz.RhizomeV1alpha1(), Kube: e.core, Logger: e.log}
 	for _, m := range mod {
 		m(&cfg)
 	}

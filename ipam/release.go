@@ -8,10 +8,10 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
-	"github.com/rhizome-net/rhizome/crds/client/clientset/versioned"
+	rzv1 "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/typed/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/kubecore"
 	"github.com/rhizome-net/rhizome/ipam/blockmath"
 	"github.com/rhizome-net/rhizome/ipam/pools"
 	"github.com/rhizome-net/rhizome/ipam/store"
@@ -29,12 +29,12 @@ func (a *NodeAllocator) ReleaseByAddress(ctx context.Context, addr netip.Addr, o
 // for operators' tools (the CLI's ipam release, with --force mapping to
 // opts.Force). It reads everything live from the API server and writes
 // with compare-and-swap, so it is safe while agents run.
-func ReleaseAddress(ctx context.Context, client versioned.Interface, kube kubernetes.Interface, addr netip.Addr, opts ReleaseOptions) (Released, error) {
-	s := &store.Store{Blocks: client.RhizomeV1alpha1().IPAMBlocks()}
+func ReleaseAddress(ctx context.Context, client rzv1.RhizomeV1alpha1Interface, kube kubecore.Interface, addr netip.Addr, opts ReleaseOptions) (Released, error) {
+	s := &store.Store{Blocks: client.IPAMBlocks()}
 	return releaseAddress(ctx, client, kube, s, addr, opts)
 }
 
-func releaseAddress(ctx context.Context, client versioned.Interface, kube kubernetes.Interface, s *store.Store, addr netip.Addr, opts ReleaseOptions) (Released, error) {
+func releaseAddress(ctx context.Context, client rzv1.RhizomeV1alpha1Interface, kube kubecore.Interface, s *store.Store, addr netip.Addr, opts ReleaseOptions) (Released, error) {
 	addr = addr.Unmap()
 	name, err := findBlock(ctx, client, addr)
 	if err != nil {
@@ -54,7 +54,7 @@ func releaseAddress(ctx context.Context, client versioned.Interface, kube kubern
 			return store.Keep, fmt.Errorf("ipam: releasing %v: held by handle %s, not %s", addr, al.Handle, opts.Handle)
 		}
 		if !opts.Force && al.Pod != "" {
-			_, err := kube.CoreV1().Pods(al.Namespace).Get(ctx, al.Pod, metav1.GetOptions{})
+			_, err := kube.Pods(al.Namespace).Get(ctx, al.Pod, metav1.GetOptions{})
 			switch {
 			case err == nil:
 				return store.Keep, fmt.Errorf("ipam: releasing %v: %w: pod %s/%s still exists; delete the pod, or force the release (the pod would keep an address that can be given to another pod)", addr, ErrInUse, al.Namespace, al.Pod)
@@ -75,8 +75,8 @@ func releaseAddress(ctx context.Context, client versioned.Interface, kube kubern
 
 // findBlock names the block holding addr: computed from the pool that holds
 // it, or, for a block whose pool is gone, found among all blocks.
-func findBlock(ctx context.Context, client versioned.Interface, addr netip.Addr) (string, error) {
-	list, err := client.RhizomeV1alpha1().IPPools().List(ctx, metav1.ListOptions{})
+func findBlock(ctx context.Context, client rzv1.RhizomeV1alpha1Interface, addr netip.Addr) (string, error) {
+	list, err := client.IPPools().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return "", fmt.Errorf("ipam: listing pools: %w", err)
 	}
@@ -88,7 +88,7 @@ func findBlock(ctx context.Context, client versioned.Interface, addr netip.Addr)
 		blk, _ := p.Layout.BlockOf(addr)
 		return blockmath.Name(blk), nil
 	}
-	blocks, err := client.RhizomeV1alpha1().IPAMBlocks().List(ctx, metav1.ListOptions{})
+	blocks, err := client.IPAMBlocks().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return "", fmt.Errorf("ipam: listing blocks: %w", err)
 	}

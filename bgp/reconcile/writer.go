@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	rzclient "github.com/rhizome-net/rhizome/crds/client/clientset/versioned"
+	rzv1 "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/typed/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 )
 
@@ -29,7 +29,7 @@ const ConditionBGPReady = "BGPReady"
 // StatusWriter writes the BGP status into this node's RhizomeNode, at most
 // once per interval and only when it changed.
 type StatusWriter struct {
-	client   rzclient.Interface
+	client   rzv1.RhizomeV1alpha1Interface
 	node     string
 	interval time.Duration
 	log      *slog.Logger
@@ -42,7 +42,7 @@ type StatusWriter struct {
 
 // NewStatusWriter returns a writer for node's RhizomeNode; interval
 // defaults to 2s.
-func NewStatusWriter(client rzclient.Interface, node string, interval time.Duration, log *slog.Logger) *StatusWriter {
+func NewStatusWriter(client rzv1.RhizomeV1alpha1Interface, node string, interval time.Duration, log *slog.Logger) *StatusWriter {
 	if interval <= 0 {
 		interval = 2 * time.Second
 	}
@@ -132,7 +132,7 @@ func (w *StatusWriter) Write(ctx context.Context, st Status) error {
 		return err
 	}
 	force := true
-	_, err = w.client.RhizomeV1alpha1().RhizomeNodes().Patch(ctx, w.node, types.ApplyPatchType, data,
+	_, err = w.client.RhizomeNodes().Patch(ctx, w.node, types.ApplyPatchType, data,
 		metav1.PatchOptions{FieldManager: FieldManager, Force: &force}, "status")
 	if apierrors.IsNotFound(err) {
 		return fmt.Errorf("RhizomeNode %s does not exist yet; the agent creates it", w.node)

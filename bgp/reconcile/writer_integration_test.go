@@ -46,7 +46,7 @@ func TestStatusWriter(t *testing.T) {
 	st := baseState()
 	st.NodeName = "a"
 	f.reconcile(st)
-	w := NewStatusWriter(client, name, 0, nil)
+	w := NewStatusWriter(client.RhizomeV1alpha1(), name, 0, nil)
 	s := f.status()
 	if err := w.Write(ctx, s); err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func TestStatusWriter(t *testing.T) {
 
 	// Run: many changes, few writes.
 	ctx2, cancel := context.WithCancel(ctx)
-	w2 := NewStatusWriter(client, name, 500*time.Millisecond, nil)
+	w2 := NewStatusWriter(client.RhizomeV1alpha1(), name, 500*time.Millisecond, nil)
 	done := make(chan struct{})
 	go func() { w2.Run(ctx2, f.r); close(done) }()
 	b := netip.MustParseAddr("10.0.1.2")

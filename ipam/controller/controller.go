@@ -4,7 +4,7 @@
 // the IPPool finalizer that holds back the deletion of a pool in use.
 //
 // They must have a single writer, so they run in one agent at a time: the
-// holder of a coordination.k8s.io Lease (client-go leader election). Each
+// holder of a coordination.k8s.io Lease (internal/lease, client-go's algorithm). Each
 // pass recomputes everything from the informer caches; every write is a
 // compare-and-swap, so a pass cut short by a lost Lease leaves nothing half
 // done. The garbage collector is conservative: an address is released only
@@ -26,23 +26,18 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	kubeinformers "k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/metadata"
-	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
-	"github.com/rhizome-net/rhizome/crds/client/clientset/versioned"
-	rhizomeinformers "github.com/rhizome-net/rhizome/crds/client/informers/externalversions"
+	rzv1 "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/typed/crds/v1alpha1"
 	listers "github.com/rhizome-net/rhizome/crds/client/listers/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/informers"
+	"github.com/rhizome-net/rhizome/internal/kubecore"
+	"github.com/rhizome-net/rhizome/internal/lease"
 	"github.com/rhizome-net/rhizome/ipam/store"
 )
 
@@ -53,15 +48,15 @@ const LeaseName = "rhizome-ipam-controller"
 type Config struct {
 	// Identity names this candidate in the Lease (the node name).
 	Identity string
-	Client   versioned.Interface
-	Kube     kubernetes.Interface
+	Client   rzv1.RhizomeV1alpha1Interface
+	Kube     kubecore.Interface
 	// Metadata is a metadata-only client: pods are watched without their
 	// specs, which keeps the leader's memory small.
 	Metadata metadata.Interface
 	// Informers is the shared factory of rhizome.dev informers (the
 	// allocator's, so that pools and blocks are cached once); nil creates
 	// one.
-	Informers  rhizomeinformers.SharedInformerFactory
+	Informers  *informers.Rhizome
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Clock      clock.WithTicker
@@ -115,7 +110,7 @@ func New(cfg Config) (*Controller, error) {
 		cfg.Clock = clock.RealClock{}
 	}
 	if cfg.Informers == nil {
-		cfg.Informers = rhizomeinformers.NewSharedInformerFactory(cfg.Client, 0)
+		cfg.Informers = informers.NewRhizome(cfg.Client, 0)
 	}
 	cfg.LeaseNamespace = cmpOr(cfg.LeaseNamespace, metav1.NamespaceSystem)
 	cfg.Interval = cmpOr(cfg.Interval, time.Minute)
@@ -134,15 +129,15 @@ func New(cfg Config) (*Controller, error) {
 
 		blocksWritten: map[string]*v1alpha1.IPAMBlock{},
 	}
-	c.store = &store.Store{Blocks: cfg.Client.RhizomeV1alpha1().IPAMBlocks()}
+	c.store = &store.Store{Blocks: cfg.Client.IPAMBlocks()}
 	if cfg.Registerer != nil {
 		if err := c.m.register(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("controller: registering metrics: %w", err)
 		}
 	}
-	v1 := cfg.Informers.Rhizome().V1alpha1()
-	c.pools, c.blocks, c.settings = v1.IPPools().Lister(), v1.IPAMBlocks().Lister(), v1.IPAMConfigurations().Lister()
-	for _, inf := range []cache.SharedIndexInformer{v1.IPPools().Informer(), v1.IPAMBlocks().Informer(), v1.IPAMConfigurations().Informer()} {
+	f := cfg.Informers
+	c.pools, c.blocks, c.settings = f.IPPoolLister(), f.IPAMBlockLister(), f.IPAMConfigurationLister()
+	for _, inf := range []cache.SharedIndexInformer{f.IPPools(), f.IPAMBlocks(), f.IPAMConfigurations()} {
 		if _, err := inf.AddEventHandler(c.poke()); err != nil {
 			return nil, fmt.Errorf("controller: adding event handler: %w", err)
 		}
@@ -154,7 +149,7 @@ func New(cfg Config) (*Controller, error) {
 		return nil, fmt.Errorf("controller: %w", err)
 	}
 	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cfg.Kube.CoreV1().Events("")})
+	broadcaster.StartRecordingToSink(kubecore.EventSink{Events: cfg.Kube.Events})
 	c.recorder = broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "rhizome-ipam", Host: cfg.Identity})
 	return c, nil
 }
@@ -185,34 +180,28 @@ func (c *Controller) poke() cache.ResourceEventHandlerFuncs {
 // Run takes part in the election until ctx ends, running passes while it
 // holds the Lease. A lost Lease ends the term; Run then stands again.
 func (c *Controller) Run(ctx context.Context) {
+	le, err := lease.New(lease.Config{
+		Leases:   c.cfg.Kube.Leases(c.cfg.LeaseNamespace),
+		Name:     LeaseName,
+		Identity: c.cfg.Identity,
+		Duration: c.cfg.LeaseDuration,
+		Deadline: c.cfg.RenewDeadline,
+		Retry:    c.cfg.RetryPeriod,
+		Logger:   c.log,
+	})
+	if err != nil {
+		c.log.Error("leader election", "op", "elect", "error", err)
+		return
+	}
 	for ctx.Err() == nil {
-		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-			Lock: &resourcelock.LeaseLock{
-				LeaseMeta:  metav1.ObjectMeta{Namespace: c.cfg.LeaseNamespace, Name: LeaseName},
-				Client:     c.cfg.Kube.CoordinationV1(),
-				LockConfig: resourcelock.ResourceLockConfig{Identity: c.cfg.Identity},
-			},
-			LeaseDuration:   c.cfg.LeaseDuration,
-			RenewDeadline:   c.cfg.RenewDeadline,
-			RetryPeriod:     c.cfg.RetryPeriod,
-			ReleaseOnCancel: true,
-			Name:            LeaseName,
-			Callbacks: leaderelection.LeaderCallbacks{
-				OnStartedLeading: c.lead,
-				OnStoppedLeading: func() { c.log.Info("stopped leading", "op", "elect") },
-			},
-		})
-		if err != nil {
-			c.log.Error("leader election", "op", "elect", "error", err)
-			return
-		}
-		le.Run(ctx)
+		le.Run(ctx, c.lead)
 	}
 }
 
 // lead runs one leadership term.
 func (c *Controller) lead(ctx context.Context) {
 	c.log.Info("leading the cluster-wide IPAM controllers", "op", "elect")
+	defer c.log.Info("stopped leading", "op", "elect")
 	c.m.leader.Store(1)
 	defer c.m.leader.Store(0)
 	if err := c.Start(ctx); err != nil {
@@ -244,23 +233,24 @@ func (c *Controller) lead(ctx context.Context) {
 // waits for the caches to fill. Run calls it on election; tests call it
 // before calling Reconcile directly.
 func (c *Controller) Start(ctx context.Context) error {
-	kf := kubeinformers.NewSharedInformerFactory(c.cfg.Kube, 0)
-	mf := metadatainformer.NewSharedInformerFactory(c.cfg.Metadata, 0)
-	nodes := kf.Core().V1().Nodes()
-	pods := mf.ForResource(schema.GroupVersionResource{Version: "v1", Resource: "pods"})
-	for _, inf := range []cache.SharedIndexInformer{nodes.Informer(), pods.Informer()} {
+	kf := informers.NewCore(c.cfg.Kube, 0)
+	nodes := kf.Nodes()
+	// Pods without their specs (metadata only) keep the leader's memory small.
+	pods := informers.New[*metav1.PartialObjectMetadataList](c.cfg.Metadata.Resource(podsGVR).Namespace(metav1.NamespaceAll),
+		&metav1.PartialObjectMetadata{}, 0, nil)
+	for _, inf := range []cache.SharedIndexInformer{nodes, pods} {
 		if _, err := inf.AddEventHandler(c.poke()); err != nil {
 			return fmt.Errorf("controller: adding event handler: %w", err)
 		}
 	}
-	c.nodes, c.pods = nodes.Lister(), pods.Lister()
+	c.nodes, c.pods = kf.NodeLister(), cache.NewGenericLister(pods.GetIndexer(), podsGVR.GroupResource())
 	c.orphans = map[string]time.Time{}
 	c.written = map[string]*v1alpha1.IPPool{}
 	c.blocksWritten = map[string]*v1alpha1.IPAMBlock{}
 	kf.Start(ctx.Done())
-	mf.Start(ctx.Done())
+	go pods.RunWithContext(ctx)
 	c.cfg.Informers.Start(ctx.Done())
-	synced := append([]cache.InformerSynced{nodes.Informer().HasSynced, pods.Informer().HasSynced}, c.synced...)
+	synced := append([]cache.InformerSynced{nodes.HasSynced, pods.HasSynced}, c.synced...)
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return fmt.Errorf("controller: caches did not sync: %w", ctx.Err())
 	}

@@ -42,7 +42,7 @@ func (c *Controller) syncPools(ctx context.Context, raw []*v1alpha1.IPPool, bloc
 		case p.DeletionTimestamp == nil && !hasFinalizer:
 			q := p.DeepCopy()
 			q.Finalizers = append(q.Finalizers, v1alpha1.IPPoolFinalizer)
-			updated, err := c.cfg.Client.RhizomeV1alpha1().IPPools().Update(ctx, q, metav1.UpdateOptions{})
+			updated, err := c.cfg.Client.IPPools().Update(ctx, q, metav1.UpdateOptions{})
 			if err != nil {
 				errs = append(errs, fmt.Errorf("controller: adding the finalizer to pool %s: %w", p.Name, err))
 				continue
@@ -81,7 +81,7 @@ func newer(x, y *v1alpha1.IPPool) bool {
 // comes from a live list, not the cache, so that an allocation the cache has
 // not seen yet keeps the pool.
 func (c *Controller) finishDeletion(ctx context.Context, p *v1alpha1.IPPool, cidr netip.Prefix) (bool, error) {
-	list, err := c.cfg.Client.RhizomeV1alpha1().IPAMBlocks().List(ctx, metav1.ListOptions{})
+	list, err := c.cfg.Client.IPAMBlocks().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return false, fmt.Errorf("controller: listing blocks for deleted pool %s: %w", p.Name, err)
 	}
@@ -103,7 +103,7 @@ func (c *Controller) finishDeletion(ctx context.Context, p *v1alpha1.IPPool, cid
 	}
 	q := p.DeepCopy()
 	q.Finalizers = slices.DeleteFunc(q.Finalizers, func(f string) bool { return f == v1alpha1.IPPoolFinalizer })
-	if _, err := c.cfg.Client.RhizomeV1alpha1().IPPools().Update(ctx, q, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	if _, err := c.cfg.Client.IPPools().Update(ctx, q, metav1.UpdateOptions{}); err != nil && !apierrors.IsNotFound(err) {
 		return false, fmt.Errorf("controller: removing the finalizer of deleted pool %s: %w", p.Name, err)
 	}
 	c.log.Info("deleted pool released", "op", "pool", "pool", p.Name)
@@ -157,7 +157,7 @@ func (c *Controller) syncStatus(ctx context.Context, p *v1alpha1.IPPool, set poo
 	}
 	q := p.DeepCopy()
 	q.Status = *st
-	out, err := c.cfg.Client.RhizomeV1alpha1().IPPools().UpdateStatus(ctx, q, metav1.UpdateOptions{})
+	out, err := c.cfg.Client.IPPools().UpdateStatus(ctx, q, metav1.UpdateOptions{})
 	if err != nil {
 		return fmt.Errorf("controller: updating the status of pool %s: %w", p.Name, err)
 	}

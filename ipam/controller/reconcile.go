@@ -184,7 +184,7 @@ func (c *Controller) confirmGone(ctx context.Context, b *v1alpha1.IPAMBlock, al 
 	if al.Pod != "" {
 		_, err = c.cfg.Metadata.Resource(podsGVR).Namespace(al.Namespace).Get(ctx, al.Pod, metav1.GetOptions{})
 	} else {
-		_, err = c.cfg.Kube.CoreV1().Nodes().Get(ctx, cmp.Or(al.Node, b.Spec.Affinity), metav1.GetOptions{})
+		_, err = c.cfg.Kube.Nodes().Get(ctx, cmp.Or(al.Node, b.Spec.Affinity), metav1.GetOptions{})
 	}
 	switch {
 	case err == nil:
@@ -245,7 +245,7 @@ func (c *Controller) cleanBlocks(ctx context.Context, blocks []*v1alpha1.IPAMBlo
 		if !ripe {
 			continue
 		}
-		if _, err := c.cfg.Kube.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		if _, err := c.cfg.Kube.Nodes().Get(ctx, node, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("controller: checking node %s: %w", node, err))
 			}

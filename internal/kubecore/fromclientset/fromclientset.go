@@ -1,7 +1,8 @@
-// Package kubecoretest adapts a client-go clientset (typically
-// k8s.io/client-go/kubernetes/fake) to kubecore.Interface for tests. The
-// agent's own packages must not import it: it links every API group.
-package kubecoretest
+// Package fromclientset adapts a client-go clientset to kubecore.Interface,
+// for programs that link the clientset anyway (rhizomectl, the lab) and for
+// tests (k8s.io/client-go/kubernetes/fake). The agent must not import it:
+// it links every API group (docs/design/0008).
+package fromclientset
 
 import (
 	"k8s.io/client-go/kubernetes"
@@ -9,8 +10,8 @@ import (
 	"github.com/rhizome-net/rhizome/internal/kubecore"
 )
 
-// FromClientset returns cs as a kubecore.Interface.
-func FromClientset(cs kubernetes.Interface) kubecore.Interface { return clientset{cs} }
+// Wrap returns cs as a kubecore.Interface.
+func Wrap(cs kubernetes.Interface) kubecore.Interface { return clientset{cs} }
 
 type clientset struct{ cs kubernetes.Interface }
 
