@@ -1,0 +1,32 @@
+package main
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestNoAllGroupsScheme keeps the packages that register every Kubernetes
+// API group out of the agent: linked in, they cost ~10 MiB of resident
+// memory on every node (docs/design/0008). Use internal/kubecore,
+// internal/informers and internal/lease instead of client-go's clientset,
+// informer factories and leader election, and the typed rhizome.dev client
+// instead of the generated clientset.
+func TestNoAllGroupsScheme(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	banned := map[string]string{
+		"k8s.io/client-go/kubernetes/scheme":                             "registers every API group",
+		"k8s.io/client-go/kubernetes":                                    "the full clientset",
+		"k8s.io/client-go/informers":                                     "every group's informers",
+		"k8s.io/client-go/discovery":                                     "imports kubernetes/scheme",
+		"github.com/rhizome-net/rhizome/crds/client/clientset/versioned": "imports discovery",
+	}
+	for _, p := range strings.Fields(string(out)) {
+		if why, ok := banned[p]; ok {
+			t.Errorf("the agent links %s (%s)", p, why)
+		}
+	}
+}
