@@ -8,7 +8,10 @@ SHELL      := /usr/bin/env bash
 GO         ?= go
 BIN        := $(CURDIR)/bin
 BINARIES   := $(notdir $(wildcard cmd/*))
-GOFLAGS_BUILD ?= -trimpath
+# Binaries are static (no cgo: they run on any node, the CNI plugin on the
+# host) and without the symbol table and DWARF (stack traces keep function
+# names and lines); docs/design/0008 measured what this saves in memory.
+GOFLAGS_BUILD ?= -trimpath -ldflags="-s -w"
 export GOTOOLCHAIN := local
 # Test tags: integration = needs the local control plane; privileged = needs
 # root for network namespaces.
@@ -23,7 +26,7 @@ TEST_TIMEOUT ?= 30m
 .PHONY: build
 build: ## Build every binary (cmd/*) into bin/
 	@mkdir -p $(BIN)
-	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
 
 .PHONY: generate
 generate: ## Regenerate deepcopy, CRD YAML and the typed client from crds/v1alpha1

@@ -20,7 +20,6 @@ import (
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/bgp/reconcile"
 	"github.com/rhizome-net/rhizome/bgp/topology"
-	rzv1 "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/typed/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/internal/informers"
 	"github.com/rhizome-net/rhizome/internal/kubecore"
@@ -32,7 +31,7 @@ import (
 // clients are the agent's API clients.
 type clients struct {
 	kube kubecore.Interface
-	rz   rzv1.RhizomeV1alpha1Interface
+	rz   kubecore.Rhizome
 	meta metadata.Interface
 }
 
@@ -50,12 +49,11 @@ func newClients(cfg Config) (*clients, error) {
 	rc.UserAgent = "rhizome-agent/" + cfg.NodeName
 	rc.QPS, rc.Burst = 50, 100
 	c := &clients{}
-	if c.kube, err = kubecore.NewForConfig(rc); err != nil {
+	kc, err := kubecore.NewForConfig(rc)
+	if err != nil {
 		return nil, err
 	}
-	if c.rz, err = rzv1.NewForConfig(rc); err != nil {
-		return nil, err
-	}
+	c.kube, c.rz = kc, kc
 	if c.meta, err = metadata.NewForConfig(rc); err != nil {
 		return nil, err
 	}

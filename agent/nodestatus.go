@@ -12,8 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	rzv1 "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/typed/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/kubecore"
 )
 
 // nodeFieldManager owns the non-BGP fields of RhizomeNode status (routes,
@@ -24,7 +24,7 @@ const nodeFieldManager = "rhizome-agent-node"
 // nodeStatusWriter applies the node part of the RhizomeNode status, only
 // when it changed (timestamps aside).
 type nodeStatusWriter struct {
-	client rzv1.RhizomeV1alpha1Interface
+	client kubecore.Rhizome
 	node   string
 	log    *slog.Logger
 	last   []byte
@@ -32,7 +32,7 @@ type nodeStatusWriter struct {
 	states map[string]metav1.ConditionStatus
 }
 
-func newNodeStatusWriter(client rzv1.RhizomeV1alpha1Interface, node string, _ time.Duration, log *slog.Logger) *nodeStatusWriter {
+func newNodeStatusWriter(client kubecore.Rhizome, node string, _ time.Duration, log *slog.Logger) *nodeStatusWriter {
 	return &nodeStatusWriter{client: client, node: node, log: log.With("component", "node-status"),
 		since: map[string]metav1.Time{}, states: map[string]metav1.ConditionStatus{}}
 }

@@ -160,7 +160,7 @@ func (g *globals) ipamCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rel, err := ipam.ReleaseAddress(cmd.Context(), c.rz.RhizomeV1alpha1(), fromclientset.Wrap(c.kube), addr, ipam.ReleaseOptions{Force: force})
+			rel, err := ipam.ReleaseAddress(cmd.Context(), fromclientset.Rhizome(c.rz.RhizomeV1alpha1()), fromclientset.Wrap(c.kube), addr, ipam.ReleaseOptions{Force: force})
 			if errors.Is(err, ipam.ErrInUse) {
 				return fmt.Errorf("%w\n(add --force to release it anyway)", err)
 			}

@@ -20,7 +20,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/utils/clock"
 
-	rzv1 "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/typed/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/internal/informers"
 	"github.com/rhizome-net/rhizome/internal/kubecore"
@@ -36,7 +35,7 @@ type Config struct {
 	Node string
 	// Client is the rhizome.dev client and Kube the core one; required.
 	// (Tests adapt client-go's fake clientset with fromclientset.)
-	Client rzv1.RhizomeV1alpha1Interface
+	Client kubecore.Rhizome
 	Kube   kubecore.Interface
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger

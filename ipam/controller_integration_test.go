@@ -27,7 +27,7 @@ import (
 func (e *env) newController(clk *clocktesting.FakeClock) *controller.Controller {
 	e.t.Helper()
 	c, err := controller.New(controller.Config{
-		Identity: "test-controller", Client: e.rz.RhizomeV1alpha1(), Kube: e.core, Metadata: e.meta, Logger: e.log, Clock: clk,
+		Identity: "test-controller", Client: e.rzc, Kube: e.core, Metadata: e.meta, Logger: e.log, Clock: clk,
 	})
 	if err != nil {
 		e.t.Fatal(err)
@@ -421,7 +421,7 @@ func TestReleaseByAddress(t *testing.T) {
 		!strings.Contains(err.Error(), "held by handle h1.eth0, not other.eth0") {
 		t.Fatalf("release with the wrong handle: %v", err)
 	}
-	got, err := ipam.ReleaseAddress(ctx, e.rz.RhizomeV1alpha1(), e.core, addr, ipam.ReleaseOptions{Force: true})
+	got, err := ipam.ReleaseAddress(ctx, e.rzc, e.core, addr, ipam.ReleaseOptions{Force: true})
 	if err != nil || got.Handle != "h1.eth0" || got.Pod != "byaddr-pod" || got.Block != "10-109-0-0-26" {
 		t.Fatalf("forced release = %+v, %v", got, err)
 	}

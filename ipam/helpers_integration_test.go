@@ -40,6 +40,7 @@ type env struct {
 	rz    versioned.Interface
 	kube  kubernetes.Interface // for the tests' own setup
 	core  kubecore.Interface   // what the allocator and controller get, as in the agent
+	rzc   kubecore.Rhizome     // the same for rhizome.dev, its writes counted too
 	meta  metadata.Interface
 	label string // value of the suite label on this test's nodes and pools
 	log   *slog.Logger
@@ -70,6 +71,9 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	if e.core, err = kubecore.NewForConfig(e.rc); err != nil {
+		t.Fatal(err)
+	}
+	if e.rzc, err = kubecore.NewForConfig(counted); err != nil {
 		t.Fatal(err)
 	}
 	if e.meta, err = metadata.NewForConfig(e.rc); err != nil {
@@ -232,7 +236,7 @@ func (r *running) stop(t testing.TB) {
 // start runs an allocator for node until the test ends (or stop).
 func (e *env) start(node string, mod ...func(*ipam.Config)) *running {
 	e.t.Helper()
-	cfg := ipam.Config{Node: node, Client: e.rz.RhizomeV1alpha1(), Kube: e.core, Logger: e.log}
+	cfg := ipam.Config{Node: node, Client: e.rzc, Kube: e.core, Logger: e.log}
 	for _, m := range mod {
 		m(&cfg)
 	}

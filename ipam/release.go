@@ -9,7 +9,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	rzv1 "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/typed/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/internal/kubecore"
 	"github.com/rhizome-net/rhizome/ipam/blockmath"
@@ -29,12 +28,12 @@ func (a *NodeAllocator) ReleaseByAddress(ctx context.Context, addr netip.Addr, o
 // for operators' tools (the CLI's ipam release, with --force mapping to
 // opts.Force). It reads everything live from the API server and writes
 // with compare-and-swap, so it is safe while agents run.
-func ReleaseAddress(ctx context.Context, client rzv1.RhizomeV1alpha1Interface, kube kubecore.Interface, addr netip.Addr, opts ReleaseOptions) (Released, error) {
+func ReleaseAddress(ctx context.Context, client kubecore.Rhizome, kube kubecore.Interface, addr netip.Addr, opts ReleaseOptions) (Released, error) {
 	s := &store.Store{Blocks: client.IPAMBlocks()}
 	return releaseAddress(ctx, client, kube, s, addr, opts)
 }
 
-func releaseAddress(ctx context.Context, client rzv1.RhizomeV1alpha1Interface, kube kubecore.Interface, s *store.Store, addr netip.Addr, opts ReleaseOptions) (Released, error) {
+func releaseAddress(ctx context.Context, client kubecore.Rhizome, kube kubecore.Interface, s *store.Store, addr netip.Addr, opts ReleaseOptions) (Released, error) {
 	addr = addr.Unmap()
 	name, err := findBlock(ctx, client, addr)
 	if err != nil {
@@ -75,7 +74,7 @@ func releaseAddress(ctx context.Context, client rzv1.RhizomeV1alpha1Interface, k
 
 // findBlock names the block holding addr: computed from the pool that holds
 // it, or, for a block whose pool is gone, found among all blocks.
-func findBlock(ctx context.Context, client rzv1.RhizomeV1alpha1Interface, addr netip.Addr) (string, error) {
+func findBlock(ctx context.Context, client kubecore.Rhizome, addr netip.Addr) (string, error) {
 	list, err := client.IPPools().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return "", fmt.Errorf("ipam: listing pools: %w", err)

@@ -13,8 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
-	rzv1 "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/typed/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/kubecore"
 )
 
 // FieldManager is the server-side-apply field manager of the BGP part of
@@ -29,7 +29,7 @@ const ConditionBGPReady = "BGPReady"
 // StatusWriter writes the BGP status into this node's RhizomeNode, at most
 // once per interval and only when it changed.
 type StatusWriter struct {
-	client   rzv1.RhizomeV1alpha1Interface
+	client   kubecore.Rhizome
 	node     string
 	interval time.Duration
 	log      *slog.Logger
@@ -42,7 +42,7 @@ type StatusWriter struct {
 
 // NewStatusWriter returns a writer for node's RhizomeNode; interval
 // defaults to 2s.
-func NewStatusWriter(client rzv1.RhizomeV1alpha1Interface, node string, interval time.Duration, log *slog.Logger) *StatusWriter {
+func NewStatusWriter(client kubecore.Rhizome, node string, interval time.Duration, log *slog.Logger) *StatusWriter {
 	if interval <= 0 {
 		interval = 2 * time.Second
 	}

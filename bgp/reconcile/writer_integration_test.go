@@ -15,6 +15,7 @@ import (
 	"github.com/rhizome-net/rhizome/bgp"
 	rzclient "github.com/rhizome-net/rhizome/crds/client/clientset/versioned"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/kubecore"
 	"github.com/rhizome-net/rhizome/test/controlplane"
 )
 
@@ -25,6 +26,10 @@ func TestMain(m *testing.M) { controlplane.Main(m) }
 func TestStatusWriter(t *testing.T) {
 	cp := controlplane.ForTest(t)
 	client, err := rzclient.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := kubecore.NewForConfig(cp.RESTConfig()) // what the agent writes status with
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +51,7 @@ func TestStatusWriter(t *testing.T) {
 	st := baseState()
 	st.NodeName = "a"
 	f.reconcile(st)
-	w := NewStatusWriter(client.RhizomeV1alpha1(), name, 0, nil)
+	w := NewStatusWriter(kc, name, 0, nil)
 	s := f.status()
 	if err := w.Write(ctx, s); err != nil {
 		t.Fatal(err)
@@ -112,7 +117,7 @@ func TestStatusWriter(t *testing.T) {
 
 	// Run: many changes, few writes.
 	ctx2, cancel := context.WithCancel(ctx)
-	w2 := NewStatusWriter(client.RhizomeV1alpha1(), name, 500*time.Millisecond, nil)
+	w2 := NewStatusWriter(kc, name, 500*time.Millisecond, nil)
 	done := make(chan struct{})
 	go func() { w2.Run(ctx2, f.r); close(done) }()
 	b := netip.MustParseAddr("10.0.1.2")

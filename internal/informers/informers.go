@@ -19,7 +19,6 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 
-	rzv1 "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/typed/crds/v1alpha1"
 	listers "github.com/rhizome-net/rhizome/crds/client/listers/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/internal/kubecore"
@@ -146,11 +145,11 @@ func (f *Factory) Shutdown() {
 // Rhizome is a Factory of rhizome.dev informers.
 type Rhizome struct {
 	*Factory
-	c rzv1.RhizomeV1alpha1Interface
+	c kubecore.Rhizome
 }
 
 // NewRhizome creates the rhizome.dev informers' factory over c.
-func NewRhizome(c rzv1.RhizomeV1alpha1Interface, resync time.Duration) *Rhizome {
+func NewRhizome(c kubecore.Rhizome, resync time.Duration) *Rhizome {
 	return &Rhizome{Factory: NewFactory(resync), c: c}
 }
 

@@ -58,7 +58,7 @@ func TestFactories(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rf := informers.NewRhizome(rz, 0)
+	rf := informers.NewRhizome(kc, 0)
 	core := informers.NewCore(kc, 0)
 	core.NodeTweak = func(o *metav1.ListOptions) {
 		o.FieldSelector = fields.OneTermEqualSelector("metadata.name", "informer-a").String()

@@ -23,16 +23,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
 
-	rzv1 "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/typed/crds/v1alpha1"
 	listers "github.com/rhizome-net/rhizome/crds/client/listers/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/internal/informers"
@@ -48,7 +44,7 @@ const LeaseName = "rhizome-ipam-controller"
 type Config struct {
 	// Identity names this candidate in the Lease (the node name).
 	Identity string
-	Client   rzv1.RhizomeV1alpha1Interface
+	Client   kubecore.Rhizome
 	Kube     kubecore.Interface
 	// Metadata is a metadata-only client: pods are watched without their
 	// specs, which keeps the leader's memory small.
@@ -76,7 +72,7 @@ type Controller struct {
 	log      *slog.Logger
 	clock    clock.WithTicker
 	store    *store.Store
-	recorder record.EventRecorder
+	recorder *kubecore.Recorder
 	m        metrics
 
 	pools    listers.IPPoolLister
@@ -144,13 +140,7 @@ func New(cfg Config) (*Controller, error) {
 		c.synced = append(c.synced, inf.HasSynced)
 	}
 
-	scheme := runtime.NewScheme()
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		return nil, fmt.Errorf("controller: %w", err)
-	}
-	broadcaster := record.NewBroadcaster()
-	broadcaster.StartRecordingToSink(kubecore.EventSink{Events: cfg.Kube.Events})
-	c.recorder = broadcaster.NewRecorder(scheme, corev1.EventSource{Component: "rhizome-ipam", Host: cfg.Identity})
+	c.recorder = &kubecore.Recorder{Events: cfg.Kube.Events, Component: "rhizome-ipam", Host: cfg.Identity, Logger: c.log}
 	return c, nil
 }
 

@@ -20,8 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
 
-	typed "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/typed/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/kubecore"
 )
 
 // Action is what a Modify function wants done with the block it was given.
@@ -38,7 +38,7 @@ const (
 
 // Store does compare-and-swap writes of IPAMBlocks.
 type Store struct {
-	Blocks typed.IPAMBlockInterface
+	Blocks kubecore.IPAMBlocks
 	// OnWrite, if set, is called for every write attempt sent to the API
 	// server ("update", "delete"); OnConflict for every conflict that makes
 	// Modify read again. They feed metrics.
