@@ -149,10 +149,20 @@ func TestAgentKill9GracefulRestart(t *testing.T) {
 func TestAPIServerOutage(t *testing.T) {
 	l := up(t, lab.Options{Nodes: 3, Racks: 1, ToR: "none", Mode: "mesh", Encap: "none", Pods: 1})
 	ctx := ctxFor(t, 5*time.Minute)
+	// The baseline is the converged state: every node holds a route for
+	// each node's block (its own as a blackhole). Right after up, an agent
+	// may still be programming the block its pod just claimed.
 	before := map[string]map[string]string{}
-	for _, n := range l.Plan.Nodes {
-		before[n.Name], _ = l.KernelRoutes(ctx, n.Name)
-	}
+	eventually(t, 30*time.Second, "every node routes every block", func() (bool, string) {
+		for _, n := range l.Plan.Nodes {
+			r, err := l.KernelRoutes(ctx, n.Name)
+			if err != nil || len(r) != len(l.Plan.Nodes) {
+				return false, fmt.Sprintf("%s: %v %v", n.Name, r, err)
+			}
+			before[n.Name] = r
+		}
+		return true, ""
+	})
 	src, dst := podOn(t, l, "node-1"), podOn(t, l, "node-3")
 	p := startPing(t, l, src, dst.Addresses[0])
 	if err := controlplane.StopAPIServer(l.ControlPlaneDir()); err != nil {
