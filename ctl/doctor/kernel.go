@@ -2,13 +2,11 @@ package doctor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -17,6 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/rhizome-net/rhizome/internal/nsthread"
 )
 
 // Kernel is the doctor's view of the node's kernel.
@@ -83,33 +83,7 @@ func (k *kernel) in(fn func() error) error {
 	if k.nsPath == "" {
 		return fn()
 	}
-	target, err := netns.GetFromPath(k.nsPath)
-	if err != nil {
-		return err
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- err
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err)
-			return // the thread dies locked
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return nsthread.Do(k.nsPath, fn)
 }
 
 func (k *kernel) Sysctl(key string) (string, error) {

@@ -8,18 +8,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
-	"github.com/vishvananda/netns"
+
+	"github.com/rhizome-net/rhizome/internal/nsthread"
 )
 
 // Runtime runs CNI operations for the pods of one node.
@@ -114,33 +113,7 @@ func (e *nsExec) ExecPlugin(ctx context.Context, path string, stdin []byte, envi
 // child inherits the thread's namespace. The thread is switched back, or
 // left locked (and discarded by Go) if that fails.
 func (e *nsExec) startIn(cmd *exec.Cmd) error {
-	target, err := netns.GetFromPath(filepath.Join("/run/netns", e.ns))
-	if err != nil {
-		return fmt.Errorf("opening namespace %s: %w", e.ns, err)
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("entering %s: %w", e.ns, err)
-			return
-		}
-		serr := cmd.Start()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(serr, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- serr
-	}()
-	return <-errc
+	return nsthread.Do(filepath.Join("/run/netns", e.ns), cmd.Start)
 }
 
 func (e *nsExec) FindInPath(plugin string, paths []string) (string, error) {

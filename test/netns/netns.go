@@ -25,7 +25,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,6 +33,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/rhizome-net/rhizome/internal/nsthread"
 )
 
 // RunDir is where `ip netns` keeps its bind mounts.
@@ -143,33 +144,7 @@ func (n *NS) Handle() (*netlink.Handle, error) {
 // Go discards it when the goroutine ends, so no other goroutine runs in the
 // wrong namespace. fn must not start goroutines that expect the namespace.
 func (n *NS) Do(fn func() error) error {
-	target, err := netns.GetFromPath(n.Path())
-	if err != nil {
-		return fmt.Errorf("opening %s: %w", n.Path(), err)
-	}
-	defer target.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return // the thread is discarded with the locked goroutine
-		}
-		defer orig.Close()
-		if err := netns.Set(target); err != nil {
-			errc <- fmt.Errorf("entering %s: %w", n.Name, err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leaving %s: %w", n.Name, err))
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	return nsthread.Do(n.Path(), fn)
 }
 
 // Sweep deletes namespaces with the given prefix whose creating process is
