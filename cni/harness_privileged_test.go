@@ -3,7 +3,6 @@
 package cni_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -197,49 +196,5 @@ func ping(t *testing.T, from *netns.NS, to string) {
 	}
 	if out, err := from.Exec(context.Background(), args[0], args[1:]...); err != nil {
 		t.Fatalf("ping %s from %s: %v\n%s", to, from.Name, err, out)
-	}
-}
-
-// tcpRoundTrip opens a TCP listener inside dst and connects to it from src;
-// sockets keep the namespace they were created in, so only socket creation
-// happens on the namespace-switched threads.
-func tcpRoundTrip(t *testing.T, src, dst *netns.NS, dstIP string) {
-	t.Helper()
-	var ln net.Listener
-	if err := dst.Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", net.JoinHostPort(dstIP, "0"))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 5)
-		if _, err := c.Read(buf); err == nil {
-			c.Write(bytes.ToUpper(buf))
-		}
-	}()
-	var conn net.Conn
-	if err := src.Do(func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-		return err
-	}); err != nil {
-		t.Fatalf("TCP connect to %s: %v", ln.Addr(), err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := conn.Write([]byte("hello")); err != nil {
-		t.Fatal(err)
-	}
-	buf := make([]byte, 5)
-	if _, err := conn.Read(buf); err != nil || string(buf) != "HELLO" {
-		t.Fatalf("TCP echo = %q, %v", buf, err)
 	}
 }

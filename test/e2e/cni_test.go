@@ -3,9 +3,8 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -42,40 +41,13 @@ func allocationsOf(t *testing.T, l *lab.Lab, node string) map[string]string {
 }
 
 // tcpBetween connects from one pod to a listener in another through their
-// real data path (sockets keep the namespace they were created in).
+// real data path.
 func tcpBetween(t *testing.T, src, dst lab.PodRecord) {
 	t.Helper()
 	dns := &netns.NS{Name: dst.NetNS[strings.LastIndexByte(dst.NetNS, '/')+1:]}
 	sns := &netns.NS{Name: src.NetNS[strings.LastIndexByte(src.NetNS, '/')+1:]}
-	var ln net.Listener
-	if err := dns.Do(func() (err error) { ln, err = net.Listen("tcp", net.JoinHostPort(dst.Addresses[0], "8080")); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		buf := make([]byte, 4)
-		if _, err := c.Read(buf); err == nil {
-			c.Write(bytes.ToUpper(buf))
-		}
-	}()
-	var c net.Conn
-	if err := sns.Do(func() (err error) {
-		c, err = net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
-		return
-	}); err != nil {
-		t.Fatalf("TCP %s → %s: %v", src.Name, ln.Addr(), err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	c.Write([]byte("ping"))
-	buf := make([]byte, 4)
-	if _, err := c.Read(buf); err != nil || string(buf) != "PING" {
-		t.Fatalf("TCP %s → %s echoed %q: %v", src.Name, dst.Name, buf, err)
+	if err := netns.TCPEcho(sns, dns, netip.MustParseAddr(dst.Addresses[0])); err != nil {
+		t.Fatalf("pod %s → pod %s: %v", src.Name, dst.Name, err)
 	}
 }
 
