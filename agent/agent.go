@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -21,6 +22,7 @@ import (
 	"github.com/rhizome-net/rhizome/bgp/reconcile"
 	"github.com/rhizome-net/rhizome/bgp/topology"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/burstgc"
 	"github.com/rhizome-net/rhizome/internal/informers"
 	"github.com/rhizome-net/rhizome/internal/kubecore"
 	"github.com/rhizome-net/rhizome/ipam"
@@ -160,9 +162,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	reg.MustRegister(newIPAMUsage(a)) // reads a.rz and a.ipam, set by now
 	ipamChanged := a.ipam.Subscribe()
 
+	gcTuner := burstgc.New(burstgc.Config{Percent: cfg.BurstGOGC, HeapCap: uint64(cfg.BurstHeapCapMiB) << 20, Logger: log})
+	defer gcTuner.Close()
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "rhizome_gc_bursts_total",
+		Help: "Route bursts during which the agent raised its Go GC target (--burst-gogc).",
+	}, func() float64 { return float64(gcTuner.Bursts()) }))
 	a.bgp = reconcile.New(reconcile.Config{
 		NewSpeaker: func() bgp.Speaker { return bgp.NewGoBGP(bgp.GoBGPOptions{Logger: log}) },
-		Sink:       ribsink.New(a.routes, log),
+		Sink:       ribsink.New(a.routes, gcTuner, log),
 		Logger:     log,
 		Registerer: reg,
 		APIAddress: cfg.GoBGPAPIAddress,

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/rhizome-net/rhizome/agent/agentapi"
+	"github.com/rhizome-net/rhizome/internal/burstgc"
 )
 
 // Config is the agent's configuration, from flags and the environment.
@@ -53,6 +54,13 @@ type Config struct {
 	SysctlRoot string
 	// LogLevel of the agent's logs.
 	LogLevel slog.Level
+	// BurstGOGC is the Go GC target while a peer sends a large table
+	// (internal/burstgc); negative keeps GOGC as it is. Default 400.
+	BurstGOGC int
+	// BurstHeapCapMiB bounds the heap goal during such a burst; 0 means
+	// half of GOMEMLIMIT when set (the DaemonSet sets it from the
+	// container's memory limit), else 1 GiB.
+	BurstHeapCapMiB int
 }
 
 // Defaults of the contract names (ports and paths that others script
@@ -74,6 +82,7 @@ func DefaultConfig() Config {
 		StatusInterval:  2 * time.Second,
 		SysctlRoot:      "/proc/sys",
 		LogLevel:        slog.LevelInfo,
+		BurstGOGC:       burstgc.DefaultPercent,
 	}
 }
 
@@ -90,6 +99,12 @@ func (c Config) Validate() error {
 	}
 	if c.AgentSocket == "" {
 		return fmt.Errorf("--agent-socket must not be empty")
+	}
+	if c.BurstGOGC >= 0 && c.BurstGOGC < 100 {
+		return fmt.Errorf("--burst-gogc %d: use at least 100 (the default GOGC), or -1 to turn burst tuning off", c.BurstGOGC)
+	}
+	if c.BurstHeapCapMiB < 0 {
+		return fmt.Errorf("--burst-heap-cap-mib %d must not be negative", c.BurstHeapCapMiB)
 	}
 	if c.ResyncPeriod < time.Second {
 		return fmt.Errorf("--resync-period %s is too short (at least 1s)", c.ResyncPeriod)

@@ -77,6 +77,8 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&cfg.StatusInterval, "status-interval", cfg.StatusInterval, "shortest time between two writes of this node's RhizomeNode status")
 	f.StringVar(&cfg.SysctlRoot, "sysctl-root", cfg.SysctlRoot, "where network sysctls are written (the DaemonSet mounts the host's /proc/sys/net under /host/proc/sys)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.IntVar(&cfg.BurstGOGC, "burst-gogc", cfg.BurstGOGC, "Go GC target (GOGC) while a peer sends a large table; -1 keeps GOGC unchanged")
+	f.IntVar(&cfg.BurstHeapCapMiB, "burst-heap-cap-mib", 0, "bound on the heap goal during such a burst, MiB (default: half of GOMEMLIMIT if set, else 1024)")
 	return cmd
 }
 

@@ -23,9 +23,16 @@ type Applier interface {
 	SetConverged()
 }
 
+// BatchObserver is told the size of every batch before it is applied: the
+// agent's GC tuner (internal/burstgc) watches for route bursts there.
+type BatchObserver interface {
+	ObserveBatch(n int)
+}
+
 // Sink implements rib.Sink. Calls are serialised by the RIB.
 type Sink struct {
 	r   Applier
+	obs BatchObserver
 	log *slog.Logger
 	// single next-hop slices are shared between routes (most routes have
 	// one next hop, and 100k routes share a handful of them).
@@ -34,18 +41,21 @@ type Sink struct {
 
 var _ rib.Sink = (*Sink)(nil)
 
-// New returns a Sink feeding r.
-func New(r Applier, log *slog.Logger) *Sink {
+// New returns a Sink feeding r; obs, when not nil, sees every batch size.
+func New(r Applier, obs BatchObserver, log *slog.Logger) *Sink {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Sink{r: r, log: log.With("component", "routes-sink"), one: map[netip.Addr][]netip.Addr{}}
+	return &Sink{r: r, obs: obs, log: log.With("component", "routes-sink"), one: map[netip.Addr][]netip.Addr{}}
 }
 
 // ApplyRoutes implements rib.Sink: the RIB's batch becomes one
 // routes.Batch. A route inside a pool gets the pool's encapsulation; any
 // other route (Service ranges, routes from routers) goes directly.
 func (s *Sink) ApplyRoutes(b rib.Batch) {
+	if s.obs != nil {
+		s.obs.ObserveBatch(len(b.Set) + len(b.Withdraw))
+	}
 	out := routes.Batch{Upserts: make([]routes.RemoteRoute, len(b.Set)), Withdrawals: b.Withdraw}
 	for i := range b.Set {
 		r := &b.Set[i]

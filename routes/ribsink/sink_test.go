@@ -2,6 +2,7 @@ package ribsink
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -19,9 +20,14 @@ type recorder struct {
 func (r *recorder) Apply(b routes.Batch) error { r.batches = append(r.batches, b); return nil }
 func (r *recorder) SetConverged()              { r.converged++ }
 
+type sizes []int
+
+func (s *sizes) ObserveBatch(n int) { *s = append(*s, n) }
+
 func TestSinkTranslatesBatches(t *testing.T) {
 	rec := &recorder{}
-	s := New(rec, nil)
+	var seen sizes
+	s := New(rec, &seen, nil)
 	a1, a2 := netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("192.168.1.2")
 	s.ApplyRoutes(rib.Batch{
 		Set: []rib.Route{
@@ -46,6 +52,9 @@ func TestSinkTranslatesBatches(t *testing.T) {
 	eqp := cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })
 	if diff := cmp.Diff(want, rec.batches, eq, eqp); diff != "" {
 		t.Errorf("batches (-want +got):\n%s", diff)
+	}
+	if !slices.Equal(seen, sizes{4}) {
+		t.Errorf("observer saw batch sizes %v, want [4]", seen)
 	}
 	if rec.converged != 1 {
 		t.Errorf("SetConverged called %d times", rec.converged)

@@ -4,7 +4,7 @@
 //
 //	embedded GoBGP (bgp.GoBGP, per-UPDATE Adj-RIB-In events)
 //	  -> bgp/rib (import policy, path selection, ECMP, session loss, GR)
-//	  -> routes/ribsink -> routes.Reconciler.Apply (batched rtnetlink)
+//	  -> routes/ribsink (+ internal/burstgc) -> routes.Reconciler.Apply (batched rtnetlink)
 //
 // The feeder's session is passive eBGP; everything inside 0.0.0.0/0 is
 // accepted. It stays in the foreground until SIGTERM. (go.mod turns
@@ -28,6 +28,7 @@ import (
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/bgp/policy"
 	"github.com/rhizome-net/rhizome/bgp/rib"
+	"github.com/rhizome-net/rhizome/internal/burstgc"
 	"github.com/rhizome-net/rhizome/routes"
 	"github.com/rhizome-net/rhizome/routes/ribsink"
 )
@@ -46,6 +47,8 @@ func run() error {
 	peerAS := flag.Uint("peer-as", 65001, "the feeder's AS")
 	plen := flag.Int("plen", 30, "prefix length of our subnet")
 	gc := flag.Int("gc", -2, "GOGC percent (-2: leave the runtime default)")
+	burstGOGC := flag.Int("burst-gogc", burstgc.DefaultPercent, "GOGC during route bursts, as the agent's --burst-gogc (-1: off)")
+	burstCap := flag.Int("burst-heap-cap-mib", 0, "heap goal bound during bursts, as the agent's --burst-heap-cap-mib")
 	verbose := flag.Bool("v", false, "debug logs")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	memprofile := flag.String("memprofile", "", "write an allocation profile of the whole run here (every allocation sampled at 64 KiB)")
@@ -108,7 +111,9 @@ func run() error {
 		return err
 	}
 	defer spk.Stop(context.Background())
-	r := rib.New(rib.Config{Speaker: spk, Sink: ribsink.New(rec, log), Logger: log})
+	tuner := burstgc.New(burstgc.Config{Percent: *burstGOGC, HeapCap: uint64(*burstCap) << 20, Logger: log})
+	defer tuner.Close()
+	r := rib.New(rib.Config{Speaker: spk, Sink: ribsink.New(rec, tuner, log), Logger: log})
 	r.Set(rib.Settings{
 		Policy: policy.Compile(policy.Input{
 			OwnAddresses: []netip.Addr{self},
