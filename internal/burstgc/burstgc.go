@@ -42,7 +42,7 @@ type Config struct {
 	// cluster (a node's blocks) are a handful.
 	MinBatch int
 	// Quiet ends a burst when no large batch came for this long. Default 1s.
-	Quiet time.Duration
+	Quiet  time.Duration
 	Logger *slog.Logger
 }
 
