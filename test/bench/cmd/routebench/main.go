@@ -68,6 +68,7 @@ func matrix(args []string) error {
 	out := fs.String("o", "", "also append result lines to this file")
 	rhizome := fs.String("rhizome-bin", "", "the rhizome receiver (default: rhizome-bench-receiver next to this binary)")
 	rhizomeArgs := fs.String("rhizome-args", "", "extra flags for the rhizome receiver, space-separated (e.g. -gc 400)")
+	rhizomeBArgs := fs.String("rhizome-b-args", "", "flags of receiver rhizome-b: the rhizome receiver again, for an A/B comparison in one invocation (add rhizome-b to -receivers)")
 	_ = fs.Parse(args)
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces)")
@@ -76,7 +77,7 @@ func matrix(args []string) error {
 	if err != nil {
 		return err
 	}
-	rn := &runner{self: self, rhizomeBin: *rhizome, rhizomeArgs: strings.Fields(*rhizomeArgs), settle: *settle, timeout: *timeout}
+	rn := &runner{self: self, rhizomeBin: *rhizome, rhizomeArgs: strings.Fields(*rhizomeArgs), rhizomeBArgs: strings.Fields(*rhizomeBArgs), settle: *settle, timeout: *timeout}
 	if rn.rhizomeBin == "" {
 		rn.rhizomeBin = filepath.Join(filepath.Dir(self), "rhizome-bench-receiver")
 	}
@@ -94,7 +95,7 @@ func matrix(args []string) error {
 			return fmt.Errorf("unknown receiver %q", r)
 		}
 	}
-	if slices.Contains(receivers, "rhizome") {
+	if slices.Contains(receivers, "rhizome") || slices.Contains(receivers, "rhizome-b") {
 		if _, err := os.Stat(rn.rhizomeBin); err != nil {
 			return fmt.Errorf("rhizome receiver: %w (make bench-routes builds it)", err)
 		}

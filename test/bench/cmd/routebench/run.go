@@ -47,13 +47,14 @@ func (r result) String() string {
 type runner struct {
 	self, rhizomeBin string
 	rhizomeArgs      []string
+	rhizomeBArgs     []string // receiver rhizome-b (A/B runs)
 	settle, timeout  time.Duration
 	dir              string
 	seq              int
 }
 
 // protoOf is the rtm_protocol whose routes the counter counts.
-var protoOf = map[string]int{"bird": 12, "frr": 186, "ipbatch": 4, "netlink-batched": 4, "rhizome": 114}
+var protoOf = map[string]int{"bird": 12, "frr": 186, "ipbatch": 4, "netlink-batched": 4, "rhizome": 114, "rhizome-b": 114}
 
 func (rn *runner) run(ctx context.Context, receiver string, n int) (res result, err error) {
 	rn.seq++
@@ -111,16 +112,20 @@ func (rn *runner) run(ctx context.Context, receiver string, n int) (res result, 
 	var rx []*proc // the receiver's processes (RSS, CPU)
 	var t0, t0w time.Time
 	switch receiver {
-	case "bird", "frr", "rhizome":
+	case "bird", "frr", "rhizome", "rhizome-b":
 		switch receiver {
 		case "bird":
 			rx, err = rn.startBird(dir, recv, start)
 		case "frr":
 			rx, err = rn.startFRR(dir, recv, start)
-		case "rhizome":
+		case "rhizome", "rhizome-b":
+			extra := rn.rhizomeArgs
+			if receiver == "rhizome-b" {
+				extra = rn.rhizomeBArgs
+			}
 			var p *proc
-			p, err = start(recv, "rhizome", append([]string{rn.rhizomeBin, "-local", recvIP, "-peer", feedIP,
-				"-as", strconv.Itoa(recvAS), "-peer-as", strconv.Itoa(feedAS)}, rn.rhizomeArgs...)...)
+			p, err = start(recv, receiver, append([]string{rn.rhizomeBin, "-local", recvIP, "-peer", feedIP,
+				"-as", strconv.Itoa(recvAS), "-peer-as", strconv.Itoa(feedAS)}, extra...)...)
 			rx = []*proc{p}
 		}
 		if err != nil {
