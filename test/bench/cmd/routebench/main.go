@@ -69,6 +69,7 @@ func matrix(args []string) error {
 	rhizome := fs.String("rhizome-bin", "", "the rhizome receiver (default: rhizome-bench-receiver next to this binary)")
 	rhizomeArgs := fs.String("rhizome-args", "", "extra flags for the rhizome receiver, space-separated (e.g. -gc 400)")
 	rhizomeBArgs := fs.String("rhizome-b-args", "", "flags of receiver rhizome-b: the rhizome receiver again, for an A/B comparison in one invocation (add rhizome-b to -receivers)")
+	rhizomeBBin := fs.String("rhizome-b-bin", "", "binary of receiver rhizome-b (default: -rhizome-bin), to compare two builds")
 	_ = fs.Parse(args)
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces)")
@@ -77,9 +78,12 @@ func matrix(args []string) error {
 	if err != nil {
 		return err
 	}
-	rn := &runner{self: self, rhizomeBin: *rhizome, rhizomeArgs: strings.Fields(*rhizomeArgs), rhizomeBArgs: strings.Fields(*rhizomeBArgs), settle: *settle, timeout: *timeout}
+	rn := &runner{self: self, rhizomeBin: *rhizome, rhizomeArgs: strings.Fields(*rhizomeArgs), rhizomeBArgs: strings.Fields(*rhizomeBArgs), rhizomeBBin: *rhizomeBBin, settle: *settle, timeout: *timeout}
 	if rn.rhizomeBin == "" {
 		rn.rhizomeBin = filepath.Join(filepath.Dir(self), "rhizome-bench-receiver")
+	}
+	if rn.rhizomeBBin == "" {
+		rn.rhizomeBBin = rn.rhizomeBin
 	}
 	var counts []int
 	for _, s := range strings.Split(*ns, ",") {

@@ -48,6 +48,7 @@ type runner struct {
 	self, rhizomeBin string
 	rhizomeArgs      []string
 	rhizomeBArgs     []string // receiver rhizome-b (A/B runs)
+	rhizomeBBin      string
 	settle, timeout  time.Duration
 	dir              string
 	seq              int
@@ -119,12 +120,12 @@ func (rn *runner) run(ctx context.Context, receiver string, n int) (res result, 
 		case "frr":
 			rx, err = rn.startFRR(dir, recv, start)
 		case "rhizome", "rhizome-b":
-			extra := rn.rhizomeArgs
+			bin, extra := rn.rhizomeBin, rn.rhizomeArgs
 			if receiver == "rhizome-b" {
-				extra = rn.rhizomeBArgs
+				bin, extra = rn.rhizomeBBin, rn.rhizomeBArgs
 			}
 			var p *proc
-			p, err = start(recv, receiver, append([]string{rn.rhizomeBin, "-local", recvIP, "-peer", feedIP,
+			p, err = start(recv, receiver, append([]string{bin, "-local", recvIP, "-peer", feedIP,
 				"-as", strconv.Itoa(recvAS), "-peer-as", strconv.Itoa(feedAS)}, extra...)...)
 			rx = []*proc{p}
 		}
