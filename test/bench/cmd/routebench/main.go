@@ -18,6 +18,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -132,6 +133,7 @@ func matrix(args []string) error {
 				}
 				waitQuiet(*quiet)
 				res, err := rn.run(ctx, r, n)
+				res.rep = rep
 				if err != nil {
 					failed++
 					fmt.Fprintf(os.Stderr, "routebench: run failed: %v\n", err)
@@ -168,19 +170,23 @@ func median(v []float64) float64 {
 }
 
 // summarize prints the medians and Rhizome's ratios as Markdown.
-func summarize(w *os.File, results []result, receivers []string, counts []int) {
+func summarize(w io.Writer, results []result, receivers []string, counts []int) {
 	type key struct {
 		r string
 		n int
 	}
-	type agg struct{ install, withdraw, rss, cpu []float64 }
+	type agg struct {
+		install, withdraw, rss, cpu []float64
+		byRep                       map[int]result
+	}
 	by := map[key]*agg{}
 	for _, r := range results {
 		k := key{r.receiver, r.n}
 		if by[k] == nil {
-			by[k] = &agg{}
+			by[k] = &agg{byRep: map[int]result{}}
 		}
 		a := by[k]
+		a.byRep[r.rep] = r
 		a.install = append(a.install, r.install.Seconds())
 		a.withdraw = append(a.withdraw, r.withdraw.Seconds())
 		a.rss = append(a.rss, float64(r.rssKB)/1024)
@@ -209,8 +215,22 @@ func summarize(w *os.File, results []result, receivers []string, counts []int) {
 			if other == "rhizome" || o == nil {
 				continue
 			}
-			fmt.Fprintf(w, "ratio n=%d rhizome/%s install=%.2f withdraw=%.2f\n", n, other,
+			// Paired ratios: each round runs every receiver back to back,
+			// so a round's ratio cancels the machine's slower drifts.
+			var pi, pw []float64
+			for rep, a := range rz.byRep {
+				if b, ok := o.byRep[rep]; ok {
+					pi = append(pi, a.install.Seconds()/b.install.Seconds())
+					pw = append(pw, a.withdraw.Seconds()/b.withdraw.Seconds())
+				}
+			}
+			fmt.Fprintf(w, "ratio n=%d rhizome/%s install=%.2f withdraw=%.2f", n, other,
 				median(rz.install)/median(o.install), median(rz.withdraw)/median(o.withdraw))
+			if len(pi) > 0 {
+				fmt.Fprintf(w, " paired_install=%.2f (%.2f-%.2f) paired_withdraw=%.2f (%.2f-%.2f) rounds=%d",
+					median(pi), slices.Min(pi), slices.Max(pi), median(pw), slices.Min(pw), slices.Max(pw), len(pi))
+			}
+			fmt.Fprintln(w)
 		}
 	}
 }

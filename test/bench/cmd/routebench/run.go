@@ -31,6 +31,7 @@ const (
 type result struct {
 	receiver          string
 	n                 int
+	rep               int // round of the interleaving (pairs runs for ratios)
 	install, withdraw time.Duration
 	first             time.Duration
 	rssKB             int
