@@ -22,6 +22,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 	"time"
 
@@ -52,6 +53,7 @@ func run() error {
 	verbose := flag.Bool("v", false, "debug logs")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	memprofile := flag.String("memprofile", "", "write an allocation profile of the whole run here (every allocation sampled at 64 KiB)")
+	tracefile := flag.String("trace", "", "write a runtime execution trace of the whole run here (go tool trace -pprof=sched shows where goroutines waited for a CPU)")
 	flag.Parse()
 	if *memprofile != "" {
 		runtime.MemProfileRate = 64 << 10
@@ -72,6 +74,16 @@ func run() error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if *tracefile != "" {
+		f, err := os.Create(*tracefile)
+		if err != nil {
+			return err
+		}
+		if err := trace.Start(f); err != nil {
+			return err
+		}
+		defer trace.Stop()
 	}
 	if *gc != -2 {
 		debug.SetGCPercent(*gc)
