@@ -122,10 +122,16 @@ func (w *watcher) event(r *api.WatchEventResponse) {
 		}
 		u = nil
 	}
+	// The paths of an event come from one peer: parse its address once.
+	var lastIP string
+	var peer netip.Addr
 	for i, p := range t.Paths {
-		peer, err := netip.ParseAddr(p.NeighborIp)
-		if err != nil {
-			continue // a locally originated path has no neighbour
+		if p.NeighborIp != lastIP || !peer.IsValid() {
+			a, err := netip.ParseAddr(p.NeighborIp)
+			if err != nil {
+				continue // a locally originated path has no neighbour
+			}
+			lastIP, peer = p.NeighborIp, a
 		}
 		if p.Nlri == nil {
 			// End-of-RIB (from the EOR filter) carries only the family.
