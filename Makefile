@@ -100,7 +100,7 @@ e2e: deps build controlplane ## End-to-end and fault scenarios on whole lab clus
 N ?= 10000,100000
 REPS ?= 3
 .PHONY: bench-routes
-bench-routes: deps ## Route install/withdraw: BIRD, FRR, ip -batch, batched netlink, Rhizome (N=100000 REPS=3; root)
+bench-routes: deps ## Route install/withdraw: BIRD, FRR, ip -batch, batched netlink, Rhizome (N=10000,100000 REPS=3; root)
 	@mkdir -p $(BIN)
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/routebench ./test/bench/cmd/routebench
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/rhizome-bench-receiver ./test/bench/cmd/rhizome-bench-receiver
