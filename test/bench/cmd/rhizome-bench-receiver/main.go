@@ -15,6 +15,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -65,25 +66,22 @@ func run() error {
 			}
 		}()
 	}
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
+	for _, r := range []struct {
+		path  string
+		start func(io.Writer) error
+		stop  func()
+	}{
+		{*cpuprofile, pprof.StartCPUProfile, pprof.StopCPUProfile},
+		{*tracefile, trace.Start, trace.Stop},
+	} {
+		if r.path == "" {
+			continue
+		}
+		done, err := record(r.path, r.start, r.stop)
 		if err != nil {
 			return err
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	if *tracefile != "" {
-		f, err := os.Create(*tracefile)
-		if err != nil {
-			return err
-		}
-		if err := trace.Start(f); err != nil {
-			return err
-		}
-		defer trace.Stop()
+		defer done()
 	}
 	if *gc != -2 {
 		debug.SetGCPercent(*gc)
@@ -148,4 +146,18 @@ func run() error {
 	log.Info("receiver ready", "peer", feeder)
 	<-ctx.Done()
 	return <-done
+}
+
+// record starts a recorder (CPU profile, execution trace) writing to a new
+// file at path; the returned func stops it and closes the file.
+func record(path string, start func(io.Writer) error, stop func()) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("recording to %s: %w", path, err)
+	}
+	return func() { stop(); _ = f.Close() }, nil
 }
