@@ -106,3 +106,5 @@ tool (
 	github.com/containernetworking/plugins/plugins/meta/bandwidth
 	github.com/containernetworking/plugins/plugins/meta/portmap
 )
+
+replace github.com/osrg/gobgp/v3 => ./third_party/gobgp
