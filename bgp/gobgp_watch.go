@@ -1,31 +1,32 @@
 package bgp
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/types/known/anypb"
+	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v3/pkg/server"
 )
 
 // Watch implements Speaker.
 //
-// The receive path is the one place where GoBGP's API costs real time: a
-// table of 100,000 routes is 100,000 paths converted to protobuf Any values
-// by GoBGP and back by us. Rhizome therefore watches GoBGP's pre-policy
-// Adj-RIB-In (one event per UPDATE message, ~800 paths) instead of the
-// best-path stream (one event per path), applies its own import policy and
-// path selection (bgp/rib), and decodes the few Any types it needs by hand
-// (protowire), sharing one decoded attribute set between the paths of an
-// UPDATE. Session, End-of-RIB and update events come through one GoBGP
+// The receive path is the one place where GoBGP's API costs real time: its
+// watch converts every path to protobuf Any values, which for a table of
+// 100,000 routes costs more CPU than the rest of receiving it. Rhizome
+// therefore watches GoBGP's pre-policy Adj-RIB-In (one event per UPDATE
+// message, ~800 paths) instead of the best-path stream (one event per
+// path), applies its own import policy and path selection (bgp/rib), and
+// takes those events in GoBGP's own packet types through the
+// WatchEventWithAdjIn call that Rhizome's copy of GoBGP adds
+// (third_party/gobgp), decoding each UPDATE's attributes once for all its
+// paths. Session, End-of-RIB and update events come through one GoBGP
 // watcher, so they arrive in the order GoBGP produced them.
-// docs/design/0004-bgp.md has the measurements behind this choice.
+// docs/design/0004-bgp.md and 0010-gobgp-fork.md have the measurements
+// behind this choice.
 func (s *GoBGP) Watch(ctx context.Context, h Handler) error {
 	srv, err := s.server()
 	if err != nil {
@@ -48,7 +49,7 @@ func (s *GoBGP) Watch(ctx context.Context, h Handler) error {
 			{Type: api.WatchEventRequest_Table_Filter_EOR, Init: true},
 		}},
 	}
-	if err := srv.WatchEvent(ctx, req, w.event); err != nil {
+	if err := srv.WatchEventWithAdjIn(ctx, req, w.event, w.adjIn); err != nil {
 		s.mu.Lock()
 		s.watching = false
 		s.mu.Unlock()
@@ -57,10 +58,10 @@ func (s *GoBGP) Watch(ctx context.Context, h Handler) error {
 	return nil
 }
 
-// watchQueue is how many decoded events may wait for the handler. GoBGP
-// converts every path to protobuf on its watch goroutine; handing the
-// decoded events to a goroutine of our own lets the handler (the RIB) work
-// on one UPDATE while GoBGP converts the next, on the other core.
+// watchQueue is how many decoded events may wait for the handler. Handing
+// the decoded events to a goroutine of our own lets the handler (the RIB)
+// work on one UPDATE while GoBGP's watch goroutine decodes the next, on the
+// other core.
 const watchQueue = 64
 
 type watcher struct {
@@ -106,71 +107,61 @@ func (w *watcher) deliver() {
 	}
 }
 
+// event takes the protobuf events: sessions and End-of-RIB (updates go to
+// adjIn).
 func (w *watcher) event(r *api.WatchEventResponse) {
 	if pe := r.GetPeer(); pe != nil {
 		w.peerEvent(pe)
 		return
 	}
-	t := r.GetTable()
-	if t == nil || len(t.Paths) == 0 {
-		return
-	}
-	var u *Update
-	flush := func() {
-		if u != nil && (len(u.Announced) > 0 || len(u.Withdrawn) > 0) {
-			w.put(item{update: u})
+	for _, p := range r.GetTable().GetPaths() {
+		if p.Nlri != nil {
+			continue // not End-of-RIB; updates do not come this way
 		}
-		u = nil
-	}
-	// The paths of an event come from one peer: parse its address once.
-	var lastIP string
-	var peer netip.Addr
-	for i, p := range t.Paths {
-		if p.NeighborIp != lastIP || !peer.IsValid() {
-			a, err := netip.ParseAddr(p.NeighborIp)
-			if err != nil {
-				continue // a locally originated path has no neighbour
-			}
-			lastIP, peer = p.NeighborIp, a
-		}
-		if p.Nlri == nil {
-			// End-of-RIB (from the EOR filter) carries only the family.
-			flush()
-			f := IPv4
-			if p.GetFamily().GetAfi() == api.Family_AFI_IP6 {
-				f = IPv6
-			}
-			w.put(item{eorOf: peer, eorFam: f})
+		peer, err := netip.ParseAddr(p.NeighborIp)
+		if err != nil {
 			continue
 		}
-		if u != nil && u.Peer != peer {
-			flush()
+		f := IPv4
+		if p.GetFamily().GetAfi() == api.Family_AFI_IP6 {
+			f = IPv6
 		}
-		if u == nil {
-			u = &Update{Peer: peer}
+		w.put(item{eorOf: peer, eorFam: f})
+	}
+}
+
+// adjIn takes one UPDATE's paths as GoBGP decoded them.
+func (w *watcher) adjIn(ev *server.AdjInUpdate) {
+	peer, ok := netip.AddrFromSlice(ev.PeerAddress)
+	if !ok || len(ev.Paths) == 0 {
+		return
+	}
+	u := &Update{Peer: peer.Unmap()}
+	for i, p := range ev.Paths {
+		pfx, err := nlriPrefix(p.NLRI)
+		if err != nil {
+			w.s.log.Warn("skipped a path", "op", "watch", "peer", u.Peer, "error", err)
+			continue
 		}
-		if p.IsWithdraw {
-			pfx, err := decodeNLRI(p.Nlri)
-			if err != nil {
-				w.s.log.Warn("skipped undecodable withdrawal", "op", "watch", "peer", peer, "error", err)
-				continue
-			}
+		if p.Withdraw {
 			u.Withdrawn = append(u.Withdrawn, pfx)
 			continue
 		}
-		rp, err := w.d.path(p)
+		rp, err := w.d.path(pfx, p.Attrs)
 		if err != nil {
-			w.s.log.Warn("skipped undecodable path", "op", "watch", "peer", peer, "error", err)
+			w.s.log.Warn("skipped a path", "op", "watch", "peer", u.Peer, "error", err)
 			continue
 		}
 		if u.Announced == nil {
-			// Sized for the rest of the event at once: an event is usually
-			// one UPDATE's paths, all announced or all withdrawn.
-			u.Announced = make([]ReceivedPath, 0, len(t.Paths)-i)
+			// Sized for the rest of the event at once: an event is one
+			// UPDATE's paths, usually all announced or all withdrawn.
+			u.Announced = make([]ReceivedPath, 0, len(ev.Paths)-i)
 		}
 		u.Announced = append(u.Announced, rp)
 	}
-	flush()
+	if len(u.Announced) > 0 || len(u.Withdrawn) > 0 {
+		w.put(item{update: u})
+	}
 }
 
 func (w *watcher) peerEvent(pe *api.WatchEventResponse_PeerEvent) {
@@ -191,65 +182,48 @@ func (w *watcher) peerEvent(pe *api.WatchEventResponse_PeerEvent) {
 	w.put(item{peer: &e})
 }
 
-// decoder turns GoBGP API paths into ReceivedPaths. It remembers the last
-// attribute set it decoded: consecutive paths from one UPDATE carry equal
-// attribute bytes and then share one *Attrs.
+// decoder turns GoBGP's decoded paths into ReceivedPaths. It remembers the
+// attribute values it decoded last: the paths of one UPDATE share them
+// (the same pointers) and then share one *Attrs.
 type decoder struct {
-	lastType  []string
-	lastRaw   [][]byte
+	last      []bgp.PathAttributeInterface
 	lastAttrs *Attrs
 	lastNH    netip.Addr
 }
 
-const (
-	typePrefix        = "type.googleapis.com/apipb.IPAddressPrefix"
-	typeOrigin        = "type.googleapis.com/apipb.OriginAttribute"
-	typeASPath        = "type.googleapis.com/apipb.AsPathAttribute"
-	typeNextHop       = "type.googleapis.com/apipb.NextHopAttribute"
-	typeMED           = "type.googleapis.com/apipb.MultiExitDiscAttribute"
-	typeLocalPref     = "type.googleapis.com/apipb.LocalPrefAttribute"
-	typeCommunities   = "type.googleapis.com/apipb.CommunitiesAttribute"
-	typeLarge         = "type.googleapis.com/apipb.LargeCommunitiesAttribute"
-	typeOriginatorID  = "type.googleapis.com/apipb.OriginatorIdAttribute"
-	typeClusterList   = "type.googleapis.com/apipb.ClusterListAttribute"
-	typeMPReach       = "type.googleapis.com/apipb.MpReachNLRIAttribute"
-	asSegmentSet      = 1
-	asSegmentSequence = 2
-)
-
-func (d *decoder) path(p *api.Path) (ReceivedPath, error) {
-	pfx, err := decodeNLRI(p.Nlri)
-	if err != nil {
-		return ReceivedPath{}, err
-	}
-	// The MP_REACH attribute embeds the NLRI, so it differs between paths
-	// of one UPDATE: take its next hop every time, leave it out of the
-	// comparison.
+// path decodes one announced path. The MP_REACH_NLRI attribute holds the
+// path's own NLRI, so it differs between the paths of one UPDATE: its next
+// hop is read every time and it is left out of the comparison.
+func (d *decoder) path(pfx netip.Prefix, attrs []bgp.PathAttributeInterface) (ReceivedPath, error) {
 	var mpNH netip.Addr
 	same := d.lastAttrs != nil
 	n := 0
-	for _, a := range p.Pattrs {
-		if a.TypeUrl == typeMPReach {
-			if mpNH, err = decodeMPReachNextHop(a.Value); err != nil {
-				return ReceivedPath{}, fmt.Errorf("%s: %w", pfx, err)
+	for _, a := range attrs {
+		if r, ok := a.(*bgp.PathAttributeMpReachNLRI); ok {
+			nh, ok := netip.AddrFromSlice(r.Nexthop)
+			if !ok {
+				return ReceivedPath{}, fmt.Errorf("%s: MP_REACH_NLRI next hop %v", pfx, r.Nexthop)
 			}
+			mpNH = nh.Unmap()
 			continue
 		}
-		if same && (n >= len(d.lastRaw) || d.lastType[n] != a.TypeUrl || !bytes.Equal(d.lastRaw[n], a.Value)) {
+		// Every GoBGP attribute type is a pointer, so this compares
+		// identities.
+		if same && (n >= len(d.last) || d.last[n] != a) {
 			same = false
 		}
 		n++
 	}
-	if !same || n != len(d.lastRaw) {
-		attrs, nh, err := decodeAttrs(p.Pattrs)
+	if !same || n != len(d.last) {
+		a, nh, err := decodeAttrs(attrs)
 		if err != nil {
 			return ReceivedPath{}, fmt.Errorf("%s: %w", pfx, err)
 		}
-		d.lastAttrs, d.lastNH = attrs, nh
-		d.lastType, d.lastRaw = d.lastType[:0], d.lastRaw[:0]
-		for _, a := range p.Pattrs {
-			if a.TypeUrl != typeMPReach {
-				d.lastType, d.lastRaw = append(d.lastType, a.TypeUrl), append(d.lastRaw, a.Value)
+		d.lastAttrs, d.lastNH = a, nh
+		d.last = d.last[:0]
+		for _, x := range attrs {
+			if _, ok := x.(*bgp.PathAttributeMpReachNLRI); !ok {
+				d.last = append(d.last, x)
 			}
 		}
 	}
@@ -257,230 +231,78 @@ func (d *decoder) path(p *api.Path) (ReceivedPath, error) {
 	if mpNH.IsValid() {
 		nh = mpNH
 	}
+	if !nh.IsValid() {
+		return ReceivedPath{}, fmt.Errorf("%s: no next hop", pfx)
+	}
 	return ReceivedPath{Prefix: pfx, NextHop: nh, Attrs: d.lastAttrs}, nil
 }
 
-func decodeNLRI(a *anypb.Any) (netip.Prefix, error) {
-	if a == nil || a.TypeUrl != typePrefix {
-		return netip.Prefix{}, fmt.Errorf("unsupported NLRI type %q", a.GetTypeUrl())
+// nlriPrefix is the IP prefix of a unicast NLRI.
+func nlriPrefix(n bgp.AddrPrefixInterface) (netip.Prefix, error) {
+	var d *bgp.IPAddrPrefixDefault
+	switch p := n.(type) {
+	case *bgp.IPAddrPrefix:
+		d = &p.IPAddrPrefixDefault
+	case *bgp.IPv6AddrPrefix:
+		d = &p.IPAddrPrefixDefault
+	default:
+		return netip.Prefix{}, fmt.Errorf("unsupported NLRI %T", n)
 	}
-	var (
-		bits int
-		addr netip.Addr
-		err  error
-	)
-	b := a.Value
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return netip.Prefix{}, protowire.ParseError(n)
-		}
-		b = b[n:]
-		switch {
-		case num == 1 && typ == protowire.VarintType:
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return netip.Prefix{}, protowire.ParseError(n)
-			}
-			bits, b = int(v), b[n:]
-		case num == 2 && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return netip.Prefix{}, protowire.ParseError(n)
-			}
-			if addr, err = netip.ParseAddr(string(v)); err != nil {
-				return netip.Prefix{}, err
-			}
-			b = b[n:]
-		default:
-			n := protowire.ConsumeFieldValue(num, typ, b)
-			if n < 0 {
-				return netip.Prefix{}, protowire.ParseError(n)
-			}
-			b = b[n:]
-		}
+	a, ok := netip.AddrFromSlice(d.Prefix)
+	if !ok {
+		return netip.Prefix{}, fmt.Errorf("NLRI address %v", d.Prefix)
 	}
-	p, err := addr.Prefix(bits)
+	if _, v4 := n.(*bgp.IPAddrPrefix); v4 {
+		a = a.Unmap()
+	}
+	p, err := a.Prefix(int(d.Length))
 	if err != nil {
-		return netip.Prefix{}, err
+		return netip.Prefix{}, fmt.Errorf("NLRI %v/%d: %w", d.Prefix, d.Length, err)
 	}
 	return p, nil
 }
 
-// fields calls fn for every field of a protobuf message.
-func fields(b []byte, fn func(num protowire.Number, typ protowire.Type, v []byte, x uint64) error) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		var (
-			v []byte
-			x uint64
-		)
-		switch typ {
-		case protowire.VarintType:
-			x, n = protowire.ConsumeVarint(b)
-		case protowire.BytesType:
-			v, n = protowire.ConsumeBytes(b)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		b = b[n:]
-		if err := fn(num, typ, v, x); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// uint32s decodes a repeated uint32 field, packed or not.
-func uint32s(typ protowire.Type, v []byte, x uint64, dst []uint32) ([]uint32, error) {
-	if typ == protowire.VarintType {
-		return append(dst, uint32(x)), nil
-	}
-	for len(v) > 0 {
-		y, n := protowire.ConsumeVarint(v)
-		if n < 0 {
-			return dst, protowire.ParseError(n)
-		}
-		dst, v = append(dst, uint32(y)), v[n:]
-	}
-	return dst, nil
-}
-
-func decodeMPReachNextHop(b []byte) (netip.Addr, error) {
-	var nh netip.Addr
-	err := fields(b, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-		if num == 2 && typ == protowire.BytesType && !nh.IsValid() {
-			a, err := netip.ParseAddr(string(v))
-			if err != nil {
-				return fmt.Errorf("MP_REACH next hop: %w", err)
-			}
-			nh = a
-		}
-		return nil
-	})
-	return nh, err
-}
-
-func decodeAttrs(pattrs []*anypb.Any) (*Attrs, netip.Addr, error) {
+// decodeAttrs reads the attributes Rhizome's RIB uses, and the NEXT_HOP.
+func decodeAttrs(attrs []bgp.PathAttributeInterface) (*Attrs, netip.Addr, error) {
 	a := &Attrs{}
 	var nh netip.Addr
-	for _, x := range pattrs {
-		var err error
-		switch x.TypeUrl {
-		case typeOrigin:
-			err = fields(x.Value, func(num protowire.Number, _ protowire.Type, _ []byte, v uint64) error {
-				if num == 1 {
-					a.Origin = uint8(v)
-				}
-				return nil
-			})
-		case typeNextHop:
-			err = fields(x.Value, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-				if num == 1 && typ == protowire.BytesType {
-					var e error
-					if nh, e = netip.ParseAddr(string(v)); e != nil {
-						return fmt.Errorf("next hop: %w", e)
-					}
-				}
-				return nil
-			})
-		case typeMED:
-			err = fields(x.Value, func(num protowire.Number, _ protowire.Type, _ []byte, v uint64) error {
-				if num == 1 {
-					a.MED = uint32(v)
-				}
-				return nil
-			})
-			a.HasMED = true
-		case typeLocalPref:
-			err = fields(x.Value, func(num protowire.Number, _ protowire.Type, _ []byte, v uint64) error {
-				if num == 1 {
-					a.LocalPref = uint32(v)
-				}
-				return nil
-			})
-			a.HasLocalPref = true
-		case typeCommunities:
-			err = fields(x.Value, func(num protowire.Number, typ protowire.Type, v []byte, y uint64) error {
-				if num != 1 {
-					return nil
-				}
-				var e error
-				a.Communities, e = uint32s(typ, v, y, a.Communities)
-				return e
-			})
-		case typeLarge:
-			err = fields(x.Value, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-				if num != 1 || typ != protowire.BytesType {
-					return nil
-				}
-				var c LargeCommunity
-				e := fields(v, func(num protowire.Number, _ protowire.Type, _ []byte, y uint64) error {
-					switch num {
-					case 1:
-						c.Global = uint32(y)
-					case 2:
-						c.Local1 = uint32(y)
-					case 3:
-						c.Local2 = uint32(y)
-					}
-					return nil
-				})
-				a.LargeCommunities = append(a.LargeCommunities, c)
-				return e
-			})
-		case typeASPath:
-			err = fields(x.Value, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-				if num != 1 || typ != protowire.BytesType {
-					return nil
-				}
-				var (
-					segType uint64
-					numbers []uint32
-				)
-				e := fields(v, func(num protowire.Number, typ protowire.Type, w []byte, y uint64) error {
-					var e error
-					switch num {
-					case 1:
-						segType = y
-					case 2:
-						numbers, e = uint32s(typ, w, y, numbers)
-					}
-					return e
-				})
-				a.ASPath = append(a.ASPath, numbers...)
-				switch segType {
-				case asSegmentSequence:
-					a.ASPathLen += len(numbers)
-				case asSegmentSet:
+	for _, x := range attrs {
+		switch v := x.(type) {
+		case *bgp.PathAttributeOrigin:
+			a.Origin = v.Value
+		case *bgp.PathAttributeNextHop:
+			ip, ok := netip.AddrFromSlice(v.Value)
+			if !ok {
+				return nil, nh, fmt.Errorf("next hop %v", v.Value)
+			}
+			nh = ip.Unmap()
+		case *bgp.PathAttributeMultiExitDisc:
+			a.MED, a.HasMED = v.Value, true
+		case *bgp.PathAttributeLocalPref:
+			a.LocalPref, a.HasLocalPref = v.Value, true
+		case *bgp.PathAttributeCommunities:
+			a.Communities = append([]uint32(nil), v.Value...)
+		case *bgp.PathAttributeLargeCommunities:
+			for _, c := range v.Values {
+				a.LargeCommunities = append(a.LargeCommunities, LargeCommunity{Global: c.ASN, Local1: c.LocalData1, Local2: c.LocalData2})
+			}
+		case *bgp.PathAttributeAsPath:
+			for _, seg := range v.Value {
+				as := seg.GetAS()
+				a.ASPath = append(a.ASPath, as...)
+				switch seg.GetType() {
+				case bgp.BGP_ASPATH_ATTR_TYPE_SEQ:
+					a.ASPathLen += len(as)
+				case bgp.BGP_ASPATH_ATTR_TYPE_SET:
 					a.ASPathLen++
 				}
-				return e
-			})
-		case typeOriginatorID:
-			err = fields(x.Value, func(num protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-				if num == 1 && typ == protowire.BytesType {
-					a.OriginatorID, _ = netip.ParseAddr(string(v))
-				}
-				return nil
-			})
-		case typeClusterList:
-			err = fields(x.Value, func(num protowire.Number, typ protowire.Type, _ []byte, _ uint64) error {
-				if num == 1 && typ == protowire.BytesType {
-					a.ClusterListLen++
-				}
-				return nil
-			})
-		}
-		if err != nil {
-			return nil, nh, fmt.Errorf("decoding %s: %w", strings.TrimPrefix(x.TypeUrl, "type.googleapis.com/apipb."), err)
+			}
+		case *bgp.PathAttributeOriginatorId:
+			if ip, ok := netip.AddrFromSlice(v.Value); ok {
+				a.OriginatorID = ip.Unmap()
+			}
+		case *bgp.PathAttributeClusterList:
+			a.ClusterListLen = len(v.Value)
 		}
 	}
 	return a, nh, nil

@@ -46,7 +46,7 @@ case "${1:-}" in
 --diff)
 	upstream "$tmp/a"
 	# diff exits 1 when the trees differ, which is the point here.
-	(cd "$tmp" && cp -r "$OLDPWD/$dest" b && rm -f b/RHIZOME.md && diff -ruN a b) >"$patchfile" || true
+	(cd "$tmp" && cp -r "$OLDPWD/$dest" b && rm -f b/RHIZOME.md && diff -ruN a b) | sed -E 's/^((---|\+\+\+) [^\t]*)\t.*/\1/' >"$patchfile" || true
 	echo "gobgp-fork: wrote $patchfile ($(grep -c '^+++ ' "$patchfile") files)"
 	;;
 --verify)

@@ -875,6 +875,10 @@ func (s *BgpServer) notifyBestWatcher(best []*table.Path, multipath [][]*table.P
 		// Note: If best path selection disabled, no best path to notify.
 		return
 	}
+	if !s.isWatched(watchEventTypeBestPath) {
+		// Nobody to notify: skip cloning every best path.
+		return
+	}
 	m := make(map[uint32]bool)
 	clonedM := make([][]*table.Path, len(multipath))
 	for i, pathList := range multipath {
@@ -4298,6 +4302,12 @@ func (s *BgpServer) ResetRpki(ctx context.Context, r *api.ResetRpkiRequest) erro
 }
 
 func (s *BgpServer) WatchEvent(ctx context.Context, r *api.WatchEventRequest, fn func(*api.WatchEventResponse)) error {
+	return s.watchEvent(ctx, r, fn, nil)
+}
+
+// watchEvent is WatchEvent; a non-nil adjIn receives the pre-policy
+// Adj-RIB-In events in place of fn (see WatchEventWithAdjIn).
+func (s *BgpServer) watchEvent(ctx context.Context, r *api.WatchEventRequest, fn func(*api.WatchEventResponse), adjIn func(*AdjInUpdate)) error {
 	if r == nil {
 		return fmt.Errorf("nil request")
 	}
@@ -4339,6 +4349,10 @@ func (s *BgpServer) WatchEvent(ctx context.Context, r *api.WatchEventRequest, fn
 			case ev := <-w.Event():
 				switch msg := ev.(type) {
 				case *watchEventUpdate:
+					if adjIn != nil && !msg.PostPolicy {
+						adjIn(newAdjInUpdate(msg))
+						continue
+					}
 					paths := make([]*api.Path, 0, r.BatchSize)
 					for _, path := range msg.PathList {
 						paths = append(paths, toPathApi(path, nil, false, false, false))

@@ -498,6 +498,25 @@ func (a PathAttrs) Less(i, j int) bool {
 	return a[i].GetType() < a[j].GetType()
 }
 
+// ReceivedPathAttrs returns the path's attributes without copying them
+// when nothing (no policy, no next-hop change) has changed them since the
+// path was created: paths made from one UPDATE message then share the
+// attribute values. Otherwise it returns GetPathAttrs(). Callers must not
+// modify the result.
+func (path *Path) ReceivedPathAttrs() []bgp.PathAttributeInterface {
+	p := path
+	for p.parent != nil {
+		if len(p.dels) > 0 || len(p.pathAttrs) > 0 {
+			return path.GetPathAttrs()
+		}
+		p = p.parent
+	}
+	if len(p.dels) > 0 {
+		return path.GetPathAttrs()
+	}
+	return p.pathAttrs
+}
+
 func (path *Path) GetPathAttrs() []bgp.PathAttributeInterface {
 	deleted := NewBitmap(math.MaxUint8)
 	modified := make(map[uint]bgp.PathAttributeInterface)
