@@ -37,8 +37,9 @@ verify-generated: ## Fail if `make generate` changes the tree (stale generated f
 	./hack/verify-generated.sh
 
 .PHONY: lint
-lint: ## gofmt, go vet (all build tags) and staticcheck
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+lint: ## gofmt, go vet (all build tags), staticcheck, and third_party/gobgp = upstream + its patch
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^third_party/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	./hack/gobgp-fork.sh --verify
 	$(GO) vet -tags $(LINT_TAGS) ./...
 	@# The generated client is left to its generator (it uses deprecated
 	@# client-go fields that code-generator itself still emits).
