@@ -12,7 +12,6 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
-	"github.com/osrg/gobgp/v3/pkg/apiutil"
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -588,23 +587,4 @@ func (s *GoBGP) Received(ctx context.Context, peer netip.Addr) ([]ReceivedPath, 
 		s.log.Warn("skipped undecodable paths", "op", "received", "peer", peer, "error", decErr)
 	}
 	return out, nil
-}
-
-// nativePath decodes a path from GoBGP's API (listings, which are rare)
-// through GoBGP's own conversion to its packet types, then as the watch
-// does.
-func nativePath(d *decoder, p *api.Path) (ReceivedPath, error) {
-	nlri, err := apiutil.GetNativeNlri(p)
-	if err != nil {
-		return ReceivedPath{}, fmt.Errorf("decoding NLRI: %w", err)
-	}
-	pfx, err := nlriPrefix(nlri)
-	if err != nil {
-		return ReceivedPath{}, err
-	}
-	attrs, err := apiutil.GetNativePathAttributes(p)
-	if err != nil {
-		return ReceivedPath{}, fmt.Errorf("%s: decoding attributes: %w", pfx, err)
-	}
-	return d.path(pfx, attrs)
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/apiutil"
 	"github.com/osrg/gobgp/v3/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v3/pkg/server"
 )
@@ -206,6 +207,25 @@ func (d *decoder) path(pfx netip.Prefix, attrs []bgp.PathAttributeInterface) (Re
 		return ReceivedPath{}, fmt.Errorf("%s: no next hop", pfx)
 	}
 	return ReceivedPath{Prefix: pfx, NextHop: nh, Attrs: d.lastAttrs}, nil
+}
+
+// nativePath decodes a path from GoBGP's API (listings, which are rare)
+// through GoBGP's own conversion to its packet types, then as the watch
+// does.
+func nativePath(d *decoder, p *api.Path) (ReceivedPath, error) {
+	nlri, err := apiutil.GetNativeNlri(p)
+	if err != nil {
+		return ReceivedPath{}, fmt.Errorf("decoding NLRI: %w", err)
+	}
+	pfx, err := nlriPrefix(nlri)
+	if err != nil {
+		return ReceivedPath{}, err
+	}
+	attrs, err := apiutil.GetNativePathAttributes(p)
+	if err != nil {
+		return ReceivedPath{}, fmt.Errorf("%s: decoding attributes: %w", pfx, err)
+	}
+	return d.path(pfx, attrs)
 }
 
 // nlriPrefix is the IP prefix of a unicast NLRI.
