@@ -76,12 +76,17 @@ deps: ## Install the Debian packages the tests and the lab use (root)
 	./hack/install-deps.sh
 
 .PHONY: test
-test: deps verify-generated lint controlplane test-unit test-integration test-ipip-vm e2e ## Everything CI runs (root): lint, unit, integration, netns, IPIP VM, e2e
+test: deps verify-generated lint controlplane test-unit fuzz test-integration test-ipip-vm e2e ## Everything CI runs (root): lint, unit, fuzz, integration, netns, IPIP VM, e2e
 	@echo "make test: all suites passed"
 
 .PHONY: test-unit
 test-unit: ## Unit tests (no root, no control plane)
 	$(GO) test -count=1 ./...
+
+FUZZTIME ?= 5s
+.PHONY: fuzz
+fuzz: ## Fuzz the BFD packet decoder for FUZZTIME (5s) on top of its kept corpus (bfd/testdata/fuzz)
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./bfd/
 
 .PHONY: test-integration
 test-integration: controlplane ## Tests against the local control plane and in network namespaces (root)
