@@ -11,7 +11,10 @@ BINARIES   := $(notdir $(wildcard cmd/*))
 # Binaries are static (no cgo: they run on any node, the CNI plugin on the
 # host) and without the symbol table and DWARF (stack traces keep function
 # names and lines); docs/design/0008 measured what this saves in memory.
-GOFLAGS_BUILD ?= -trimpath -ldflags="-s -w"
+# hack/version.sh stamps them with the version git describes, the commit and
+# the commit's time (internal/version; docs/design/0012).
+VERSION_LDFLAGS = $(shell ./hack/version.sh ldflags)
+GOFLAGS_BUILD ?= -trimpath -buildvcs=false -ldflags="-s -w $(VERSION_LDFLAGS)"
 export GOTOOLCHAIN := local
 # Test tags: integration = needs the local control plane; privileged = needs
 # root for network namespaces.

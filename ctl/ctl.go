@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/rhizome-net/rhizome/agent/agentapi"
+	"github.com/rhizome-net/rhizome/internal/version"
 )
 
 type globals struct {
@@ -34,10 +35,12 @@ func NewCommand() *cobra.Command {
 		Short:         "Inspect and operate Rhizome",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Get().String(),
 		PersistentPreRun: func(cmd *cobra.Command, _ []string) {
 			g.out = cmd.OutOrStdout()
 		},
 	}
+	root.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	root.PersistentFlags().StringVar(&g.socket, "socket", agentapi.DefaultSocket, "the local agent's API socket")
 	root.PersistentFlags().StringVar(&g.kubeconfig, "kubeconfig", "", "kubeconfig for the cluster-wide commands (default $KUBECONFIG, ~/.kube/config, in-cluster)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "", "output format: json, or a table when empty")
@@ -59,6 +62,7 @@ func NewCommand() *cobra.Command {
 		g.poolsCommand(),
 		g.ipamCommand(),
 		g.doctorCommand(),
+		g.versionCommand(),
 		&cobra.Command{
 			Use:   "routes",
 			Short: "The kernel routes this node's agent programs",

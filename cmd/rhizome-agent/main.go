@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/rhizome-net/rhizome/agent"
+	"github.com/rhizome-net/rhizome/internal/version"
 )
 
 func main() {
@@ -42,6 +43,7 @@ func newCommand() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
+		Version:       version.Get().String(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
 			if cfg.NodeIP, err = parseOptionalAddr(nodeIP, "--node-ip"); err != nil {
@@ -63,6 +65,7 @@ func newCommand() *cobra.Command {
 			return agent.Run(ctx, cfg, log)
 		},
 	}
+	cmd.SetVersionTemplate("{{.Name}} {{.Version}}\n")
 	f := cmd.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "name of this node's Node object (default $NODE_NAME)")
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig path; empty for in-cluster configuration")

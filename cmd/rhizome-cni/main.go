@@ -1,7 +1,10 @@
 // Command rhizome-cni is Rhizome's CNI plugin; see package cni. The runtime
 // runs it as /opt/cni/bin/rhizome. Run as `rhizome-cni install`, it installs
 // itself and the network configuration on the host (the DaemonSet's init
-// container does this).
+// container does this). `rhizome-cni --version` prints the build; the CNI
+// VERSION command (CNI_COMMAND=VERSION) still answers with the spec versions
+// only, and a runtime never passes arguments, so neither path reaches the
+// other.
 package main
 
 import (
@@ -10,13 +13,22 @@ import (
 	"os"
 
 	"github.com/rhizome-net/rhizome/cni"
+	"github.com/rhizome-net/rhizome/internal/version"
 )
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "install" {
-		os.Exit(install(os.Args[2:]))
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "install":
+			os.Exit(install(os.Args[2:]))
+		case "--version", "version":
+			fmt.Println(version.Line("rhizome-cni"))
+			os.Exit(0)
+		}
 	}
-	cni.Main("Rhizome CNI plugin: pure-L3 pod networking, addresses from the node's rhizome agent")
+	// skel prints this "about" text on stderr when run without CNI_COMMAND.
+	cni.Main("Rhizome CNI plugin " + version.Get().String() +
+		": pure-L3 pod networking, addresses from the node's rhizome agent")
 }
 
 func install(args []string) int {
