@@ -2,12 +2,15 @@ package agent
 
 import (
 	"context"
+	"runtime"
 	"sort"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/labels"
 	clientmetrics "k8s.io/client-go/tools/metrics"
+
+	"github.com/rhizome-net/rhizome/internal/version"
 )
 
 // agentMetrics are the agent's own metrics; the components register theirs
@@ -29,8 +32,23 @@ func newAgentMetrics(reg prometheus.Registerer, r *readiness) *agentMetrics {
 			Help: "1 when the readiness condition holds, 0 when not (caches, node, ipam, routes, bgp).",
 		}, []string{"condition"}),
 	}
-	reg.MustRegister(m.passDuration, readinessCollector{r: r, desc: m.ready}, apiRequests)
+	reg.MustRegister(m.passDuration, readinessCollector{r: r, desc: m.ready}, apiRequests, newBuildInfo())
 	return m
+}
+
+// newBuildInfo is rhizome_build_info{version,revision,goversion} 1, the
+// Prometheus convention for a build's identity: count the versions running
+// during a rolling upgrade, or join on it to label other series.
+func newBuildInfo() prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "rhizome", Name: "build_info",
+		Help: "Build of the running agent (internal/version); always 1.",
+		ConstLabels: prometheus.Labels{
+			"version": version.Version, "revision": version.Revision, "goversion": runtime.Version(),
+		},
+	})
+	g.Set(1)
+	return g
 }
 
 // readinessCollector exports the readiness conditions at scrape time.
