@@ -15,11 +15,14 @@ BINARIES   := $(notdir $(wildcard cmd/*))
 # the commit's time (internal/version; docs/design/0012).
 VERSION_LDFLAGS = $(shell ./hack/version.sh ldflags)
 GOFLAGS_BUILD ?= -trimpath -buildvcs=false -ldflags="-s -w $(VERSION_LDFLAGS)"
+# Where `make image`, `image-pause` and `image-busybox` write (one directory
+# each: oci/, NAME.oci.tar, NAME-linux-ARCH.docker.tar).
+IMAGE_OUT  ?= $(BIN)/image
 export GOTOOLCHAIN := local
 # Test tags: integration = needs the local control plane; privileged = needs
 # root for network namespaces.
 TEST_TAGS  := integration,privileged
-LINT_TAGS  := integration,privileged,e2e
+LINT_TAGS  := integration,privileged,e2e,image
 TEST_TIMEOUT ?= 30m
 
 .DEFAULT_GOAL := help
@@ -30,6 +33,18 @@ TEST_TIMEOUT ?= 30m
 build: ## Build every binary (cmd/*) into bin/
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+
+.PHONY: image
+image: ## Rhizome's image for linux/amd64+arm64, offline and reproducible, into bin/image/rhizome (IMAGE=ref PLATFORMS=...); last line REF@sha256:...
+	$(GO) run ./hack/image rhizome --out $(IMAGE_OUT)/rhizome $(if $(IMAGE),--ref $(IMAGE)) $(if $(PLATFORMS),--platforms $(PLATFORMS))
+
+.PHONY: image-pause
+image-pause: ## The pod sandbox image (Kubernetes' pause.c, static, amd64) for the kubelet lab, into bin/image/pause; last line REF@sha256:...
+	$(GO) run ./hack/image pause --out $(IMAGE_OUT)/pause $(if $(IMAGE),--ref $(IMAGE))
+
+.PHONY: image-busybox
+image-busybox: ## A test workload image (Debian's static busybox: sh, sleep, ping, ip, nc) into bin/image/busybox; last line REF@sha256:...
+	$(GO) run ./hack/image busybox --out $(IMAGE_OUT)/busybox $(if $(IMAGE),--ref $(IMAGE))
 
 .PHONY: generate
 generate: ## Regenerate deepcopy, CRD YAML and the typed client from crds/v1alpha1
