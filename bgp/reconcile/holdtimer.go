@@ -39,7 +39,7 @@ func (g holdTimerGuard) HandleEndOfRIB(peer netip.Addr, f bgp.Family) {
 func (g holdTimerGuard) HandlePeerState(e bgp.PeerEvent) {
 	g.rib.HandlePeerState(e)
 	if e.Previous == bgp.StateEstablished && e.State != bgp.StateEstablished && holdTimerExpired(e.Reason) {
-		go g.r.hardReset(e.Peer, e.Reason)
+		go g.r.hardReset(e.Peer, e.Reason, "peer's hold timer expired: its routes are dropped, not kept for graceful restart")
 	}
 }
 
@@ -49,8 +49,8 @@ func holdTimerExpired(reason string) bool {
 
 // hardReset re-creates a session with the configuration last applied to it,
 // dropping what the speaker kept of the peer, and has the RIB read back the
-// (now empty) paths.
-func (r *Reconciler) hardReset(peer netip.Addr, reason string) {
+// (now empty) paths. why is logged.
+func (r *Reconciler) hardReset(peer netip.Addr, reason, why string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	r.mu.Lock()
@@ -58,19 +58,19 @@ func (r *Reconciler) hardReset(peer netip.Addr, reason string) {
 	sp := r.sp
 	if ok && sp != nil {
 		if err := sp.DeletePeer(ctx, peer); err != nil {
-			r.log.Warn("dropping a timed-out peer's routes", "op", "hard-reset", "peer", peer, "error", err)
+			r.log.Warn("dropping a peer's routes", "op", "hard-reset", "peer", peer, "error", err)
 		} else if err := sp.AddPeer(ctx, applied); err != nil {
 			// The next Reconcile adds it back.
 			delete(r.sessions, peer)
 			r.errs[peer] = err.Error()
-			r.log.Warn("re-adding a timed-out peer", "op", "hard-reset", "peer", peer, "error", err)
+			r.log.Warn("re-adding a reset peer", "op", "hard-reset", "peer", peer, "error", err)
 		}
 	}
 	r.mu.Unlock()
 	if !ok || sp == nil {
 		return
 	}
-	r.log.Info("peer's hold timer expired: its routes are dropped, not kept for graceful restart", "op", "hard-reset", "peer", peer, "reason", reason)
+	r.log.Info(why, "op", "hard-reset", "peer", peer, "reason", reason)
 	// A state event that changes nothing but makes the RIB re-read what the
 	// speaker holds for the peer: nothing any more.
 	r.rib.HandlePeerState(bgp.PeerEvent{Peer: peer, State: bgp.StateIdle, Previous: bgp.StateIdle, Reason: reason, Time: time.Now()})

@@ -29,6 +29,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/rhizome-net/rhizome/bfd"
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/bgp/rib"
 	"github.com/rhizome-net/rhizome/bgp/topology"
@@ -58,6 +59,11 @@ type Config struct {
 	// TCPStats reads the kernel's TCP MD5 counters for status hints; nil
 	// reads /proc/net/netstat of the agent's network namespace.
 	TCPStats func() (MD5Stats, error)
+	// BFD runs the BFD sessions of sessions that have BFD on (the agent's
+	// bfd.Manager). Nil: the agent runs without BFD, and BFDUnavailable
+	// says why (it is shown in those sessions' status).
+	BFD            bfd.Sessions
+	BFDUnavailable string
 }
 
 // State is the cluster state one Reconcile applies.
@@ -86,8 +92,15 @@ type Reconciler struct {
 	export   *bgp.ExportPolicy     // as applied; nil before the first
 	errs     map[netip.Addr]string // per session: why applying it failed
 	problems []string
-	computed bool
-	stopped  bool
+	// BFD sessions as applied, why applying one failed, and failures
+	// (Up to Down) by session kind since the start.
+	bfdApplied  map[netip.Addr]bfd.Peer
+	bfdErrs     map[netip.Addr]string
+	bfdFailures map[v1alpha1.SessionKind]uint64
+	// stopBFDWatch ends the watch of BFD events.
+	stopBFDWatch context.CancelFunc
+	computed     bool
+	stopped      bool
 
 	status *statusCache
 	// current is the running speaker for the RIB's read-backs. It is not
@@ -113,6 +126,10 @@ func New(cfg Config) *Reconciler {
 		sessions: make(map[netip.Addr]bgp.Peer),
 		ads:      make(map[netip.Prefix]bgp.Advertisement),
 		errs:     make(map[netip.Addr]string),
+
+		bfdApplied:  make(map[netip.Addr]bfd.Peer),
+		bfdErrs:     make(map[netip.Addr]string),
+		bfdFailures: make(map[v1alpha1.SessionKind]uint64),
 	}
 	r.rib = rib.New(rib.Config{
 		Speaker:         receiver{r},
@@ -122,8 +139,14 @@ func New(cfg Config) *Reconciler {
 		StaleRecheck:    cfg.StaleRecheck,
 	})
 	r.status = &statusCache{r: r}
+	// BFD state changes are acted on from now until Stop or Shutdown.
+	bctx, cancel := context.WithCancel(context.Background())
+	r.stopBFDWatch = cancel
+	if cfg.BFD != nil {
+		cfg.BFD.Watch(bctx, r.onBFD)
+	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(newCollector(r))
+		cfg.Registerer.MustRegister(newCollector(r), newBFDCollector(r))
 	}
 	return r
 }
@@ -157,6 +180,7 @@ func (r *Reconciler) Stop(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stopped = true
+	r.stopBFDWatch()
 	if r.sp != nil {
 		r.stopSp()
 	}
@@ -170,6 +194,7 @@ func (r *Reconciler) Shutdown(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.stopped = true
+	r.stopBFDWatch()
 	if r.sp == nil {
 		return nil
 	}
@@ -235,6 +260,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, st State) error {
 	}
 	errs = append(errs, r.applyAdvertisements(ctx, ads)...)
 	errs = append(errs, r.applySessions(ctx, started)...)
+	errs = append(errs, r.applyBFD(started)...)
 	return errors.Join(errs...)
 }
 

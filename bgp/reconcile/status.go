@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -15,6 +16,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/rhizome-net/rhizome/bfd"
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/bgp/policy"
 	"github.com/rhizome-net/rhizome/bgp/topology"
@@ -94,7 +96,16 @@ func (c *statusCache) compute(ctx context.Context) (Status, error) {
 		errs[k] = v
 	}
 	st := Status{Problems: slices.Clone(r.problems), Running: sp != nil}
+	bfdErrs := maps.Clone(r.bfdErrs)
 	r.mu.Unlock()
+	var bfds map[netip.Addr]bfd.Status
+	if r.cfg.BFD != nil {
+		l := r.cfg.BFD.Sessions()
+		bfds = make(map[netip.Addr]bfd.Status, len(l))
+		for _, b := range l {
+			bfds[b.Peer.Remote] = b
+		}
+	}
 	if !computed {
 		return st, nil
 	}
@@ -147,6 +158,7 @@ func (c *statusCache) compute(ctx context.Context) (Status, error) {
 				ss.LastError = explainDown(s, ps, md5Hint)
 			}
 		}
+		ss.BFD = bfdStatus(s, bfds, bfdErrs, r.bfdUnavailable())
 		if cnt, ok := counters[s.Peer.Address]; ok {
 			ss.PrefixesReceived, ss.PrefixesAccepted = int64(cnt.Received), int64(cnt.Accepted)
 			for reason, n := range cnt.Rejected {

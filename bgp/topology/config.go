@@ -22,6 +22,8 @@ type Config struct {
 	// Keepalive and Hold; Hold is bgp.HoldTimeDisabled for 0s.
 	Keepalive, Hold time.Duration
 	GracefulRestart bgp.GracefulRestart
+	// MeshBFD is BFD on the node-to-node mesh sessions.
+	MeshBFD BFDConfig
 	// ClusterID makes the node a route reflector.
 	ClusterID netip.Addr
 	// Services are the Service ranges the node advertises (cluster,
@@ -64,6 +66,7 @@ func MergeConfig(def, node *v1alpha1.BGPConfigurationSpec) (Config, []string) {
 		GracefulRestart: bgp.GracefulRestart{
 			Enabled: true, RestartTime: DefaultRestart,
 		},
+		MeshBFD: DefaultBFD,
 	}
 	var problems []string
 	for _, s := range []*v1alpha1.BGPConfigurationSpec{def, node} {
@@ -86,6 +89,9 @@ func MergeConfig(def, node *v1alpha1.BGPConfigurationSpec) (Config, []string) {
 			c.Hold = holdTime(s.HoldTime)
 		}
 		c.GracefulRestart = mergeGR(c.GracefulRestart, s.GracefulRestart)
+		var probs []string
+		c.MeshBFD, probs = mergeBFD(c.MeshBFD, s.NodeToNodeMeshBFD, "nodeToNodeMeshBFD")
+		problems = append(problems, probs...)
 		if s.ServiceClusterIPs != nil || s.ServiceExternalIPs != nil || s.ServiceLoadBalancerIPs != nil {
 			c.Services = nil
 			for _, l := range [][]v1alpha1.ServiceIPBlock{s.ServiceClusterIPs, s.ServiceExternalIPs, s.ServiceLoadBalancerIPs} {

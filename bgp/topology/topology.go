@@ -36,6 +36,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/rhizome-net/rhizome/bfd"
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/bgp/policy"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
@@ -76,6 +77,9 @@ type Session struct {
 	Node string
 	// Import and Export are the BGPPeer's filters.
 	Import, Export []policy.Rule
+	// BFD, if set, runs a BFD session with these timers beside the BGP
+	// session.
+	BFD *bfd.Timers
 	// NotStarted, if set, says why the session is not configured.
 	NotStarted string
 }
@@ -263,6 +267,12 @@ func (c *computer) nodeSession(n *nodeInfo, f bgp.Family, kind v1alpha1.SessionK
 		p.RouteReflectorClient, p.RouteReflectorClusterID = true, cfg.ClusterID
 	}
 	s := &Session{Peer: p, Kind: kind, Source: source, Node: n.name}
+	// Mesh BFD when both ends have it on, like the mesh itself: a session
+	// whose other end never answers would only sit Down.
+	if kind == v1alpha1.SessionMesh && cfg.MeshBFD.Enabled && n.cfg.MeshBFD.Enabled {
+		t := cfg.MeshBFD.Timers
+		s.BFD = &t
+	}
 	if bp != nil {
 		c.applyPeerSpec(s, bp)
 	}
@@ -421,6 +431,16 @@ func (c *computer) applyPeerSpec(s *Session, bp *v1alpha1.BGPPeer) {
 		p.MaxPrefixes = uint32(*spec.MaxPrefix)
 	}
 	p.GracefulRestart = mergeGR(p.GracefulRestart, spec.GracefulRestart)
+	if spec.BFD != nil {
+		b, probs := mergeBFD(DefaultBFD, spec.BFD, "BGPPeer "+bp.Name)
+		for _, pr := range probs {
+			c.problem(pr)
+		}
+		s.BFD = nil
+		if b.Enabled {
+			s.BFD = &b.Timers
+		}
+	}
 	var errs []error
 	var err error
 	if s.Import, err = policy.FromFilters(spec.ImportFilters); err != nil {

@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/rhizome-net/rhizome/bfd"
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 )
@@ -108,6 +109,9 @@ func render(s Session) string {
 	}
 	if len(s.Import) > 0 || len(s.Export) > 0 {
 		f = append(f, fmt.Sprintf("filters=%d/%d", len(s.Import), len(s.Export)))
+	}
+	if b := s.BFD; b != nil {
+		f = append(f, fmt.Sprintf("bfd=%s/%sx%d", b.MinTx, b.MinRx, b.Multiplier))
 	}
 	if s.NotStarted != "" {
 		f = append(f, "NOT STARTED: "+s.NotStarted)
@@ -265,6 +269,66 @@ func TestCompute(t *testing.T) {
 			want: []string{"10.0.1.2 mesh src=b as=64512/64512 node=b local=10.0.7.1 passive " + meshTimers},
 		},
 		{
+			name: "BFD on the mesh where both ends have it on",
+			in: Input{NodeName: "b", Nodes: []*corev1.Node{nodeA, nodeB, nodeC}, Configs: []*v1alpha1.BGPConfiguration{
+				bgpConfig("default", func(s *v1alpha1.BGPConfigurationSpec) {
+					s.NodeToNodeMeshBFD = &v1alpha1.BFD{Enabled: ptr(true), MinTxInterval: dur("100ms")}
+				}),
+				bgpConfig("node.c", func(s *v1alpha1.BGPConfigurationSpec) {
+					s.NodeToNodeMeshBFD = &v1alpha1.BFD{Enabled: ptr(false)}
+				}),
+			}},
+			want: []string{
+				"10.0.1.1 mesh src=a as=64512/64512 node=a local=10.0.1.2 passive " + meshTimers + " bfd=100ms/300msx3",
+				"10.0.2.3 mesh src=c as=64512/64512 node=c local=10.0.1.2 " + meshTimers,
+			},
+		},
+		{
+			name: "BFD on external and reflector sessions from their BGPPeer, not from the mesh",
+			in: Input{NodeName: "a", Nodes: []*corev1.Node{nodeA, nodeR1},
+				Configs: []*v1alpha1.BGPConfiguration{
+					rr1Config,
+					bgpConfig("default", func(s *v1alpha1.BGPConfigurationSpec) {
+						s.NodeToNodeMesh = ptr(false)
+						s.NodeToNodeMeshBFD = &v1alpha1.BFD{Enabled: ptr(true)}
+					}),
+				},
+				Peers: []*v1alpha1.BGPPeer{
+					bgpPeer("tor", func(s *v1alpha1.BGPPeerSpec) {
+						s.PeerIP, s.ASNumber = "10.0.1.254", ptr(int64(65001))
+						s.BFD = &v1alpha1.BFD{Enabled: ptr(true), Multiplier: ptr(int32(5)), MinRxInterval: dur("1s")}
+					}),
+					bgpPeer("to-rrs", func(s *v1alpha1.BGPPeerSpec) {
+						s.PeerSelector = sel("rr=true")
+						s.BFD = &v1alpha1.BFD{Enabled: ptr(true)}
+					}),
+					bgpPeer("off", func(s *v1alpha1.BGPPeerSpec) {
+						s.PeerIP, s.ASNumber = "10.0.1.253", ptr(int64(65001))
+						s.BFD = &v1alpha1.BFD{Enabled: ptr(false), Multiplier: ptr(int32(5))}
+					}),
+				}},
+			want: []string{
+				"10.0.1.10 rr src=to-rrs as=64512/64512 node=rr1 local=10.0.1.1 " + meshTimers + " bfd=300ms/300msx3",
+				"10.0.1.253 external src=off as=64512/65001 local=10.0.1.1 " + extTimers,
+				"10.0.1.254 external src=tor as=64512/65001 local=10.0.1.1 " + extTimers + " bfd=300ms/1sx5",
+			},
+		},
+		{
+			name: "BFD values that slipped past the API server: reported, defaults used",
+			in: Input{NodeName: "a", Nodes: []*corev1.Node{nodeA}, Peers: []*v1alpha1.BGPPeer{
+				bgpPeer("tor", func(s *v1alpha1.BGPPeerSpec) {
+					s.PeerIP, s.ASNumber = "10.0.1.254", ptr(int64(65001))
+					s.BFD = &v1alpha1.BFD{Enabled: ptr(true), Multiplier: ptr(int32(0)), MinTxInterval: dur("1ms"), MinRxInterval: dur("-1s")}
+				}),
+			}},
+			want: []string{"10.0.1.254 external src=tor as=64512/65001 local=10.0.1.1 " + extTimers + " bfd=300ms/300msx3"},
+			problems: []string{
+				"BGPPeer tor: BFD minTxInterval 1ms is outside 10ms-1m0s; using 300ms",
+				"BGPPeer tor: BFD minRxInterval -1s is outside 10ms-1m0s; using 300ms",
+				"BGPPeer tor: BFD multiplier 0 is outside 1-255; using 3",
+			},
+		},
+		{
 			name: "problems: duplicate peer, bad selector, bad filter, peer naming this node",
 			in: Input{NodeName: "a", Nodes: []*corev1.Node{nodeA, nodeB}, Configs: []*v1alpha1.BGPConfiguration{meshOff},
 				Peers: []*v1alpha1.BGPPeer{
@@ -336,6 +400,7 @@ func TestMergeConfig(t *testing.T) {
 		ServiceClusterIPs: []v1alpha1.ServiceIPBlock{{CIDR: "10.96.0.0/12"}},
 		Communities:       []v1alpha1.Community{"64600:100", "64600:1:2", "70000:1"},
 		GracefulRestart:   &v1alpha1.GracefulRestart{RestartTime: dur("60s")},
+		NodeToNodeMeshBFD: &v1alpha1.BFD{Enabled: ptr(true), MinTxInterval: dur("100ms")},
 		PrefixAdvertisements: []v1alpha1.PrefixAdvertisement{
 			{CIDR: "10.244.0.0/16", Communities: []v1alpha1.Community{"65000:7"}},
 		},
@@ -345,11 +410,13 @@ func TestMergeConfig(t *testing.T) {
 		GracefulRestart:         &v1alpha1.GracefulRestart{LongLivedStaleTime: dur("1h")},
 		RouteReflectorClusterID: "224.0.0.9",
 		RouteProtocol:           ptr(int32(200)),
+		NodeToNodeMeshBFD:       &v1alpha1.BFD{Multiplier: ptr(int32(5)), MinRxInterval: dur("5ms")},
 	}
 	c, problems := MergeConfig(def, nodeSpec)
 	want := Config{
 		ASN: 64600, Mesh: true, ListenPort: 179, Keepalive: 30 * time.Second, Hold: 90 * time.Second,
 		GracefulRestart:   bgp.GracefulRestart{Enabled: true, RestartTime: time.Minute, LongLivedStaleTime: time.Hour},
+		MeshBFD:           BFDConfig{Enabled: true, Timers: bfd.Timers{MinTx: 100 * time.Millisecond, MinRx: 300 * time.Millisecond, Multiplier: 5}},
 		ClusterID:         netip.MustParseAddr("224.0.0.9"),
 		Services:          []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
 		Communities:       []uint32{64600<<16 | 100},
@@ -362,6 +429,7 @@ func TestMergeConfig(t *testing.T) {
 	}
 	wantProblems := []string{
 		`community "70000:1" is neither AS:value (each 0-65535) nor global:local1:local2; ignored`,
+		`nodeToNodeMeshBFD: BFD minRxInterval 5ms is outside 10ms-1m0s; using 300ms`,
 		`Service range "bogus" is not a network prefix; not advertised`,
 	}
 	if !slices.Equal(problems, wantProblems) {

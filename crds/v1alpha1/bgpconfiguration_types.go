@@ -42,6 +42,12 @@ type BGPConfigurationSpec struct {
 	// +optional
 	NodeToNodeMesh *bool `json:"nodeToNodeMesh,omitempty"`
 
+	// NodeToNodeMeshBFD configures BFD on the node-to-node mesh sessions
+	// (BFD on route-reflector and external sessions is set in their
+	// BGPPeer). Default off.
+	// +optional
+	NodeToNodeMeshBFD *BFD `json:"nodeToNodeMeshBFD,omitempty"`
+
 	// ListenPort is the TCP port the nodes' BGP speakers listen on. Default 179.
 	// +optional
 	// +kubebuilder:validation:Minimum=1

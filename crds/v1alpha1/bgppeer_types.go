@@ -135,6 +135,10 @@ type BGPPeerSpec struct {
 	// +kubebuilder:validation:Maximum=4294967295
 	MaxPrefix *int64 `json:"maxPrefix,omitempty"`
 
+	// BFD configures BFD on this peer's sessions. Default off.
+	// +optional
+	BFD *BFD `json:"bfd,omitempty"`
+
 	// GracefulRestart overrides the BGPConfiguration graceful restart
 	// settings for this peer.
 	// +optional

@@ -87,6 +87,9 @@ type BGPSessionStatus struct {
 	// last went down.
 	// +optional
 	LastError string `json:"lastError,omitempty"`
+	// BFD is the state of the session's BFD, when it has BFD on.
+	// +optional
+	BFD *BFDSessionStatus `json:"bfd,omitempty"`
 }
 
 // EncapDevice is a tunnel device the agent manages.
