@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rhizome-net/rhizome/agent/localapi"
+	"github.com/rhizome-net/rhizome/agent/ribsink"
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/bgp/reconcile"
 	"github.com/rhizome-net/rhizome/bgp/topology"
@@ -27,7 +28,6 @@ import (
 	"github.com/rhizome-net/rhizome/internal/kubecore"
 	"github.com/rhizome-net/rhizome/ipam"
 	"github.com/rhizome-net/rhizome/routes"
-	"github.com/rhizome-net/rhizome/routes/ribsink"
 )
 
 // clients are the agent's API clients.

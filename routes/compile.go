@@ -54,25 +54,23 @@ func (c *compiler) onSubnet(a netip.Addr) bool {
 	return c.links.Subnet6.IsValid() && c.links.Subnet6.Contains(a)
 }
 
-// encapFor resolves EncapPool.
-func (c *compiler) encapFor(rr *RemoteRoute) Encap {
-	if rr.Encap.Mode != EncapPool {
-		return rr.Encap
-	}
-	if pl, ok := poolFor(c.pools, rr.Prefix); ok {
+// encapFor is the encapsulation of a prefix: its pool's, or none outside
+// every pool (Service ranges, routes from routers).
+func (c *compiler) encapFor(p netip.Prefix) encap {
+	if pl, ok := poolFor(c.pools, p); ok {
 		return poolEncap(pl)
 	}
-	return Encap{Mode: EncapNone}
+	return encap{mode: encapNone}
 }
 
 // nextHop decides how to reach one BGP next hop under enc.
-func (c *compiler) nextHop(enc Encap, nh netip.Addr) (NextHop, error) {
-	mode := enc.Mode
-	if enc.CrossSubnet && c.onSubnet(nh) {
-		mode = EncapNone
+func (c *compiler) nextHop(enc encap, nh netip.Addr) (NextHop, error) {
+	mode := enc.mode
+	if enc.crossSubnet && c.onSubnet(nh) {
+		mode = encapNone
 	}
 	switch mode {
-	case EncapIPIP:
+	case encapIPIP:
 		if !nh.Is4() {
 			return NextHop{}, fmt.Errorf("next hop %s: IPIP needs an IPv4 next hop", nh)
 		}
@@ -80,7 +78,7 @@ func (c *compiler) nextHop(enc Encap, nh netip.Addr) (NextHop, error) {
 			return NextHop{}, fmt.Errorf("next hop %s: the IPIP device tunl0 is not available", nh)
 		}
 		return NextHop{Gateway: nh, LinkIndex: c.links.IPIP, OnLink: true}, nil
-	case EncapVXLAN:
+	case encapVXLAN:
 		v, ok := c.vteps[nh]
 		if !ok {
 			return NextHop{}, fmt.Errorf("next hop %s: no VTEP known for this node", nh)
@@ -118,11 +116,11 @@ func (c *compiler) nextHop(enc Encap, nh netip.Addr) (NextHop, error) {
 // remote compiles one remote route. A route with some unusable next hops
 // is returned with the usable ones and an error naming the others.
 func (c *compiler) remote(rr *RemoteRoute) (Route, error) {
-	enc := c.encapFor(rr)
+	enc := c.encapFor(rr.Prefix)
 	if len(rr.NextHops) == 1 && !c.isSelf(rr.NextHops[0]) && rr.NextHops[0].Is4() == rr.Prefix.Addr().Is4() {
 		hop, err := c.nextHop(enc, rr.NextHops[0])
 		if err != nil {
-			return Route{}, fmt.Errorf("route %s (%s): %w", rr.Prefix, enc.Mode, err)
+			return Route{}, fmt.Errorf("route %s (%s): %w", rr.Prefix, enc.mode, err)
 		}
 		nhs, ok := c.one[hop]
 		if !ok {
@@ -153,7 +151,7 @@ func (c *compiler) remote(rr *RemoteRoute) (Route, error) {
 	}
 	var err error
 	if len(errs) > 0 {
-		err = fmt.Errorf("route %s (%s): %w", rr.Prefix, enc.Mode, errors.Join(errs...))
+		err = fmt.Errorf("route %s (%s): %w", rr.Prefix, enc.mode, errors.Join(errs...))
 	}
 	if len(r.NextHops) == 0 {
 		if err == nil {

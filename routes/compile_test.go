@@ -23,6 +23,7 @@ func testCompiler() *compiler {
 	return &compiler{
 		links: linkState{Underlay: underlayIdx, IPIP: FakeIPIPIndex, VXLAN: FakeVXLANIndex,
 			Subnet4: pfx("192.168.1.10/24"), Subnet6: pfx("fd00:1::10/64")},
+		pools: []Pool{{CIDR: pfx("10.2.0.0/16"), VXLANMode: v1alpha1.EncapAlways}},
 		vteps: map[netip.Addr]VTEP{
 			addr("192.168.1.11"): {NodeIP: addr("192.168.1.11"), MAC: mac1, Address: addr("10.244.1.0")},
 			addr("192.168.2.11"): {NodeIP: addr("192.168.2.11"), MAC: mac1, Address: addr("10.244.2.0")},
@@ -40,28 +41,28 @@ func TestNextHopEncapsulationChoice(t *testing.T) {
 	vxlan := func(gw string) NextHop { return NextHop{Gateway: addr(gw), LinkIndex: FakeVXLANIndex, OnLink: true} }
 	tests := []struct {
 		name    string
-		enc     Encap
+		enc     encap
 		nh      netip.Addr
 		noDevs  bool
 		want    NextHop
 		wantErr string
 	}{
-		{name: "none on subnet", enc: Encap{Mode: EncapNone}, nh: onNet, want: direct(onNet)},
-		{name: "none off subnet resolves recursively", enc: Encap{Mode: EncapNone}, nh: offNet, want: direct(addr("192.168.1.1"))},
-		{name: "none off subnet unresolvable", enc: Encap{Mode: EncapNone}, nh: noVTEP, wantErr: "no route to 192.168.3.11"},
-		{name: "ipip always on subnet", enc: Encap{Mode: EncapIPIP}, nh: onNet, want: ipip(onNet)},
-		{name: "ipip always off subnet", enc: Encap{Mode: EncapIPIP}, nh: offNet, want: ipip(offNet)},
-		{name: "ipip cross-subnet on subnet goes direct", enc: Encap{Mode: EncapIPIP, CrossSubnet: true}, nh: onNet, want: direct(onNet)},
-		{name: "ipip cross-subnet off subnet tunnels", enc: Encap{Mode: EncapIPIP, CrossSubnet: true}, nh: offNet, want: ipip(offNet)},
-		{name: "ipip without tunl0", enc: Encap{Mode: EncapIPIP}, nh: offNet, noDevs: true, wantErr: "tunl0 is not available"},
-		{name: "ipip with IPv6 next hop", enc: Encap{Mode: EncapIPIP}, nh: addr("fd00:1::11"), wantErr: "IPv4 next hop"},
-		{name: "vxlan always on subnet", enc: Encap{Mode: EncapVXLAN}, nh: onNet, want: vxlan("10.244.1.0")},
-		{name: "vxlan always off subnet", enc: Encap{Mode: EncapVXLAN}, nh: offNet, want: vxlan("10.244.2.0")},
-		{name: "vxlan cross-subnet on subnet goes direct", enc: Encap{Mode: EncapVXLAN, CrossSubnet: true}, nh: onNet, want: direct(onNet)},
-		{name: "vxlan cross-subnet off subnet tunnels", enc: Encap{Mode: EncapVXLAN, CrossSubnet: true}, nh: offNet, want: vxlan("10.244.2.0")},
-		{name: "vxlan without VTEP", enc: Encap{Mode: EncapVXLAN}, nh: noVTEP, wantErr: "no VTEP known"},
-		{name: "vxlan without device", enc: Encap{Mode: EncapVXLAN}, nh: onNet, noDevs: true, wantErr: "VXLAN device is not available"},
-		{name: "ipv6 direct", enc: Encap{Mode: EncapNone}, nh: addr("fd00:1::11"), want: direct(addr("fd00:1::11"))},
+		{name: "none on subnet", enc: encap{mode: encapNone}, nh: onNet, want: direct(onNet)},
+		{name: "none off subnet resolves recursively", enc: encap{mode: encapNone}, nh: offNet, want: direct(addr("192.168.1.1"))},
+		{name: "none off subnet unresolvable", enc: encap{mode: encapNone}, nh: noVTEP, wantErr: "no route to 192.168.3.11"},
+		{name: "ipip always on subnet", enc: encap{mode: encapIPIP}, nh: onNet, want: ipip(onNet)},
+		{name: "ipip always off subnet", enc: encap{mode: encapIPIP}, nh: offNet, want: ipip(offNet)},
+		{name: "ipip cross-subnet on subnet goes direct", enc: encap{mode: encapIPIP, crossSubnet: true}, nh: onNet, want: direct(onNet)},
+		{name: "ipip cross-subnet off subnet tunnels", enc: encap{mode: encapIPIP, crossSubnet: true}, nh: offNet, want: ipip(offNet)},
+		{name: "ipip without tunl0", enc: encap{mode: encapIPIP}, nh: offNet, noDevs: true, wantErr: "tunl0 is not available"},
+		{name: "ipip with IPv6 next hop", enc: encap{mode: encapIPIP}, nh: addr("fd00:1::11"), wantErr: "IPv4 next hop"},
+		{name: "vxlan always on subnet", enc: encap{mode: encapVXLAN}, nh: onNet, want: vxlan("10.244.1.0")},
+		{name: "vxlan always off subnet", enc: encap{mode: encapVXLAN}, nh: offNet, want: vxlan("10.244.2.0")},
+		{name: "vxlan cross-subnet on subnet goes direct", enc: encap{mode: encapVXLAN, crossSubnet: true}, nh: onNet, want: direct(onNet)},
+		{name: "vxlan cross-subnet off subnet tunnels", enc: encap{mode: encapVXLAN, crossSubnet: true}, nh: offNet, want: vxlan("10.244.2.0")},
+		{name: "vxlan without VTEP", enc: encap{mode: encapVXLAN}, nh: noVTEP, wantErr: "no VTEP known"},
+		{name: "vxlan without device", enc: encap{mode: encapVXLAN}, nh: onNet, noDevs: true, wantErr: "VXLAN device is not available"},
+		{name: "ipv6 direct", enc: encap{mode: encapNone}, nh: addr("fd00:1::11"), want: direct(addr("fd00:1::11"))},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -96,23 +97,20 @@ func TestPoolDecidesEncapsulation(t *testing.T) {
 	}
 	tests := []struct {
 		prefix string
-		rr     Encap
-		want   Encap
+		want   encap
 	}{
-		{"10.244.1.0/26", Encap{}, Encap{Mode: EncapVXLAN, CrossSubnet: true}},
-		{"10.244.200.0/26", Encap{}, Encap{Mode: EncapIPIP}}, // the more specific pool wins
-		{"10.250.0.0/26", Encap{}, Encap{Mode: EncapNone}},
-		{"10.251.0.7/32", Encap{}, Encap{Mode: EncapVXLAN}},
-		{"10.252.0.0/26", Encap{}, Encap{Mode: EncapIPIP, CrossSubnet: true}},
-		{"172.16.0.0/24", Encap{}, Encap{Mode: EncapNone}}, // no pool
-		{"10.0.0.0/8", Encap{}, Encap{Mode: EncapNone}},    // wider than every pool
-		{"10.244.1.0/26", Encap{Mode: EncapIPIP}, Encap{Mode: EncapIPIP}},
+		{"10.244.1.0/26", encap{mode: encapVXLAN, crossSubnet: true}},
+		{"10.244.200.0/26", encap{mode: encapIPIP}}, // the more specific pool wins
+		{"10.250.0.0/26", encap{mode: encapNone}},
+		{"10.251.0.7/32", encap{mode: encapVXLAN}},
+		{"10.252.0.0/26", encap{mode: encapIPIP, crossSubnet: true}},
+		{"172.16.0.0/24", encap{mode: encapNone}}, // no pool
+		{"10.0.0.0/8", encap{mode: encapNone}},    // wider than every pool
 	}
 	c := &compiler{pools: pools}
 	for _, tc := range tests {
-		rr := RemoteRoute{Prefix: pfx(tc.prefix), Encap: tc.rr}
-		if got := c.encapFor(&rr); got != tc.want {
-			t.Errorf("%s (%+v): got %+v, want %+v", tc.prefix, tc.rr, got, tc.want)
+		if got := c.encapFor(pfx(tc.prefix)); got != tc.want {
+			t.Errorf("%s: got %+v, want %+v", tc.prefix, got, tc.want)
 		}
 	}
 }
@@ -127,13 +125,13 @@ func TestRemoteRouteECMPAndPartialFailure(t *testing.T) {
 	}{
 		{
 			name: "two next hops make one ECMP route, sorted",
-			rr:   RemoteRoute{Prefix: pfx("10.1.0.0/24"), NextHops: []netip.Addr{addr("192.168.1.12"), addr("192.168.1.11")}, Encap: Encap{Mode: EncapNone}},
+			rr:   RemoteRoute{Prefix: pfx("10.1.0.0/24"), NextHops: []netip.Addr{addr("192.168.1.12"), addr("192.168.1.11")}},
 			want: Route{Dst: pfx("10.1.0.0/24"), NextHops: []NextHop{
 				{Gateway: addr("192.168.1.11"), LinkIndex: underlayIdx}, {Gateway: addr("192.168.1.12"), LinkIndex: underlayIdx}}},
 		},
 		{
 			name: "ourselves as next hop is skipped",
-			rr:   RemoteRoute{Prefix: pfx("10.1.0.0/24"), NextHops: []netip.Addr{addr("192.168.1.10"), addr("192.168.1.11")}, Encap: Encap{Mode: EncapNone}},
+			rr:   RemoteRoute{Prefix: pfx("10.1.0.0/24"), NextHops: []netip.Addr{addr("192.168.1.10"), addr("192.168.1.11")}},
 			want: Route{Dst: pfx("10.1.0.0/24"), NextHops: []NextHop{{Gateway: addr("192.168.1.11"), LinkIndex: underlayIdx}}},
 		},
 		{
@@ -143,8 +141,8 @@ func TestRemoteRouteECMPAndPartialFailure(t *testing.T) {
 		},
 		{
 			name: "one VTEP missing: route with the other, error names the missing one",
-			rr:   RemoteRoute{Prefix: pfx("10.1.0.0/24"), NextHops: []netip.Addr{addr("192.168.1.11"), addr("192.168.3.3")}, Encap: Encap{Mode: EncapVXLAN}},
-			want: Route{Dst: pfx("10.1.0.0/24"), NextHops: []NextHop{
+			rr:   RemoteRoute{Prefix: pfx("10.2.0.0/24"), NextHops: []netip.Addr{addr("192.168.1.11"), addr("192.168.3.3")}},
+			want: Route{Dst: pfx("10.2.0.0/24"), NextHops: []NextHop{
 				{Gateway: addr("10.244.1.0"), LinkIndex: FakeVXLANIndex, OnLink: true}}},
 			wantErr: "192.168.3.3: no VTEP",
 		},

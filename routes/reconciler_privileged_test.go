@@ -131,13 +131,15 @@ func TestKernelECMPAndForeignRoutesUntouched(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.startAll(poolVXLAN)
+	// 172.20.7.0/24 is outside every pool (a route from a router): it goes
+	// directly, as one ECMP route.
 	must(t, n1.r.Apply(Batch{Upserts: []RemoteRoute{
-		{Prefix: netip.MustParsePrefix("10.244.7.0/26"), NextHops: []netip.Addr{netip.MustParseAddr("192.168.10.12"), netip.MustParseAddr("192.168.10.13")}, Encap: Encap{Mode: EncapNone}},
+		{Prefix: netip.MustParsePrefix("172.20.7.0/24"), NextHops: []netip.Addr{netip.MustParseAddr("192.168.10.12"), netip.MustParseAddr("192.168.10.13")}},
 		{Prefix: netip.MustParsePrefix("10.244.8.0/26"), NextHops: []netip.Addr{netip.MustParseAddr("192.168.10.12")}},
 	}}))
 	n1.r.SetConverged()
 	l.waitRoutes(n1, 4) // blackhole, n2, n3, ECMP; 10.244.8.0/26 is a conflict
-	got := l.ip(n1.ns, "route", "show", "exact", "10.244.7.0/26")
+	got := l.ip(n1.ns, "route", "show", "exact", "172.20.7.0/24")
 	if !strings.Contains(got, "proto 114") || !strings.Contains(got, "nexthop via 192.168.10.12 dev eth0 weight 1") ||
 		!strings.Contains(got, "nexthop via 192.168.10.13 dev eth0 weight 1") {
 		t.Errorf("ECMP route:\n%s", got)

@@ -19,8 +19,10 @@ type State struct {
 	// following the default route back out.
 	Blocks []OwnBlock
 	// Pools are all IP pools (disabled ones too: their addresses still
-	// route). They decide the encapsulation of remote routes whose Encap is
-	// EncapPool, whether tunnel devices exist, and natOutgoing.
+	// route). They are the only source of a route's encapsulation: a
+	// remote route or a lent address inside a pool follows the most
+	// specific pool containing it, any other route goes directly. They
+	// also decide whether tunnel devices exist, and natOutgoing.
 	Pools []Pool
 	// VTEPs are the VXLAN endpoints of the other nodes. A VXLAN route to a
 	// node whose VTEP is unknown cannot be installed (Status says which).
@@ -66,42 +68,35 @@ type VTEP struct {
 	Address netip.Addr
 }
 
-// EncapMode is how traffic to a remote prefix leaves the node.
-type EncapMode uint8
+// encapMode is how traffic to a remote prefix leaves the node.
+type encapMode uint8
 
 const (
-	// EncapPool takes the mode from the IP pool containing the prefix
-	// (none if no pool contains it). It is the zero value: the agent
-	// normally passes BGP paths through unchanged and lets the pools decide,
-	// and a pool change then re-encapsulates every route without the agent
-	// re-sending them.
-	EncapPool EncapMode = iota
-	// EncapNone routes to the next hop directly.
-	EncapNone
-	// EncapIPIP routes through tunl0 to the next hop (onlink).
-	EncapIPIP
-	// EncapVXLAN routes through the VXLAN device to the next hop's VTEP.
-	EncapVXLAN
+	// encapNone routes to the next hop directly.
+	encapNone encapMode = iota
+	// encapIPIP routes through tunl0 to the next hop (onlink).
+	encapIPIP
+	// encapVXLAN routes through the VXLAN device to the next hop's VTEP.
+	encapVXLAN
 )
 
-func (m EncapMode) String() string {
+func (m encapMode) String() string {
 	switch m {
-	case EncapNone:
-		return "none"
-	case EncapIPIP:
+	case encapIPIP:
 		return "ipip"
-	case EncapVXLAN:
+	case encapVXLAN:
 		return "vxlan"
 	}
-	return "pool"
+	return "none"
 }
 
-// Encap says how a remote prefix is reached.
-type Encap struct {
-	Mode EncapMode
-	// CrossSubnet encapsulates only towards next hops outside the node's
+// encap says how a remote prefix is reached. Only poolEncap makes one:
+// the pools in State decide, never the caller of Apply.
+type encap struct {
+	mode encapMode
+	// crossSubnet encapsulates only towards next hops outside the node's
 	// own underlay subnet; inside it, routes go directly.
-	CrossSubnet bool
+	crossSubnet bool
 }
 
 // RemoteRoute is a prefix that other nodes (or routers) announce: a remote
@@ -110,9 +105,13 @@ type RemoteRoute struct {
 	Prefix netip.Prefix
 	// NextHops are the BGP next hops, normally the announcing nodes'
 	// underlay addresses. Several make one ECMP route. A next hop equal to
-	// this node's own address is ignored.
+	// this node's own address is ignored. How they are reached (directly,
+	// IPIP, VXLAN) is not the caller's choice: the pool in State.Pools
+	// that contains Prefix decides, so a pool change re-encapsulates every
+	// route at the next pass without anyone re-sending them. Apply keeps
+	// the slice (the RIB shares one between routes): nobody may modify it
+	// afterwards.
 	NextHops []netip.Addr
-	Encap    Encap
 }
 
 // Batch is a set of changes to the remote routes, applied in one go.
@@ -138,20 +137,21 @@ func poolFor(pools []Pool, p netip.Prefix) (Pool, bool) {
 	return best, found
 }
 
-// poolEncap turns a pool's modes into an Encap (VXLAN wins; the API forbids
-// both being on).
-func poolEncap(pl Pool) Encap {
+// poolEncap turns a pool's modes into an encap (VXLAN wins; the API forbids
+// both being on). It is the one place where a route's encapsulation is
+// decided.
+func poolEncap(pl Pool) encap {
 	switch {
 	case pl.VXLANMode == v1alpha1.EncapAlways:
-		return Encap{Mode: EncapVXLAN}
+		return encap{mode: encapVXLAN}
 	case pl.VXLANMode == v1alpha1.EncapCrossSubnet:
-		return Encap{Mode: EncapVXLAN, CrossSubnet: true}
+		return encap{mode: encapVXLAN, crossSubnet: true}
 	case pl.IPIPMode == v1alpha1.EncapAlways:
-		return Encap{Mode: EncapIPIP}
+		return encap{mode: encapIPIP}
 	case pl.IPIPMode == v1alpha1.EncapCrossSubnet:
-		return Encap{Mode: EncapIPIP, CrossSubnet: true}
+		return encap{mode: encapIPIP, crossSubnet: true}
 	}
-	return Encap{Mode: EncapNone}
+	return encap{mode: encapNone}
 }
 
 // validate checks a State for things the agent must never pass, naming the
@@ -204,19 +204,10 @@ func (rr *RemoteRoute) validate() error {
 	if !rr.Prefix.IsValid() || rr.Prefix != rr.Prefix.Masked() {
 		return fmt.Errorf("remote route %s: not a network prefix", rr.Prefix)
 	}
-	if rr.Encap.Mode > EncapVXLAN {
-		return fmt.Errorf("remote route %s: unknown encapsulation %d", rr.Prefix, rr.Encap.Mode)
-	}
 	for _, nh := range rr.NextHops {
 		if !nh.IsValid() {
 			return fmt.Errorf("remote route %s: invalid next hop", rr.Prefix)
 		}
 	}
 	return nil
-}
-
-// EncapForModes is the Encap of a pool with these modes, for callers that
-// already know the pool of a route (bgp/rib does).
-func EncapForModes(ipip, vxlan v1alpha1.EncapMode) Encap {
-	return poolEncap(Pool{IPIPMode: ipip, VXLANMode: vxlan})
 }

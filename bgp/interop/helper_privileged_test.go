@@ -159,7 +159,7 @@ func runHelper(dir string) error {
 				} else {
 					line += " "
 				}
-				line += nh.Addr.String()
+				line += nh.String()
 			}
 			out.Routes = append(out.Routes, line)
 		}

@@ -2,16 +2,12 @@ package policy
 
 import (
 	"net/netip"
-
-	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 )
 
 // Pool is what the receive path needs to know about an IP pool.
 type Pool struct {
-	Name      string
-	CIDR      netip.Prefix
-	IPIPMode  v1alpha1.EncapMode
-	VXLANMode v1alpha1.EncapMode
+	Name string
+	CIDR netip.Prefix
 	// DisableBGPExport pools are not advertised; routes inside them are
 	// still accepted if a peer sends them.
 	DisableBGPExport bool

@@ -129,9 +129,9 @@ func (s *sink) table() []string {
 	for _, r := range s.routes {
 		var nhs []string
 		for _, nh := range r.NextHops {
-			nhs = append(nhs, nh.Addr.String()+"("+nh.Node+")")
+			nhs = append(nhs, nh.String())
 		}
-		out = append(out, fmt.Sprintf("%s via %s [%s %s]", r.Prefix, strings.Join(nhs, ","), r.Pool, r.VXLANMode))
+		out = append(out, fmt.Sprintf("%s via %s", r.Prefix, strings.Join(nhs, ",")))
 	}
 	slices.Sort(out)
 	return out
@@ -150,7 +150,7 @@ func (c *cluster) expected(self *meshNode) []string {
 		if m == self || m.r == nil || !m.block.IsValid() {
 			continue
 		}
-		out = append(out, fmt.Sprintf("%s via %s(%s) [default CrossSubnet]", m.block, m.ip, m.name))
+		out = append(out, fmt.Sprintf("%s via %s", m.block, m.ip))
 	}
 	slices.Sort(out)
 	return out

@@ -248,7 +248,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, st State) error {
 	for i, a := range ads {
 		originated[i] = a.Prefix
 	}
-	r.rib.Set(rib.Settings{Policy: im, Peers: infos, Nodes: d.NodeAddresses, Originated: originated})
+	r.rib.Set(rib.Settings{Policy: im, Peers: infos, Originated: originated})
 
 	var errs []error
 	if r.export == nil || !reflect.DeepEqual(*r.export, ex) {

@@ -30,7 +30,6 @@ import (
 
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/bgp/policy"
-	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 )
 
 // Sink receives learned routes; the agent implements it on top of the
@@ -47,24 +46,15 @@ type Sink interface {
 	Converged()
 }
 
-// NextHop is one next hop of a learned route.
-type NextHop struct {
-	Addr netip.Addr
-	// Node is the name of the node owning Addr, when it is one of ours.
-	Node string
-}
-
-// Route is the desired kernel state for one learned prefix.
+// Route is the desired kernel state for one learned prefix: where it
+// goes, not how. How the kernel reaches the next hops (directly, IPIP,
+// VXLAN) is the route programmer's decision, from the IP pool containing
+// the prefix (routes.State.Pools), so that it is made in one place.
 type Route struct {
 	Prefix netip.Prefix
-	// NextHops are sorted; a Route always has at least one.
-	NextHops []NextHop
-	// Pool is the IPPool holding the prefix, "" for other routes (Service
-	// ranges, external routes); its encapsulation modes decide how the
-	// route is programmed.
-	Pool      string
-	IPIPMode  v1alpha1.EncapMode
-	VXLANMode v1alpha1.EncapMode
+	// NextHops are sorted; a Route always has at least one. The slice may
+	// be shared with other routes and must not be modified.
+	NextHops []netip.Addr
 }
 
 // Batch is a set of changes: routes to install or replace, prefixes to
@@ -104,8 +94,6 @@ type Settings struct {
 	Policy *policy.Import
 	// Peers are the configured sessions; paths of other peers are dropped.
 	Peers map[netip.Addr]PeerInfo
-	// Nodes maps our nodes' addresses to their names, for NextHop.Node.
-	Nodes map[netip.Addr]string
 	// Originated are the prefixes this node advertises itself (its blocks,
 	// borrowed addresses, Service ranges). A locally originated route wins
 	// over any learned one, as in BGP, so none is sent to the sink for
@@ -153,7 +141,6 @@ type RIB struct {
 	originated map[pkey]bool
 	// interned single next hops (most routes have one)
 	oneNH  map[netip.Addr][]netip.Addr
-	oneOut map[netip.Addr][]NextHop
 	sel    []netip.Addr
 	totals Totals
 }
@@ -200,7 +187,6 @@ type path struct {
 	attrs  *bgp.Attrs
 	stale  bool
 	reason policy.Reason
-	pool   int16
 	gen    uint32 // resync generation
 }
 
@@ -208,13 +194,11 @@ func (p *path) accepted() bool { return p.reason == policy.Accepted }
 
 // dest is one prefix: every peer's path and what was sent to the sink.
 type dest struct {
-	prefix  netip.Prefix
-	paths   []path
-	inline  [1]path      // storage for the usual single path
-	out     []netip.Addr // next hops last sent to the sink; nil: none
-	outPool int16
-	dirty   bool
-	force   bool // resend even if the next hops are unchanged
+	prefix netip.Prefix
+	paths  []path
+	inline [1]path      // storage for the usual single path
+	out    []netip.Addr // next hops last sent to the sink; nil: none
+	dirty  bool
 }
 
 func (d *dest) find(pt *peerTable) int {
@@ -257,12 +241,11 @@ func New(cfg Config) *RIB {
 		l = slog.Default()
 	}
 	return &RIB{
-		cfg:    cfg,
-		log:    l.With("component", "bgp-rib"),
-		peers:  make(map[netip.Addr]*peerTable),
-		dests:  make(map[pkey]*dest),
-		oneNH:  make(map[netip.Addr][]netip.Addr),
-		oneOut: make(map[netip.Addr][]NextHop),
+		cfg:   cfg,
+		log:   l.With("component", "bgp-rib"),
+		peers: make(map[netip.Addr]*peerTable),
+		dests: make(map[pkey]*dest),
+		oneNH: make(map[netip.Addr][]netip.Addr),
 	}
 }
 
@@ -318,15 +301,12 @@ func (r *RIB) Set(s Settings) {
 	if !r.haveSet {
 		r.haveSet, r.firstSet = true, time.Now()
 	}
-	oldPools := r.poolsLocked()
-	oldNodes := r.settings.Nodes
 	oldOrig := r.originated
 	r.originated = make(map[pkey]bool, len(s.Originated))
 	for _, p := range s.Originated {
 		r.originated[keyOf(p.Masked())] = true
 	}
 	r.settings = s
-	clear(r.oneOut)
 	changedInfo := map[*peerTable]bool{}
 	for a, info := range s.Peers {
 		pt := r.peer(a)
@@ -342,8 +322,7 @@ func (r *RIB) Set(s Settings) {
 			delete(r.peers, a)
 		}
 	}
-	evals := map[*peerTable]func(netip.Prefix) (policy.Reason, int16){}
-	newPools := r.poolsLocked()
+	evals := map[*peerTable]func(netip.Prefix) policy.Reason{}
 	for _, d := range r.dests {
 		for i := 0; i < len(d.paths); i++ {
 			p := &d.paths[i]
@@ -357,11 +336,11 @@ func (r *RIB) Set(s Settings) {
 				eval = r.evaluator(p.peer)
 				evals[p.peer] = eval
 			}
-			reason, pool := r.judge(eval, d.prefix, p.nh)
-			if reason != p.reason || pool != p.pool {
+			reason := r.judge(eval, d.prefix, p.nh)
+			if reason != p.reason {
 				p.peer.count(p, -1)
 				was := p.accepted()
-				p.reason, p.pool = reason, pool
+				p.reason = reason
 				p.peer.count(p, 1)
 				if was || p.accepted() {
 					r.markDirty(d)
@@ -373,56 +352,12 @@ func (r *RIB) Set(s Settings) {
 		if k := keyOf(d.prefix); oldOrig[k] != r.originated[k] {
 			r.markDirty(d)
 		}
-		// Pool attributes or node names may have changed without any path
-		// changing: compare with what was sent.
-		if d.out != nil && (poolChanged(oldPools, newPools, d.outPool, d.poolNow()) || nodesChanged(oldNodes, s.Nodes, d.out)) {
-			d.force = true
-			r.markDirty(d)
-		}
 		if len(d.paths) == 0 && d.out == nil {
 			delete(r.dests, keyOf(d.prefix))
 		}
 	}
 	r.checkConvergedLocked()
 	r.flushLocked()
-}
-
-func (r *RIB) poolsLocked() []policy.Pool {
-	if r.settings.Policy == nil {
-		return nil
-	}
-	return r.settings.Policy.Pools()
-}
-
-// poolNow is the pool of the prefix under the current policy (every path
-// of a prefix is judged against the same pools).
-func (d *dest) poolNow() int16 {
-	for i := range d.paths {
-		if d.paths[i].accepted() {
-			return d.paths[i].pool
-		}
-	}
-	return -1
-}
-
-func poolChanged(old, cur []policy.Pool, oi, ni int16) bool {
-	var a, b policy.Pool
-	if oi >= 0 && int(oi) < len(old) {
-		a = old[oi]
-	}
-	if ni >= 0 && int(ni) < len(cur) {
-		b = cur[ni]
-	}
-	return a.Name != b.Name || a.IPIPMode != b.IPIPMode || a.VXLANMode != b.VXLANMode
-}
-
-func nodesChanged(old, cur map[netip.Addr]string, nhs []netip.Addr) bool {
-	for _, a := range nhs {
-		if old[a] != cur[a] {
-			return true
-		}
-	}
-	return false
 }
 
 func (r *RIB) peer(a netip.Addr) *peerTable {

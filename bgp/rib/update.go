@@ -32,33 +32,32 @@ func (r *RIB) HandleUpdate(u *bgp.Update) {
 }
 
 // evaluator returns the policy judgement for one peer's prefixes.
-func (r *RIB) evaluator(pt *peerTable) func(netip.Prefix) (policy.Reason, int16) {
+func (r *RIB) evaluator(pt *peerTable) func(netip.Prefix) policy.Reason {
 	im := r.settings.Policy
 	if im == nil {
-		return func(netip.Prefix) (policy.Reason, int16) { return policy.RejectedUnknownPeer, -1 }
+		return func(netip.Prefix) policy.Reason { return policy.RejectedUnknownPeer }
 	}
 	pp, known := im.Peer(pt.addr)
-	return func(p netip.Prefix) (policy.Reason, int16) {
-		v := im.EvaluatePeer(pp, known, p)
-		return v.Reason, int16(v.Pool)
+	return func(p netip.Prefix) policy.Reason {
+		return im.EvaluatePeer(pp, known, p).Reason
 	}
 }
 
 // judge applies the import policy, then refuses paths whose next hop is
 // this node itself (a route through ourselves would loop).
-func (r *RIB) judge(eval func(netip.Prefix) (policy.Reason, int16), p netip.Prefix, nh netip.Addr) (policy.Reason, int16) {
-	reason, pool := eval(p)
+func (r *RIB) judge(eval func(netip.Prefix) policy.Reason, p netip.Prefix, nh netip.Addr) policy.Reason {
+	reason := eval(p)
 	if reason == policy.Accepted && r.settings.Policy != nil && r.settings.Policy.IsOwnAddress(nh) {
 		reason = policy.RejectedNextHopSelf
 	}
-	return reason, pool
+	return reason
 }
 
-func (r *RIB) announceLocked(pt *peerTable, rp *bgp.ReceivedPath, eval func(netip.Prefix) (policy.Reason, int16)) {
+func (r *RIB) announceLocked(pt *peerTable, rp *bgp.ReceivedPath, eval func(netip.Prefix) policy.Reason) {
 	k := keyOf(rp.Prefix)
 	d := r.dests[k]
 	if d == nil {
-		d = &dest{prefix: rp.Prefix, outPool: -1}
+		d = &dest{prefix: rp.Prefix}
 		d.paths = d.inline[:0]
 		r.dests[k] = d
 	}
@@ -74,7 +73,7 @@ func (r *RIB) announceLocked(pt *peerTable, rp *bgp.ReceivedPath, eval func(neti
 	}
 	p := &d.paths[i]
 	p.nh, p.attrs, p.stale, p.gen = rp.NextHop, rp.Attrs, rp.Stale, pt.gen
-	p.reason, p.pool = r.judge(eval, rp.Prefix, rp.NextHop)
+	p.reason = r.judge(eval, rp.Prefix, rp.NextHop)
 	pt.count(p, 1)
 	if p.accepted() {
 		r.markDirty(d)
@@ -198,23 +197,21 @@ func (r *RIB) flushLocked() {
 		if len(r.sel) == 0 {
 			if d.out != nil {
 				b.Withdraw = append(b.Withdraw, d.prefix)
-				d.out, d.outPool, d.force = nil, -1, false
+				d.out = nil
 			}
 			if len(d.paths) == 0 {
 				delete(r.dests, keyOf(d.prefix))
 			}
 			continue
 		}
-		pool := d.poolNow()
-		if !d.force && pool == d.outPool && slices.Equal(r.sel, d.out) {
+		if slices.Equal(r.sel, d.out) {
 			continue
 		}
-		d.force = false
-		d.out, d.outPool = r.internNH(r.sel), pool
+		d.out = r.internNH(r.sel)
 		if b.Set == nil {
 			b.Set = make([]Route, 0, len(r.dirty)-i) // one allocation per flush
 		}
-		b.Set = append(b.Set, r.route(d.prefix, d.out, pool))
+		b.Set = append(b.Set, Route{Prefix: d.prefix, NextHops: d.out})
 	}
 	clear(r.dirty)
 	r.dirty = r.dirty[:0]
@@ -246,28 +243,6 @@ func (r *RIB) internNH(sel []netip.Addr) []netip.Addr {
 		return s
 	}
 	return slices.Clone(sel)
-}
-
-func (r *RIB) route(p netip.Prefix, nhs []netip.Addr, pool int16) Route {
-	rt := Route{Prefix: p}
-	if pools := r.poolsLocked(); pool >= 0 && int(pool) < len(pools) {
-		rt.Pool, rt.IPIPMode, rt.VXLANMode = pools[pool].Name, pools[pool].IPIPMode, pools[pool].VXLANMode
-	}
-	if len(nhs) == 1 {
-		if s, ok := r.oneOut[nhs[0]]; ok {
-			rt.NextHops = s
-			return rt
-		}
-		s := []NextHop{{Addr: nhs[0], Node: r.settings.Nodes[nhs[0]]}}
-		r.oneOut[nhs[0]] = s
-		rt.NextHops = s
-		return rt
-	}
-	rt.NextHops = make([]NextHop, len(nhs))
-	for i, a := range nhs {
-		rt.NextHops[i] = NextHop{Addr: a, Node: r.settings.Nodes[a]}
-	}
-	return rt
 }
 
 // Counters returns each known peer's counters.
@@ -302,7 +277,7 @@ func (r *RIB) Routes() []Route {
 	out := make([]Route, 0, len(r.dests))
 	for _, d := range r.dests {
 		if d.out != nil {
-			out = append(out, r.route(d.prefix, d.out, d.outPool))
+			out = append(out, Route{Prefix: d.prefix, NextHops: d.out})
 		}
 	}
 	slices.SortFunc(out, func(a, b Route) int {

@@ -31,8 +31,6 @@ func Pools(in []*v1alpha1.IPPool) ([]policy.Pool, []string) {
 		out = append(out, policy.Pool{
 			Name:             p.Name,
 			CIDR:             cidr,
-			IPIPMode:         p.Spec.IPIPMode,
-			VXLANMode:        p.Spec.VXLANMode,
 			DisableBGPExport: p.Spec.DisableBGPExport,
 		})
 	}

@@ -102,7 +102,7 @@ func New(cfg Config) *Tuner {
 	return &Tuner{cfg: cfg, log: cfg.Logger.With("component", "burstgc"), setPercent: debug.SetGCPercent, liveHeap: liveHeap}
 }
 
-// ObserveBatch implements ribsink.BatchObserver: n is the number of route
+// ObserveBatch implements agent/ribsink.BatchObserver: n is the number of route
 // changes in one batch.
 func (t *Tuner) ObserveBatch(n int) {
 	if t == nil || t.cfg.Percent < 0 || n < t.cfg.MinBatch {

@@ -4,7 +4,7 @@
 //
 //	embedded GoBGP (bgp.GoBGP, per-UPDATE Adj-RIB-In events)
 //	  -> bgp/rib (import policy, path selection, ECMP, session loss, GR)
-//	  -> routes/ribsink (+ internal/burstgc) -> routes.Reconciler.Apply (batched rtnetlink)
+//	  -> agent/ribsink (+ internal/burstgc) -> routes.Reconciler.Apply (batched rtnetlink)
 //
 // The feeder's session is passive eBGP; everything inside 0.0.0.0/0 is
 // accepted. It stays in the foreground until SIGTERM. (go.mod turns
@@ -27,12 +27,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rhizome-net/rhizome/agent/ribsink"
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/bgp/policy"
 	"github.com/rhizome-net/rhizome/bgp/rib"
 	"github.com/rhizome-net/rhizome/internal/burstgc"
 	"github.com/rhizome-net/rhizome/routes"
-	"github.com/rhizome-net/rhizome/routes/ribsink"
 )
 
 func main() {
