@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -22,6 +23,7 @@ import (
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/bgp/reconcile"
 	"github.com/rhizome-net/rhizome/bgp/topology"
+	rzlisters "github.com/rhizome-net/rhizome/crds/client/listers/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/internal/burstgc"
 	"github.com/rhizome-net/rhizome/internal/informers"
@@ -62,25 +64,23 @@ func newClients(cfg Config) (*clients, error) {
 	return c, nil
 }
 
-// agent is one running agent: its caches and components. Its loop (pass)
-// is the only writer of the components' desired state.
+// agent is one running agent: its caches and parts (see parts). Its loop
+// (pass) is the only writer of the parts' desired state.
 type agent struct {
 	cfg   Config
 	log   *slog.Logger
-	c     *clients
 	local *localNode
 	ready *readiness
 	sig   *signaler
 
-	nodes *informers.Core // Nodes, and Secrets of the agent's namespace
-	rz    *informers.Rhizome
-
-	ipam   *ipam.NodeAllocator
-	routes *routes.Reconciler
+	caches  reconcile.Listers
+	rzNodes kubecore.RhizomeNodes
+	ipam    nodeIPAM
+	routes  routeProgrammer
 	// routeProtocol and routeTable are what the route programmer was
 	// started with (a change needs a restart).
 	routeProtocol, routeTable int
-	bgp                       *reconcile.Reconciler
+	bgp                       bgpReconciler
 
 	// tunnel is the VXLAN tunnel address, allocated once from our blocks.
 	tunnelMu sync.Mutex
@@ -103,9 +103,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	a := &agent{cfg: cfg, log: log, c: c, sig: newSignaler(),
-		ready: newReadiness("caches", "node", "ipam", "routes", "bgp")}
-	a.lastPass.Store(time.Now().UnixNano())
+	a := newAgent(cfg, log)
 	reg := newRegistry()
 	metrics := newAgentMetrics(reg, a.ready)
 	ctx, cancel := context.WithCancel(ctx)
@@ -123,44 +121,45 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	goRun("health server", func() error { return serveHealth(ctx, cfg.HealthAddress, a.ready, a.alive, reg, log) })
 
-	if err := a.startCaches(ctx); err != nil {
-		return err
-	}
-	node, err := a.waitNode(ctx)
+	caches, err := startCaches(ctx, c, cfg, a.sig.Signal, log)
 	if err != nil {
 		return err
 	}
-	if a.local, err = detectLocalNode(node, cfg); err != nil {
+	a.ready.Set("caches", "")
+	node, err := a.waitNode(ctx, caches.Nodes)
+	if err != nil {
+		return err
+	}
+	local, err := detectLocalNode(node, cfg)
+	if err != nil {
 		return err
 	}
 	a.ready.Set("node", "")
-	log.Info("node detected", "address", a.local.IPv4.String(), "interface", a.local.Interface, "mtu", a.local.MTU)
+	log.Info("node detected", "address", local.IPv4.String(), "interface", local.Interface, "mtu", local.MTU)
 
 	// The route programmer first: it adopts the routes a previous run left
 	// and keeps them until BGP has converged.
-	bgpCfg := a.mergedBGPConfig()
-	a.routes, err = routes.New(routes.Config{
+	bgpCfg := mergedBGPConfig(caches.Configs, cfg.NodeName)
+	rt, err := routes.New(routes.Config{
 		Protocol: bgpCfg.RouteProtocol, Table: bgpCfg.RouteTable,
-		Interface: a.local.Interface, Address: a.local.IPv4, Address6: a.local.IPv6,
+		Interface: local.Interface, Address: local.IPv4, Address6: local.IPv6,
 		SysctlRoot: cfg.SysctlRoot, Logger: log, Registerer: reg,
 	})
 	if err != nil {
 		return fmt.Errorf("starting the route programmer: %w", err)
 	}
-	a.routeProtocol, a.routeTable = bgpCfg.RouteProtocol, bgpCfg.RouteTable
-	defer a.routes.Close()
-	goRun("route programmer", func() error { return a.routes.Run(ctx) })
+	defer rt.Close()
+	goRun("route programmer", func() error { return rt.Run(ctx) })
 
-	a.ipam, err = ipam.New(ipam.Config{
+	alloc, err := ipam.New(ipam.Config{
 		Node: cfg.NodeName, Client: c.rz, Kube: c.kube, Logger: log, Registerer: reg,
 		Controller: &ipam.ControllerOptions{Metadata: c.meta, LeaseNamespace: cfg.Namespace},
 	})
 	if err != nil {
 		return err
 	}
-	goRun("ipam", func() error { return a.ipam.Run(ctx) })
-	reg.MustRegister(newIPAMUsage(a)) // reads a.rz and a.ipam, set by now
-	ipamChanged := a.ipam.Subscribe()
+	goRun("ipam", func() error { return alloc.Run(ctx) })
+	ipamChanged := alloc.Subscribe()
 
 	gcTuner := burstgc.New(burstgc.Config{Percent: cfg.BurstGOGC, HeapCap: uint64(cfg.BurstHeapCapMiB) << 20, Logger: log})
 	defer gcTuner.Close()
@@ -168,17 +167,23 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Name: "rhizome_gc_bursts_total",
 		Help: "Route bursts during which the agent raised its Go GC target (--burst-gogc).",
 	}, func() float64 { return float64(gcTuner.Bursts()) }))
-	a.bgp = reconcile.New(reconcile.Config{
+	bgpRec := reconcile.New(reconcile.Config{
 		NewSpeaker: func() bgp.Speaker { return bgp.NewGoBGP(bgp.GoBGPOptions{Logger: log}) },
-		Sink:       ribsink.New(a.routes, gcTuner, log),
+		Sink:       ribsink.New(rt, gcTuner, log),
 		Logger:     log,
 		Registerer: reg,
 		APIAddress: cfg.GoBGPAPIAddress,
 	})
-	goRun("bgp", func() error { a.bgp.Run(ctx); return nil })
+	goRun("bgp", func() error { bgpRec.Run(ctx); return nil })
 	statusWriter := reconcile.NewStatusWriter(c.rz, cfg.NodeName, cfg.StatusInterval, log)
-	goRun("bgp status", func() error { statusWriter.Run(ctx, a.bgp); return nil })
-	a.status = newNodeStatusWriter(c.rz, cfg.NodeName, cfg.StatusInterval, log)
+	goRun("bgp status", func() error { statusWriter.Run(ctx, bgpRec); return nil })
+
+	a.attach(parts{
+		Local: local, Caches: caches, RhizomeNodes: c.rz.RhizomeNodes(),
+		IPAM: alloc, Routes: rt, BGP: bgpRec,
+		RouteProtocol: bgpCfg.RouteProtocol, RouteTable: bgpCfg.RouteTable,
+	})
+	reg.MustRegister(newIPAMUsage(caches.Pools, alloc))
 
 	api := localapi.New(&ipamAllocator{a: a}, &nodeState{a: a}, log)
 	goRun("local API", func() error { return api.Serve(ctx, cfg.AgentSocket) })
@@ -211,7 +216,7 @@ loop:
 	log.Info("stopping; kernel routes stay in place, BGP peers keep ours for the graceful-restart time")
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer stopCancel()
-	if err := a.bgp.Stop(stopCtx); err != nil {
+	if err := bgpRec.Stop(stopCtx); err != nil {
 		log.Warn("stopping BGP", "error", err)
 	}
 	cancel()
@@ -227,47 +232,53 @@ func (a *agent) alive() error {
 	return nil
 }
 
-// startCaches starts the informers the agent's loop reads and waits for
-// them. Every change only signals the loop.
-func (a *agent) startCaches(ctx context.Context) error {
-	a.nodes = informers.NewCore(a.c.kube, a.cfg.ResyncPeriod)
-	a.nodes.SecretsNamespace = a.cfg.Namespace
-	a.rz = informers.NewRhizome(a.c.rz, a.cfg.ResyncPeriod)
+// startCaches starts the informers the agent's loop reads, waits for them
+// and returns their listers. Every change only calls signal.
+func startCaches(ctx context.Context, c *clients, cfg Config, signal func(), log *slog.Logger) (reconcile.Listers, error) {
+	core := informers.NewCore(c.kube, cfg.ResyncPeriod) // Nodes, and Secrets of the agent's namespace
+	core.SecretsNamespace = cfg.Namespace
+	rz := informers.NewRhizome(c.rz, cfg.ResyncPeriod)
 	onChange := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { a.sig.Signal() },
-		UpdateFunc: func(any, any) { a.sig.Signal() },
-		DeleteFunc: func(any) { a.sig.Signal() },
+		AddFunc:    func(any) { signal() },
+		UpdateFunc: func(any, any) { signal() },
+		DeleteFunc: func(any) { signal() },
 	}
 	for _, inf := range []cache.SharedIndexInformer{
-		a.nodes.Nodes(), a.nodes.Secrets(),
-		a.rz.IPPools(), a.rz.BGPConfigurations(), a.rz.BGPPeers(), a.rz.RhizomeNodes(),
+		core.Nodes(), core.Secrets(),
+		rz.IPPools(), rz.BGPConfigurations(), rz.BGPPeers(), rz.RhizomeNodes(),
 	} {
 		if _, err := inf.AddEventHandler(onChange); err != nil {
-			return err
+			return reconcile.Listers{}, err
 		}
 	}
-	a.nodes.Start(ctx.Done())
-	a.rz.Start(ctx.Done())
-	a.log.Info("waiting for the API server caches")
-	for typ, ok := range a.nodes.WaitForCacheSync(ctx.Done()) {
+	core.Start(ctx.Done())
+	rz.Start(ctx.Done())
+	log.Info("waiting for the API server caches")
+	for typ, ok := range core.WaitForCacheSync(ctx.Done()) {
 		if !ok {
-			return fmt.Errorf("syncing the %v cache: %w", typ, ctx.Err())
+			return reconcile.Listers{}, fmt.Errorf("syncing the %v cache: %w", typ, ctx.Err())
 		}
 	}
-	for typ, ok := range a.rz.WaitForCacheSync(ctx.Done()) {
+	for typ, ok := range rz.WaitForCacheSync(ctx.Done()) {
 		if !ok {
-			return fmt.Errorf("syncing the %v cache: %w", typ, ctx.Err())
+			return reconcile.Listers{}, fmt.Errorf("syncing the %v cache: %w", typ, ctx.Err())
 		}
 	}
-	a.ready.Set("caches", "")
-	return nil
+	return reconcile.Listers{
+		Nodes:        core.NodeLister(),
+		RhizomeNodes: rz.RhizomeNodeLister(),
+		Configs:      rz.BGPConfigurationLister(),
+		Peers:        rz.BGPPeerLister(),
+		Pools:        rz.IPPoolLister(),
+		Secrets:      core.SecretLister().Secrets(cfg.Namespace),
+	}, nil
 }
 
 // waitNode waits until this node's Node object exists.
-func (a *agent) waitNode(ctx context.Context) (*corev1.Node, error) {
+func (a *agent) waitNode(ctx context.Context, nodes corelisters.NodeLister) (*corev1.Node, error) {
 	var node *corev1.Node
 	err := wait.PollUntilContextCancel(ctx, time.Second, true, func(context.Context) (bool, error) {
-		n, err := a.nodes.NodeLister().Get(a.cfg.NodeName)
+		n, err := nodes.Get(a.cfg.NodeName)
 		if apierrors.IsNotFound(err) {
 			a.ready.Set("node", "Node "+a.cfg.NodeName+" does not exist")
 			return false, nil
@@ -281,14 +292,13 @@ func (a *agent) waitNode(ctx context.Context) (*corev1.Node, error) {
 	return node, nil
 }
 
-// mergedBGPConfig is this node's BGP configuration from the caches.
-func (a *agent) mergedBGPConfig() topology.Config {
-	l := a.rz.BGPConfigurationLister()
+// mergedBGPConfig is the node's BGP configuration from the caches.
+func mergedBGPConfig(l rzlisters.BGPConfigurationLister, nodeName string) topology.Config {
 	var def, own *v1alpha1.BGPConfigurationSpec
 	if c, err := l.Get(v1alpha1.DefaultBGPConfigurationName); err == nil {
 		def = &c.Spec
 	}
-	if c, err := l.Get(v1alpha1.NodeBGPConfigurationPrefix + a.cfg.NodeName); err == nil {
+	if c, err := l.Get(v1alpha1.NodeBGPConfigurationPrefix + nodeName); err == nil {
 		own = &c.Spec
 	}
 	cfg, _ := topology.MergeConfig(def, own)

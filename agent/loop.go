@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/rhizome-net/rhizome/bgp/reconcile"
 	"github.com/rhizome-net/rhizome/bgp/topology"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/ipam"
@@ -42,14 +41,6 @@ func (a *agent) pass(ctx context.Context) {
 		a.log.Error("desired route state refused", "op", "routes", "error", err)
 	}
 
-	listers := reconcile.Listers{
-		Nodes:        a.nodes.NodeLister(),
-		RhizomeNodes: a.rz.RhizomeNodeLister(),
-		Configs:      a.rz.BGPConfigurationLister(),
-		Peers:        a.rz.BGPPeerLister(),
-		Pools:        a.rz.IPPoolLister(),
-		Secrets:      a.nodes.SecretLister().Secrets(a.cfg.Namespace),
-	}
 	local := topology.Local{Borrowed: snap.Borrowed}
 	for _, b := range snap.Affine {
 		local.Blocks = append(local.Blocks, b.CIDR)
@@ -58,7 +49,7 @@ func (a *agent) pass(ctx context.Context) {
 	if a.local.IPv6.IsValid() {
 		in.NodeIPv6 = a.local.IPv6.Addr()
 	}
-	st, err := listers.State(in, local)
+	st, err := a.caches.State(in, local)
 	if err != nil {
 		a.log.Error("reading the BGP state from the caches", "op", "bgp", "error", err)
 		return
@@ -70,11 +61,11 @@ func (a *agent) pass(ctx context.Context) {
 
 // peerNodes lists the other nodes with their published addresses.
 func (a *agent) peerNodes() []peerNode {
-	nodes, err := a.nodes.NodeLister().List(labels.Everything())
+	nodes, err := a.caches.Nodes.List(labels.Everything())
 	if err != nil {
 		return nil
 	}
-	rzl := a.rz.RhizomeNodeLister()
+	rzl := a.caches.RhizomeNodes
 	var out []peerNode
 	for _, n := range nodes {
 		if n.Name == a.cfg.NodeName {
@@ -107,11 +98,11 @@ func (a *agent) publish(ctx context.Context, vxlanAddr netip.Addr) error {
 	if reflect.DeepEqual(want, a.published) {
 		return nil
 	}
-	rzn := a.c.rz.RhizomeNodes()
+	rzn := a.rzNodes
 	err := retryConflict(ctx, func() error {
 		cur, err := rzn.Get(ctx, a.cfg.NodeName, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			node, err := a.nodes.NodeLister().Get(a.cfg.NodeName)
+			node, err := a.caches.Nodes.Get(a.cfg.NodeName)
 			if err != nil {
 				return fmt.Errorf("reading Node %s: %w", a.cfg.NodeName, err)
 			}

@@ -10,7 +10,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	clientmetrics "k8s.io/client-go/tools/metrics"
 
+	rzlisters "github.com/rhizome-net/rhizome/crds/client/listers/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/internal/version"
+	"github.com/rhizome-net/rhizome/ipam"
 )
 
 // agentMetrics are the agent's own metrics; the components register theirs
@@ -108,16 +110,17 @@ func hookClientMetrics() {
 // pools' status, which the elected IPAM controller keeps) and for this node
 // (its blocks and their allocations, from the IPAM snapshot).
 type ipamUsage struct {
-	a                            *agent
+	pools                        rzlisters.IPPoolLister
+	view                         ipam.View
 	poolUsed, poolFree, poolUtil *prometheus.Desc
 	nodeBlocks, nodeAllocated    *prometheus.Desc
 }
 
-func newIPAMUsage(a *agent) *ipamUsage {
+func newIPAMUsage(pools rzlisters.IPPoolLister, view ipam.View) *ipamUsage {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("rhizome_ipam_"+name, help, labels, nil)
 	}
-	return &ipamUsage{a: a,
+	return &ipamUsage{pools: pools, view: view,
 		poolUsed:      d("pool_addresses_in_use", "Allocated addresses of the pool (pool status).", "pool"),
 		poolFree:      d("pool_addresses_free", "Addresses of the pool that can still be allocated (pool status).", "pool"),
 		poolUtil:      d("pool_utilization_ratio", "Allocated share of the pool's addresses, 0-1.", "pool"),
@@ -133,8 +136,8 @@ func (u *ipamUsage) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (u *ipamUsage) Collect(ch chan<- prometheus.Metric) {
-	if u.a.rz != nil {
-		pools, err := u.a.rz.IPPoolLister().List(labels.Everything())
+	if u.pools != nil {
+		pools, err := u.pools.List(labels.Everything())
 		if err == nil {
 			for _, p := range pools {
 				used, free := float64(p.Status.AddressesInUse), float64(p.Status.AddressesFree)
@@ -146,8 +149,8 @@ func (u *ipamUsage) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-	if u.a.ipam != nil {
-		snap := u.a.ipam.Snapshot()
+	if u.view != nil {
+		snap := u.view.Snapshot()
 		allocated := 0
 		for _, b := range snap.Affine {
 			allocated += b.Allocated

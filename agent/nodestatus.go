@@ -24,7 +24,7 @@ const nodeFieldManager = "rhizome-agent-node"
 // nodeStatusWriter applies the node part of the RhizomeNode status, only
 // when it changed (timestamps aside).
 type nodeStatusWriter struct {
-	client kubecore.Rhizome
+	client kubecore.RhizomeNodes
 	node   string
 	log    *slog.Logger
 	last   []byte
@@ -32,7 +32,7 @@ type nodeStatusWriter struct {
 	states map[string]metav1.ConditionStatus
 }
 
-func newNodeStatusWriter(client kubecore.Rhizome, node string, _ time.Duration, log *slog.Logger) *nodeStatusWriter {
+func newNodeStatusWriter(client kubecore.RhizomeNodes, node string, log *slog.Logger) *nodeStatusWriter {
 	return &nodeStatusWriter{client: client, node: node, log: log.With("component", "node-status"),
 		since: map[string]metav1.Time{}, states: map[string]metav1.ConditionStatus{}}
 }
@@ -77,7 +77,7 @@ func (w *nodeStatusWriter) write(ctx context.Context, f nodeStatusFields) error 
 		return err
 	}
 	force := true
-	_, err = w.client.RhizomeNodes().Patch(ctx, w.node, types.ApplyPatchType, data,
+	_, err = w.client.Patch(ctx, w.node, types.ApplyPatchType, data,
 		metav1.PatchOptions{FieldManager: nodeFieldManager, Force: &force}, "status")
 	if err != nil {
 		return fmt.Errorf("applying the status of RhizomeNode %s: %w", w.node, err)

@@ -6,25 +6,35 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
-	"testing"
 
 	"github.com/rhizome-net/rhizome/ipam/blockmath"
 )
 
+// TB is the part of testing.TB the fake uses to fail a test on misuse, so
+// that this file does not link package testing into the binaries that
+// import ipam (the agent's must not: cmd/rhizome-agent/deps_test.go).
+type TB interface {
+	Helper()
+	Errorf(format string, args ...any)
+}
+
 // Fake is a stateful, in-memory Allocator and View for the unit tests of
-// other packages (the agent's CNI server, the BGP and routes reconcilers). It
+// other packages (the agent's pass and its local API backend). It
 // follows the real allocator's rules — idempotent handles, lowest free block
 // and address, borrowing from other nodes' blocks when no block is free,
 // "pool … exhausted" errors — and fails the test on misuse (an invalid handle,
 // a Release while an Allocate of the same handle runs). Build other nodes'
 // blocks and loans with AddBlock and Lend.
 type Fake struct {
-	t    testing.TB
+	t    TB
 	node string
 
-	mu      sync.Mutex
-	strict  bool
-	layouts []blockmath.Layout
+	mu       sync.Mutex
+	strict   bool
+	notReady bool
+	layouts  []blockmath.Layout
+	// pools are the routing attributes of each layout's pool, same order.
+	pools   []Pool
 	blocks  map[netip.Prefix]*fakeBlock
 	handles map[string][]netip.Addr
 	busy    map[string]bool
@@ -40,8 +50,9 @@ type fakeBlock struct {
 type fakeAlloc struct{ handle, node string }
 
 // NewFake returns a Fake for node, with IPv4 pools in /26 blocks and IPv6
-// pools in /122 blocks.
-func NewFake(t testing.TB, node string, poolCIDRs ...netip.Prefix) *Fake {
+// pools in /122 blocks, each named after its CIDR, allocatable, without
+// encapsulation or natOutgoing (SetPool changes that).
+func NewFake(t TB, node string, poolCIDRs ...netip.Prefix) *Fake {
 	f := &Fake{t: t, node: node, blocks: map[netip.Prefix]*fakeBlock{}, handles: map[string][]netip.Addr{}, busy: map[string]bool{}}
 	for _, p := range poolCIDRs {
 		bits := 26
@@ -50,9 +61,12 @@ func NewFake(t testing.TB, node string, poolCIDRs ...netip.Prefix) *Fake {
 		}
 		l, err := blockmath.NewLayout(p, bits)
 		if err != nil {
-			t.Fatalf("ipam.NewFake: pool %v: %v", p, err)
+			t.Helper()
+			t.Errorf("ipam.NewFake: pool %v: %v", p, err)
+			continue
 		}
 		f.layouts = append(f.layouts, l)
+		f.pools = append(f.pools, Pool{Name: p.String(), CIDR: p, BlockBits: bits, Allocatable: true})
 	}
 	return f
 }
@@ -62,6 +76,41 @@ var _ View = (*Fake)(nil)
 
 // SetStrictAffinity forbids borrowing, as the IPAMConfiguration field does.
 func (f *Fake) SetStrictAffinity(strict bool) { f.mu.Lock(); f.strict = strict; f.mu.Unlock() }
+
+// SetPool changes one pool's attributes (name, encapsulation modes,
+// natOutgoing, disableBGPExport, allocatable), as an edit of the IPPool
+// would, and signals the subscribers. Its CIDR names it; the block size
+// cannot change (the API refuses that edit).
+func (f *Fake) SetPool(p Pool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.pools {
+		if f.pools[i].CIDR != p.CIDR {
+			continue
+		}
+		if p.BlockBits != 0 && p.BlockBits != f.pools[i].BlockBits {
+			f.t.Helper()
+			f.t.Errorf("ipam.Fake: SetPool(%v): the block size cannot change", p.CIDR)
+			return
+		}
+		p.BlockBits = f.pools[i].BlockBits
+		f.pools[i] = p
+		f.signal()
+		return
+	}
+	f.t.Helper()
+	f.t.Errorf("ipam.Fake: SetPool(%v): no such pool", p.CIDR)
+}
+
+// SetReady sets whether the fake's caches have synced (true from the
+// start). While not ready, Snapshot says so and holds nothing else, as
+// the real view does before its first sync; the allocator still works.
+func (f *Fake) SetReady(ready bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.notReady = !ready
+	f.signal()
+}
 
 // FailWith makes every following call fail with err (nil: work again), to
 // test callers' error paths (an API server that is down).
@@ -128,8 +177,8 @@ func (f *Fake) Allocate(ctx context.Context, req Request) (Result, error) {
 	var fresh []netip.Addr
 	for _, fam := range fams {
 		var ls []blockmath.Layout
-		for _, l := range f.layouts {
-			if l.Pool().Addr().Is4() == (fam == 4) {
+		for i, l := range f.layouts {
+			if l.Pool().Addr().Is4() == (fam == 4) && f.pools[i].Allocatable {
 				ls = append(ls, l)
 			}
 		}
@@ -285,17 +334,46 @@ func (f *Fake) ReleaseByAddress(ctx context.Context, addr netip.Addr, opts Relea
 	return Released{}, fmt.Errorf("ipam: releasing %v: %w", addr, ErrNotAllocated)
 }
 
+// Handles returns, sorted, the handles holding addresses of this node, as
+// NodeAllocator.Handles does.
+func (f *Fake) Handles() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, 0, len(f.handles))
+	for h := range f.handles {
+		out = append(out, h)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// HandleAddresses returns the addresses the handle holds, sorted, as
+// NodeAllocator.HandleAddresses does.
+func (f *Fake) HandleAddresses(handle string) []netip.Addr {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := slices.Clone(f.handles[handle])
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
 // Snapshot implements View.
 func (f *Fake) Snapshot() Snapshot {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s := Snapshot{Node: f.node, Ready: true}
-	for _, l := range f.layouts {
-		s.Pools = append(s.Pools, Pool{Name: l.Pool().String(), CIDR: l.Pool(), BlockBits: l.BlockBits(), Allocatable: true})
+	s := Snapshot{Node: f.node, Ready: !f.notReady}
+	if f.notReady {
+		return s
 	}
+	s.Pools = slices.Clone(f.pools)
 	for _, p := range f.sortedBlocks() {
 		b := f.blocks[p]
-		blk := Block{CIDR: p, Node: b.node}
+		blk := Block{CIDR: p, Node: b.node, Allocated: len(b.holder)}
+		for i, l := range f.layouts {
+			if l.Contains(p) {
+				blk.Pool = f.pools[i].Name
+			}
+		}
 		s.Blocks = append(s.Blocks, blk)
 		if b.node == f.node {
 			s.Affine = append(s.Affine, blk)

@@ -110,8 +110,64 @@ func TestFakeReportsMisuse(t *testing.T) {
 	f.AddBlock(netip.MustParsePrefix("10.0.0.0/26"), "n1")
 	f.AddBlock(netip.MustParsePrefix("10.0.0.0/26"), "n1")
 	f.Lend(netip.MustParseAddr("192.0.2.1"), "n2", "h.eth0")
-	if len(rec.errs) != 3 {
+	f.SetPool(Pool{CIDR: netip.MustParsePrefix("10.9.0.0/26")})
+	f.SetPool(Pool{CIDR: netip.MustParsePrefix("10.0.0.0/26"), BlockBits: 28})
+	if len(rec.errs) != 5 {
 		t.Fatalf("misuse reports = %q", rec.errs)
+	}
+}
+
+func TestFakePoolsReadinessAndHandles(t *testing.T) {
+	ctx := context.Background()
+	p4, p6 := netip.MustParsePrefix("10.0.0.0/25"), netip.MustParsePrefix("fd00::/121")
+	f := NewFake(t, "n1", p4, p6)
+	sub := f.Subscribe()
+	<-sub
+	if _, err := f.Allocate(ctx, Request{Handle: "b.eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Allocate(ctx, Request{Handle: "a.eth0", Families: []int{4}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(f.Handles()); got != "[a.eth0 b.eth0]" {
+		t.Errorf("Handles = %s", got)
+	}
+	if got := fmt.Sprint(f.HandleAddresses("b.eth0")); got != "[10.0.0.0 fd00::]" {
+		t.Errorf("HandleAddresses = %s", got)
+	}
+	if got := f.HandleAddresses("unknown.eth0"); len(got) != 0 {
+		t.Errorf("HandleAddresses of an unknown handle = %v", got)
+	}
+	<-sub
+
+	// An IPPool edit: the snapshot shows it, subscribers hear of it; a
+	// pool no longer allocatable gives no address (the IPv6 one then).
+	f.SetPool(Pool{Name: "default", CIDR: p4, VXLANMode: "CrossSubnet", NATOutgoing: true})
+	select {
+	case <-sub:
+	default:
+		t.Error("no signal after SetPool")
+	}
+	s := f.Snapshot()
+	if s.Pools[0].Name != "default" || s.Pools[0].VXLANMode != "CrossSubnet" || !s.Pools[0].NATOutgoing || s.Pools[0].BlockBits != 26 {
+		t.Errorf("pool after SetPool: %+v", s.Pools[0])
+	}
+	if s.Blocks[0].Pool != "default" || s.Blocks[0].Allocated != 2 {
+		t.Errorf("block: %+v", s.Blocks[0])
+	}
+	r, err := f.Allocate(ctx, Request{Handle: "c.eth0"})
+	if err != nil || fmt.Sprint(addrsOf(r)) != "[fd00::1]" {
+		t.Errorf("with the IPv4 pool not allocatable: %v, %v", addrsOf(r), err)
+	}
+
+	// Before the caches sync the view holds nothing, and says so.
+	f.SetReady(false)
+	if s := f.Snapshot(); s.Ready || s.Pools != nil || s.Affine != nil {
+		t.Errorf("not-ready snapshot: %+v", s)
+	}
+	f.SetReady(true)
+	if s := f.Snapshot(); !s.Ready || len(s.Affine) != 2 {
+		t.Errorf("ready again: %+v", s)
 	}
 }
 

@@ -1,5 +1,10 @@
 package agent
 
+// This file is the backend of the local API: the agent's answers to the
+// CNI plugin (addresses) and to rhizomectl (node state). Package
+// agent/localapi is the server: it serves these answers over the unix
+// socket and knows nothing else of the agent.
+
 import (
 	"context"
 	"fmt"
