@@ -71,12 +71,11 @@ func (a *agent) peerNodes() []peerNode {
 		if n.Name == a.cfg.NodeName {
 			continue
 		}
-		v4, _ := nodeAddresses(n)
 		rzn, err := rzl.Get(n.Name)
 		if err != nil {
 			rzn = nil
 		}
-		out = append(out, peerNodeFrom(n.Name, v4, rzn))
+		out = append(out, peerNodeFrom(n, rzn))
 	}
 	return out
 }

@@ -6,6 +6,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/rhizome-net/rhizome/internal/nodeaddr"
 )
 
 // localNode is what the agent knows about the node it runs on.
@@ -24,31 +26,11 @@ type localNode struct {
 	Labels map[string]string
 }
 
-// nodeAddresses returns the Node's first IPv4 and IPv6 InternalIP.
-func nodeAddresses(n *corev1.Node) (v4, v6 netip.Addr) {
-	for _, a := range n.Status.Addresses {
-		if a.Type != corev1.NodeInternalIP {
-			continue
-		}
-		ip, err := netip.ParseAddr(a.Address)
-		if err != nil {
-			continue
-		}
-		if ip.Is4() && !v4.IsValid() {
-			v4 = ip
-		}
-		if ip.Is6() && !v6.IsValid() {
-			v6 = ip
-		}
-	}
-	return v4, v6
-}
-
 // detectLocalNode finds the node's addresses on its interfaces: the Node's
 // InternalIP (or the override) must be configured on one of them, which
 // becomes the underlay interface.
 func detectLocalNode(n *corev1.Node, cfg Config) (*localNode, error) {
-	v4, v6 := nodeAddresses(n)
+	v4, v6 := nodeaddr.Of(n, nil)
 	if cfg.NodeIP.IsValid() {
 		v4 = cfg.NodeIP
 	}

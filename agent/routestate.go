@@ -5,7 +5,10 @@ import (
 	"net/netip"
 	"sort"
 
+	corev1 "k8s.io/api/core/v1"
+
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/nodeaddr"
 	"github.com/rhizome-net/rhizome/ipam"
 	"github.com/rhizome-net/rhizome/routes"
 )
@@ -22,15 +25,14 @@ type peerNode struct {
 	VXLANAddress netip.Addr
 }
 
-// peerNodeFrom reads a node's addresses: the underlay address from the
-// RhizomeNode spec (what the agent detected), else the Node's InternalIP.
-func peerNodeFrom(name string, internalIP netip.Addr, rzn *v1alpha1.RhizomeNode) peerNode {
-	p := peerNode{Name: name, IPv4: internalIP}
+// peerNodeFrom reads what this node needs of another: its underlay
+// address (nodeaddr.Of, the same as its BGP sessions use) and its VTEP,
+// once published. rzn may be nil.
+func peerNodeFrom(n *corev1.Node, rzn *v1alpha1.RhizomeNode) peerNode {
+	p := peerNode{Name: n.Name}
+	p.IPv4, _ = nodeaddr.Of(n, rzn)
 	if rzn == nil {
 		return p
-	}
-	if pfx, err := netip.ParsePrefix(rzn.Spec.IPv4Address); err == nil {
-		p.IPv4 = pfx.Addr()
 	}
 	if mac, err := net.ParseMAC(rzn.Spec.VXLANTunnelMACAddr); err == nil {
 		p.VXLANMAC = mac

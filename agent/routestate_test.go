@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/ipam"
@@ -82,12 +84,20 @@ func TestRouteState(t *testing.T) {
 }
 
 func TestPeerNodeFrom(t *testing.T) {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "n"}, Status: corev1.NodeStatus{Addresses: []corev1.NodeAddress{
+		{Type: corev1.NodeInternalIP, Address: "::ffff:192.0.2.1"}, // IPv4-mapped: the node's IPv4
+	}}}
 	rzn := &v1alpha1.RhizomeNode{Spec: v1alpha1.RhizomeNodeSpec{IPv4Address: "10.0.1.12/24", VXLANTunnelMACAddr: "02:aa:bb:cc:dd:ee", VXLANTunnelAddress: "10.244.3.0"}}
-	p := peerNodeFrom("n", addr("192.0.2.1"), rzn)
-	if p.IPv4 != addr("10.0.1.12") || p.VXLANMAC.String() != "02:aa:bb:cc:dd:ee" || p.VXLANAddress != addr("10.244.3.0") {
+	p := peerNodeFrom(n, rzn)
+	if p.Name != "n" || p.IPv4 != addr("10.0.1.12") || p.VXLANMAC.String() != "02:aa:bb:cc:dd:ee" || p.VXLANAddress != addr("10.244.3.0") {
 		t.Fatalf("peerNodeFrom = %+v", p)
 	}
-	if p := peerNodeFrom("n", addr("192.0.2.1"), nil); p.IPv4 != addr("192.0.2.1") || p.VXLANMAC != nil {
+	if p := peerNodeFrom(n, nil); p.IPv4 != addr("192.0.2.1") || p.VXLANMAC != nil {
 		t.Fatalf("without a RhizomeNode: %+v", p)
+	}
+	// A broken RhizomeNode: its garbage is ignored, field by field.
+	bad := &v1alpha1.RhizomeNode{Spec: v1alpha1.RhizomeNodeSpec{IPv4Address: "fd00::1/64", VXLANTunnelMACAddr: "02:aa", VXLANTunnelAddress: "ten"}}
+	if p := peerNodeFrom(n, bad); p.IPv4 != addr("192.0.2.1") || p.VXLANMAC != nil || p.VXLANAddress.IsValid() {
+		t.Fatalf("with a broken RhizomeNode: %+v", p)
 	}
 }

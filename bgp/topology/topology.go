@@ -40,6 +40,7 @@ import (
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/bgp/policy"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/nodeaddr"
 )
 
 // SecretFunc returns the value of a key of a Secret in the agent's
@@ -92,8 +93,6 @@ type Desired struct {
 	NodeIPv4, NodeIPv6 netip.Addr
 	// Sessions are sorted by peer address.
 	Sessions []Session
-	// NodeAddresses maps every node address to the node's name.
-	NodeAddresses map[netip.Addr]string
 	// Problems are configuration errors that belong to no single session.
 	Problems []string
 }
@@ -138,10 +137,9 @@ func Compute(in Input) (Desired, error) {
 	}
 	nodes := make([]*nodeInfo, 0, len(in.Nodes))
 	var self *nodeInfo
-	d.NodeAddresses = make(map[netip.Addr]string)
 	for _, n := range in.Nodes {
 		ni := &nodeInfo{name: n.Name, labels: labels.Set(n.Labels)}
-		ni.v4, ni.v6 = nodeAddresses(n, published[n.Name])
+		ni.v4, ni.v6 = nodeaddr.Of(n, published[n.Name])
 		var probs []string
 		ni.cfg, probs = MergeConfig(cfgs[v1alpha1.DefaultBGPConfigurationName], cfgs[v1alpha1.NodeBGPConfigurationPrefix+n.Name])
 		if n.Name == in.NodeName {
@@ -153,11 +151,6 @@ func Compute(in Input) (Desired, error) {
 				ni.v6 = in.NodeIPv6
 			}
 			d.Problems = append(d.Problems, probs...)
-		}
-		for _, a := range []netip.Addr{ni.v4, ni.v6} {
-			if a.IsValid() {
-				d.NodeAddresses[a] = n.Name
-			}
 		}
 		nodes = append(nodes, ni)
 	}
@@ -186,35 +179,6 @@ func Compute(in Input) (Desired, error) {
 	}
 	slices.SortFunc(d.Sessions, func(a, b Session) int { return a.Peer.Address.Compare(b.Peer.Address) })
 	return d, nil
-}
-
-// nodeAddresses returns a node's addresses: the agent-published ones if
-// any, else the first InternalIP of each family.
-func nodeAddresses(n *corev1.Node, rz *v1alpha1.RhizomeNode) (v4, v6 netip.Addr) {
-	if rz != nil {
-		if p, err := netip.ParsePrefix(rz.Spec.IPv4Address); err == nil {
-			v4 = p.Addr()
-		}
-		if p, err := netip.ParsePrefix(rz.Spec.IPv6Address); err == nil {
-			v6 = p.Addr()
-		}
-	}
-	for _, a := range n.Status.Addresses {
-		if a.Type != corev1.NodeInternalIP {
-			continue
-		}
-		ip, err := netip.ParseAddr(a.Address)
-		if err != nil {
-			continue
-		}
-		ip = ip.Unmap()
-		if ip.Is4() && !v4.IsValid() {
-			v4 = ip
-		} else if ip.Is6() && !v6.IsValid() {
-			v6 = ip
-		}
-	}
-	return v4, v6
 }
 
 type computer struct {
