@@ -86,6 +86,10 @@ type agent struct {
 	tunnelMu sync.Mutex
 	tunnel   tunnelState
 
+	// routesRefused is why the route programmer refused the last desired
+	// state ("" = accepted); only the loop's goroutine touches it.
+	routesRefused string
+
 	lastPass  atomic.Int64
 	published v1alpha1.RhizomeNodeSpec
 	status    *nodeStatusWriter

@@ -30,15 +30,25 @@ func (a *agent) pass(ctx context.Context) {
 	}
 	a.ready.Set("ipam", "")
 	vxlan, ipip := usesEncap(snap.Pools)
-	vxlanAddr := a.tunnelAddress(ctx, tunnelVXLAN, vxlan)
-	ipipAddr := a.tunnelAddress(ctx, tunnelIPIP, ipip)
+	vxlanAddr, vxlanChanged := a.tunnelAddress(ctx, tunnelVXLAN, vxlan)
+	ipipAddr, ipipChanged := a.tunnelAddress(ctx, tunnelIPIP, ipip)
+	if vxlanChanged || ipipChanged {
+		// The tunnel address may have claimed this node's first block:
+		// route and advertise what the IPAM holds now, so that one pass
+		// is complete (its tests run every pass twice to show it).
+		snap = a.ipam.Snapshot()
+	}
 	if err := a.publish(ctx, vxlanAddr); err != nil {
 		a.log.Warn("publishing this node's RhizomeNode", "op", "publish", "error", err)
 	}
 	others := a.peerNodes()
 	if err := a.routes.SetState(routeState(snap, snap.LentTo, others, vxlanAddr, ipipAddr)); err != nil {
-		a.ready.Set("routes", err.Error())
+		a.routesRefused = err.Error()
+		a.ready.Set("routes", a.routesRefused)
 		a.log.Error("desired route state refused", "op", "routes", "error", err)
+	} else if a.routesRefused != "" {
+		a.routesRefused = ""
+		a.setRoutesReadiness(a.routes.Status())
 	}
 
 	local := topology.Local{Borrowed: snap.Borrowed}
@@ -167,8 +177,8 @@ func (a *agent) tunnelHandle(k tunnelKind) string {
 // this node's blocks (as Calico does) while a pool needs that tunnel, and
 // releasing it when none does. The address is the VTEP address other nodes
 // route through (VXLAN) and the source of traffic the node itself sends into
-// the tunnel.
-func (a *agent) tunnelAddress(ctx context.Context, k tunnelKind, needed bool) netip.Addr {
+// the tunnel. changed reports an allocation or release.
+func (a *agent) tunnelAddress(ctx context.Context, k tunnelKind, needed bool) (addr netip.Addr, changed bool) {
 	a.tunnelMu.Lock()
 	defer a.tunnelMu.Unlock()
 	if a.tunnel.addrs == nil {
@@ -178,23 +188,24 @@ func (a *agent) tunnelAddress(ctx context.Context, k tunnelKind, needed bool) ne
 	have := a.tunnel.addrs[k]
 	switch {
 	case needed && have.IsValid():
-		return have
+		return have, false
 	case needed:
 		res, err := a.ipam.Allocate(ctx, ipam.Request{Handle: a.tunnelHandle(k), Families: []int{4}})
 		if err != nil || len(res.Addresses) == 0 {
 			a.log.Warn("allocating a tunnel address", "op", "tunnel", "tunnel", string(k), "error", err)
-			return netip.Addr{}
+			return netip.Addr{}, false
 		}
 		a.tunnel.addrs[k] = res.Addresses[0].Addr
 		a.log.Info("tunnel address allocated", "tunnel", string(k), "address", res.Addresses[0].Addr.String())
-		return res.Addresses[0].Addr
+		return res.Addresses[0].Addr, true
 	case have.IsValid() || !a.tunnel.checked[k]:
 		if err := a.ipam.Release(ctx, a.tunnelHandle(k)); err != nil {
 			a.log.Warn("releasing a tunnel address", "op", "tunnel", "tunnel", string(k), "error", err)
-			return have
+			return have, false
 		}
 		delete(a.tunnel.addrs, k)
 		a.tunnel.checked[k] = true
+		return netip.Addr{}, true
 	}
-	return netip.Addr{}
+	return netip.Addr{}, false
 }

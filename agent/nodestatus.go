@@ -14,6 +14,7 @@ import (
 
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/internal/kubecore"
+	"github.com/rhizome-net/rhizome/routes"
 )
 
 // nodeFieldManager owns the non-BGP fields of RhizomeNode status (routes,
@@ -93,14 +94,7 @@ func (a *agent) writeStatus(ctx context.Context) {
 		return // the RhizomeNode is created by the first pass
 	}
 	rs := a.routes.Status()
-	switch {
-	case rs.Passes == 0:
-		a.ready.Set("routes", "no pass yet")
-	case rs.LastError != "":
-		a.ready.Set("routes", rs.LastError)
-	default:
-		a.ready.Set("routes", "")
-	}
+	a.setRoutesReadiness(rs)
 	if bs, err := a.bgp.Status(ctx); err != nil {
 		a.ready.Set("bgp", err.Error())
 	} else if !bs.Running {
@@ -141,6 +135,22 @@ func (a *agent) writeStatus(ctx context.Context) {
 	f.Conditions = append(f.Conditions, condition("Ready", strings.Join(nr, "; "), "AgentReady", "AgentNotReady", "the agent is ready"))
 	if err := a.status.write(ctx, f); err != nil && ctx.Err() == nil {
 		a.log.Warn("writing node status", "op", "status", "error", err)
+	}
+}
+
+// setRoutesReadiness sets the routes condition: a desired state the route
+// programmer refused (it keeps the previous one) until a pass gives it one
+// it accepts, else its first pass and its last pass's error.
+func (a *agent) setRoutesReadiness(rs routes.Status) {
+	switch {
+	case a.routesRefused != "":
+		a.ready.Set("routes", a.routesRefused)
+	case rs.Passes == 0:
+		a.ready.Set("routes", "no pass yet")
+	case rs.LastError != "":
+		a.ready.Set("routes", rs.LastError)
+	default:
+		a.ready.Set("routes", "")
 	}
 }
 
