@@ -52,6 +52,11 @@ func (i *ipamAllocator) holds(handle string) bool {
 }
 
 func (i *ipamAllocator) Release(ctx context.Context, handle string) ([]netip.Addr, error) {
+	if strings.HasPrefix(handle, tunnelHandlePrefix) {
+		// The agent's own: freed, the address could go to a pod while
+		// the tunnel device still holds it.
+		return nil, fmt.Errorf("handle %q is reserved for the agent's tunnel addresses", handle)
+	}
 	held := i.a.ipam.HandleAddresses(handle)
 	if err := i.a.ipam.Release(ctx, handle); err != nil {
 		return nil, err

@@ -72,6 +72,26 @@ func newRegistry() *prometheus.Registry {
 // serveHealth serves /healthz (the process is alive and its loop turns),
 // /readyz and /metrics until ctx ends.
 func serveHealth(ctx context.Context, addr string, ready *readiness, alive func() error, reg *prometheus.Registry, log *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listening for health and metrics on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: healthHandler(ready, alive, reg), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	log.Info("serving health and metrics", "address", l.Addr().String())
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// healthHandler serves /healthz, /readyz and /metrics.
+func healthHandler(ready *readiness, alive func() error, reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := alive(); err != nil {
@@ -88,20 +108,5 @@ func serveHealth(ctx context.Context, addr string, ready *readiness, alive func(
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("listening for health and metrics on %s: %w", addr, err)
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	log.Info("serving health and metrics", "address", l.Addr().String())
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return mux
 }

@@ -88,6 +88,8 @@ type world struct {
 	apiWrites map[string]int
 	apiFail   map[string]error
 	apiFailN  map[string]int
+	// statusPatches are the bodies of the RhizomeNode status applies.
+	statusPatches []string
 
 	ipam *ipam.Fake
 
@@ -127,7 +129,7 @@ func newWorld(t *testing.T, opts ...func(*world)) *world {
 		nodes: newIndexer(), rzNodes: newIndexer(), configs: newIndexer(), peers: newIndexer(), pools: newIndexer(), secrets: newIndexer(),
 		api:       rzfake.NewSimpleClientset(),
 		apiWrites: map[string]int{}, apiFail: map[string]error{}, apiFailN: map[string]int{},
-		table:     routes.NewFakeTable(t),
+		table: routes.NewFakeTable(t),
 		devs: &routes.FakeDevices{UnderlayIndex: 2, UnderlayMTU: 1500,
 			Resolved: map[netip.Addr]routes.NextHop{netip.MustParseAddr(nodeIPs[n3]): {Gateway: gateway, LinkIndex: 2}}},
 		nat: &routes.FakeNAT{},
@@ -163,6 +165,12 @@ func (w *world) apiReactor(a clienttesting.Action) (bool, runtime.Object, error)
 	}
 	if verb != "get" && verb != "list" && verb != "watch" {
 		w.apiWrites[verb]++
+	}
+	if verb == "patch/status" {
+		// The fake clientset's tracker cannot apply a server-side apply
+		// patch: keep its body, as the API server would apply it.
+		w.statusPatches = append(w.statusPatches, string(a.(clienttesting.PatchAction).GetPatch()))
+		return true, &v1alpha1.RhizomeNode{}, nil
 	}
 	return false, nil, nil
 }
