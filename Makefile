@@ -106,6 +106,10 @@ FUZZTIME ?= 5s
 fuzz: ## Fuzz the BFD packet decoder for FUZZTIME (5s) on top of its kept corpus (bfd/testdata/fuzz)
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./bfd/
 
+.PHONY: test-image
+test-image: ## make image, image-pause, image-busybox each twice: same digest and bytes; contents, labels, static binaries, versions (~1 min warm)
+	$(GO) test -count=1 -timeout 30m -tags image -v -run 'TestMakeImage' ./internal/imagebuild/
+
 .PHONY: test-integration
 test-integration: controlplane ## Tests against the local control plane and in network namespaces (root)
 	KUBEBUILDER_ASSETS=$$($(BIN)/rhizome-lab controlplane build 2>/dev/null) \

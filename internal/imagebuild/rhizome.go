@@ -55,11 +55,18 @@ type RhizomeOptions struct {
 	Log io.Writer
 }
 
+// StableLayerTime is the file time in the layers whose content does not
+// follow Rhizome's commits (the base files, the gobgp CLI): with the
+// commit's time there, every commit would change their digests and an
+// upgrade would download them again for nothing.
+var StableLayerTime = time.Unix(0, 0).UTC()
+
 // BuildRhizome compiles the image's binaries for every platform and
 // assembles the image index. Each platform's image has three layers, from
 // the least to the most often changed, so that an upgrade pulls only what
-// changed: the base files, the gobgp CLI (changes with the GoBGP pin), and
-// Rhizome's binaries (change with every commit).
+// changed: the base files (StableLayerTime), the gobgp CLI (changes with
+// the GoBGP pin or the Go toolchain; StableLayerTime), and Rhizome's
+// binaries (the commit's time; change with every commit).
 func BuildRhizome(ctx context.Context, o RhizomeOptions) (v1.ImageIndex, name.Tag, error) {
 	if o.Ref == "" {
 		o.Ref = DefaultRepository + ":" + o.Version.Version
@@ -91,7 +98,7 @@ func BuildRhizome(ctx context.Context, o RhizomeOptions) (v1.ImageIndex, name.Ta
 		AnnotationCreated:     o.Version.Epoch.UTC().Format(time.RFC3339),
 		AnnotationLicenses:    "Apache-2.0",
 	}
-	base, err := Layer(baseFiles(), o.Version.Epoch)
+	base, err := Layer(baseFiles(), StableLayerTime)
 	if err != nil {
 		return nil, ref, fmt.Errorf("base layer: %w", err)
 	}
@@ -110,7 +117,7 @@ func BuildRhizome(ctx context.Context, o RhizomeOptions) (v1.ImageIndex, name.Ta
 			return nil, ref, err
 		}
 		fmt.Fprintf(o.Log, "compiled %s binaries in %.1fs\n", p.String(), time.Since(start).Seconds())
-		gobgp, err := binaryLayer(out, []string{"gobgp"}, p.Architecture, o.Version.Epoch)
+		gobgp, err := binaryLayer(out, []string{"gobgp"}, p.Architecture, StableLayerTime)
 		if err != nil {
 			return nil, ref, err
 		}
