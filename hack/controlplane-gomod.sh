@@ -13,9 +13,9 @@ ETCD=$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2}' "$MOD")
 DIR=test/controlplane/tools
 {
   cat <<HDR
-// Module tools pins the control-plane binaries that Rhizome's tests run:
-// kube-apiserver and kubectl from k8s.io/kubernetes and etcd from
-// go.etcd.io/etcd/server/v3. It is its own module so that their large
+// Module tools pins the Kubernetes binaries that Rhizome's tests run:
+// kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and the
+// kubelet from k8s.io/kubernetes and etcd from go.etcd.io/etcd/server/v3. It is its own module so that their large
 // dependency graph never leaks into Rhizome's go.mod. Regenerate with
 // hack/controlplane-gomod.sh.
 module github.com/rhizome-net/rhizome/test/controlplane/tools
@@ -25,7 +25,10 @@ go 1.26.0
 tool (
 	go.etcd.io/etcd/server/v3
 	k8s.io/kubernetes/cmd/kube-apiserver
+	k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kube-scheduler
 	k8s.io/kubernetes/cmd/kubectl
+	k8s.io/kubernetes/cmd/kubelet
 )
 
 require (

@@ -46,6 +46,13 @@ type Options struct {
 	// SkipCRDs leaves Rhizome's CRDs out; by default they are installed
 	// and Start returns once they are served.
 	SkipCRDs bool
+	// Controllers also starts kube-controller-manager and kube-scheduler
+	// (for clusters with real kubelets: DaemonSets, Deployments,
+	// ServiceAccounts), and turns on what they make possible: the
+	// ServiceAccount admission plugin and the Node authorizer with
+	// NodeRestriction, so kubelets run with their own node credentials
+	// (NodeKubeconfig).
+	Controllers bool
 }
 
 // ControlPlane is a running etcd and kube-apiserver.
@@ -65,9 +72,12 @@ type ControlPlane struct {
 	Binaries Binaries
 
 	pki         *pki
+	nodeBins    NodeBinaries
 	kapiArgs    []string
 	ownDir      bool
 	etcd, kapi  *exec.Cmd
+	kcm, sched  *exec.Cmd
+	controllers bool
 	spawn       chan func()
 	stateFile   string
 	stopTimeout time.Duration
@@ -82,9 +92,14 @@ type state struct {
 	APIServerBin string `json:"apiserverBin"`
 	// APIServerArgs let StartAPIServer restart it as it was.
 	APIServerArgs []string `json:"apiserverArgs"`
-	URL           string   `json:"url"`
-	Kubeconfig    string   `json:"kubeconfig"`
-	Detached      bool     `json:"detached"`
+	// The controllers, when Options.Controllers started them.
+	ControllerManagerPID int    `json:"controllerManagerPID,omitempty"`
+	ControllerManagerBin string `json:"controllerManagerBin,omitempty"`
+	SchedulerPID         int    `json:"schedulerPID,omitempty"`
+	SchedulerBin         string `json:"schedulerBin,omitempty"`
+	URL                  string `json:"url"`
+	Kubeconfig           string `json:"kubeconfig"`
+	Detached             bool   `json:"detached"`
 }
 
 const stateFileName = "state.json"
@@ -102,7 +117,12 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if !opts.Detach {
 		cleanupLeftovers(log)
 	}
-	cp := &ControlPlane{Binaries: bins, Dir: opts.Dir, stopTimeout: 20 * time.Second}
+	cp := &ControlPlane{Binaries: bins, Dir: opts.Dir, stopTimeout: 20 * time.Second, controllers: opts.Controllers}
+	if opts.Controllers {
+		if cp.nodeBins, err = EnsureNodeBinaries(ctx, log); err != nil {
+			return nil, err
+		}
+	}
 	if cp.Dir == "" {
 		if cp.Dir, err = os.MkdirTemp("", tempPrefix); err != nil {
 			return nil, err
@@ -192,10 +212,16 @@ func (cp *ControlPlane) startOnce(ctx context.Context, log io.Writer, tokens str
 		"--service-account-key-file=" + cp.pki.SAPub,
 		"--service-cluster-ip-range=10.96.0.0/12",
 		"--allow-privileged=true",
-		"--authorization-mode=RBAC",
-		"--disable-admission-plugins=ServiceAccount",
 		"--profiling=false",
 		"--v=0"}
+	if cp.controllers {
+		// kube-controller-manager creates every namespace's default
+		// ServiceAccount, so pods can be admitted with theirs; kubelets
+		// authenticate as system:node:<name>.
+		cp.kapiArgs = append(cp.kapiArgs, "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction")
+	} else {
+		cp.kapiArgs = append(cp.kapiArgs, "--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount")
+	}
 	cp.kapi, err = cp.launch(detach, "kube-apiserver", cp.Binaries.APIServer, cp.kapiArgs...)
 	if err != nil {
 		return err
@@ -206,6 +232,11 @@ func (cp *ControlPlane) startOnce(ctx context.Context, log io.Writer, tokens str
 	fmt.Fprintf(log, "controlplane: kube-apiserver ready on %s in %s\n", cp.URL, time.Since(start).Round(time.Millisecond))
 	if err := cp.writeKubeconfig(); err != nil {
 		return err
+	}
+	if cp.controllers {
+		if err := cp.startControllers(ctx, log, detach); err != nil {
+			return err
+		}
 	}
 	return cp.writeState(detach)
 }
@@ -315,6 +346,12 @@ func (cp *ControlPlane) Stop() {
 }
 
 func (cp *ControlPlane) stopProcesses() {
+	for _, c := range []**exec.Cmd{&cp.sched, &cp.kcm} {
+		if *c != nil {
+			stopPID((*c).Process.Pid, cp.stopTimeout)
+			*c = nil
+		}
+	}
 	if cp.kapi != nil {
 		stopPID(cp.kapi.Process.Pid, cp.stopTimeout)
 		cp.kapi = nil
@@ -342,6 +379,12 @@ func StopDir(dir string) error {
 }
 
 func stopOwned(st *state) {
+	if st.SchedulerPID != 0 && pidRuns(st.SchedulerPID, st.SchedulerBin) {
+		stopPID(st.SchedulerPID, 20*time.Second)
+	}
+	if st.ControllerManagerPID != 0 && pidRuns(st.ControllerManagerPID, st.ControllerManagerBin) {
+		stopPID(st.ControllerManagerPID, 20*time.Second)
+	}
 	if pidRuns(st.APIServerPID, st.APIServerBin) {
 		stopPID(st.APIServerPID, 20*time.Second)
 	}
@@ -387,6 +430,12 @@ func (cp *ControlPlane) writeState(detach bool) error {
 		OwnerPID: os.Getpid(), EtcdPID: cp.etcd.Process.Pid, EtcdBin: cp.Binaries.Etcd,
 		APIServerPID: cp.kapi.Process.Pid, APIServerBin: cp.Binaries.APIServer, APIServerArgs: cp.kapiArgs,
 		URL: cp.URL, Kubeconfig: cp.Kubeconfig, Detached: detach,
+	}
+	if cp.kcm != nil {
+		st.ControllerManagerPID, st.ControllerManagerBin = cp.kcm.Process.Pid, cp.nodeBins.ControllerManager
+	}
+	if cp.sched != nil {
+		st.SchedulerPID, st.SchedulerBin = cp.sched.Process.Pid, cp.nodeBins.Scheduler
 	}
 	b, _ := json.MarshalIndent(st, "", "  ")
 	return os.WriteFile(cp.stateFile, b, 0o600)

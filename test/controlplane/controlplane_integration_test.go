@@ -4,7 +4,9 @@ package controlplane
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -115,5 +117,81 @@ func TestDetachedLifecycle(t *testing.T) {
 	}
 	if _, ok := Running(dir); ok {
 		t.Fatal("Running after StopDir")
+	}
+}
+
+// TestControllersRunDeploymentsAndNodeCredentials starts a control plane with
+// kube-controller-manager and kube-scheduler (what the kubelet lab uses) and
+// checks what they are there for: a namespace gets its default
+// ServiceAccount and a Deployment gets its pods, admitted by the
+// ServiceAccount plugin (the lab shows the scheduler placing them); and a node's
+// credentials (NodeKubeconfig) are judged by the Node authorizer: a node may
+// read its own Node object but not create another node's.
+func TestControllersRunDeploymentsAndNodeCredentials(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cp, err := Start(ctx, Options{Log: os.Stderr, Controllers: true, SkipCRDs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Stop()
+	kube := kubernetes.NewForConfigOrDie(cp.RESTConfig())
+	waitFor(t, ctx, "the default ServiceAccount", func() bool {
+		_, err := kube.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
+		return err == nil
+	})
+	kc, err := NodeKubeconfig(cp.Dir, cp.URL, "node-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(path, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	asNode := func(args ...string) ([]byte, error) {
+		return exec.CommandContext(ctx, cp.Binaries.Kubectl, append([]string{"--kubeconfig", path}, args...)...).CombinedOutput()
+	}
+	node := `{"apiVersion":"v1","kind":"Node","metadata":{"name":"%s"}}`
+	if out, err := asNodeApply(ctx, cp, path, fmt.Sprintf(node, "node-a")); err != nil {
+		t.Fatalf("node-a registering itself: %v: %s", err, out)
+	}
+	if out, err := asNodeApply(ctx, cp, path, fmt.Sprintf(node, "node-b")); err == nil || !strings.Contains(string(out), "Forbidden") && !strings.Contains(string(out), "forbidden") {
+		t.Fatalf("node-a created node-b: err %v: %s", err, out)
+	}
+	if out, err := asNode("get", "node", "node-a"); err != nil {
+		t.Fatalf("node-a reading itself: %v: %s", err, out)
+	}
+	if _, err := cp.Kubectl(ctx, nil, "create", "deployment", "web", "--image=localhost/none:1", "--replicas=2"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ctx, "the Deployment's two pods", func() bool {
+		pods, err := kube.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil || len(pods.Items) != 2 {
+			return false
+		}
+		for _, p := range pods.Items {
+			if p.Spec.ServiceAccountName != "default" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// asNodeApply creates an object with the node's kubeconfig.
+func asNodeApply(ctx context.Context, cp *ControlPlane, kubeconfig, obj string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, cp.Binaries.Kubectl, "--kubeconfig", kubeconfig, "create", "-f", "-")
+	cmd.Stdin = strings.NewReader(obj)
+	return cmd.CombinedOutput()
+}
+
+func waitFor(t *testing.T, ctx context.Context, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s: not there before the deadline", what)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }
