@@ -44,3 +44,42 @@ func TestOverlaysApplyServerSide(t *testing.T) {
 		})
 	}
 }
+
+// TestInstallOnAFreshCluster applies the install as docs/install.md says, on
+// an API server that has never seen Rhizome's CRDs and with an empty
+// discovery cache: the CRDs on their own, then one apply of an overlay
+// creates every object, the IPPool and BGPConfiguration included. (With the
+// CRDs inside the overlay, as before, that apply left both out: "no matches
+// for kind IPPool ... ensure CRDs are installed first".)
+func TestInstallOnAFreshCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cp, err := controlplane.Start(ctx, controlplane.Options{SkipCRDs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cp.Stop()
+	cache := "--cache-dir=" + t.TempDir()
+	steps := [][]string{
+		{"apply", "-k", "crds"},
+		{"wait", "--for=condition=Established", "--timeout=60s", "crd", "-l", "app.kubernetes.io/part-of=rhizome"},
+		{"apply", "-k", "overlays/mesh"},
+	}
+	for _, s := range steps {
+		if out, err := cp.Kubectl(ctx, nil, append([]string{cache}, s...)...); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	for _, obj := range []string{"ippool/default-ipv4", "bgpconfiguration/default", "-n=rhizome-system daemonset/rhizome-agent"} {
+		if out, err := cp.Kubectl(ctx, nil, append([]string{"get"}, strings.Fields(obj)...)...); err != nil {
+			t.Errorf("%s not created: %v\n%s", obj, err, out)
+		}
+	}
+	out, err := cp.Kubectl(ctx, nil, "kustomize", "overlays/mesh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "kind: CustomResourceDefinition") {
+		t.Error("the mesh overlay holds CRDs again: its first apply on a fresh cluster cannot create the IPPool")
+	}
+}
