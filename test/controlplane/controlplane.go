@@ -393,6 +393,25 @@ func stopOwned(st *state) {
 	}
 }
 
+// PIDs returns the running processes of the control plane recorded in dir
+// (for memory accounting).
+func PIDs(dir string) []int {
+	st, err := readState(filepath.Join(dir, stateFileName))
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, p := range []struct {
+		pid int
+		bin string
+	}{{st.EtcdPID, st.EtcdBin}, {st.APIServerPID, st.APIServerBin}, {st.ControllerManagerPID, st.ControllerManagerBin}, {st.SchedulerPID, st.SchedulerBin}} {
+		if p.pid != 0 && pidRuns(p.pid, p.bin) {
+			out = append(out, p.pid)
+		}
+	}
+	return out
+}
+
 // Running reports whether the control plane recorded in dir is up, and its
 // kubeconfig.
 func Running(dir string) (kubeconfig string, ok bool) {

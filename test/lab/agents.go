@@ -20,9 +20,17 @@ const (
 	gobgpAPIAddr    = "127.0.0.1:50051"
 )
 
-func (l *Lab) nodeDir(name string) string     { return filepath.Join(l.Dir, "nodes", name) }
-func (l *Lab) agentSocket(name string) string { return filepath.Join(l.nodeDir(name), "agent.sock") }
-func (l *Lab) agentLog(name string) string    { return filepath.Join(l.nodeDir(name), "agent.log") }
+func (l *Lab) nodeDir(name string) string { return filepath.Join(l.Dir, "nodes", name) }
+
+// agentSocket is where the node's agent serves its local API: in kubelet
+// mode the DaemonSet's /var/run/rhizome, seen through the node's directory.
+func (l *Lab) agentSocket(name string) string {
+	if l.State != nil && l.State.Options.Kubelet {
+		return filepath.Join(l.backing(name, "/run/rhizome"), "agent.sock")
+	}
+	return filepath.Join(l.nodeDir(name), "agent.sock")
+}
+func (l *Lab) agentLog(name string) string { return filepath.Join(l.nodeDir(name), "agent.log") }
 
 // agentKubeconfig is the ServiceAccount kubeconfig (the admin one for labs
 // from before it existed).
@@ -35,19 +43,8 @@ func (l *Lab) agentKubeconfig() string {
 
 // startAgent starts the node's API proxy (if not running) and its agent.
 func (l *Lab) startAgent(name string) error {
-	if !l.hasProc("apiproxy", name) {
-		// The proxy is a verb of rhizome-lab itself; under `go test` the
-		// running executable is the test binary, so prefer the one in BinDir.
-		self := filepath.Join(l.BinDir, "rhizome-lab")
-		if _, err := os.Stat(self); err != nil {
-			if self, err = os.Executable(); err != nil {
-				return err
-			}
-		}
-		if err := l.startProc("apiproxy", name, "", filepath.Join(l.nodeDir(name), "apiproxy.log"), self,
-			"apiproxy", "--netns", l.nodeNS(name), "--port", fmt.Sprint(l.State.APIPort)); err != nil {
-			return err
-		}
+	if err := l.startAPIProxy(name); err != nil {
+		return err
 	}
 	return l.startProc("agent", name, l.nodeNS(name), l.agentLog(name), filepath.Join(l.BinDir, "rhizome-agent"),
 		"--node-name", name,
@@ -58,6 +55,38 @@ func (l *Lab) startAgent(name string) error {
 		"--gobgp-api-address", gobgpAPIAddr,
 		"--status-interval", "1s",
 		"--log-level", "info")
+}
+
+// kubernetesServiceIP is the ClusterIP of the default/kubernetes Service
+// (the first address of the control plane's service range). Pods' in-cluster
+// configuration points there; with no kube-proxy in the lab, each kubelet
+// node holds it on lo and its API proxy listens on it.
+const kubernetesServiceIP = "10.96.0.1"
+
+// startAPIProxy starts the node's API proxy unless it runs. In kubelet mode
+// it also listens on the kubernetes Service's address and port, so that pods
+// (the agent DaemonSet among them) reach the API server with their
+// in-cluster configuration, as they would through kube-proxy.
+func (l *Lab) startAPIProxy(name string) error {
+	if l.hasProc("apiproxy", name) {
+		return nil
+	}
+	// The proxy is a verb of rhizome-lab itself; under `go test` the
+	// running executable is the test binary, so prefer the one in BinDir.
+	self := filepath.Join(l.BinDir, "rhizome-lab")
+	if _, err := os.Stat(self); err != nil {
+		if self, err = os.Executable(); err != nil {
+			return err
+		}
+	}
+	args := []string{"apiproxy", "--netns", l.nodeNS(name), "--port", fmt.Sprint(l.State.APIPort)}
+	if l.State.Options.Kubelet {
+		if _, err := ns(l.nodeNS(name)).Exec(context.Background(), "ip", "addr", "replace", kubernetesServiceIP+"/32", "dev", "lo"); err != nil {
+			return err
+		}
+		args = append(args, "--also-listen", kubernetesServiceIP+":443")
+	}
+	return l.startProc("apiproxy", name, "", filepath.Join(l.nodeDir(name), "apiproxy.log"), self, args...)
 }
 
 func (l *Lab) hasProc(role, node string) bool {

@@ -21,23 +21,32 @@ import (
 // socket is created on a thread switched into the node's namespace; sockets
 // keep their namespace, so the proxy itself runs in the host namespace.
 
-// ServeAPIProxy listens on 127.0.0.1:port inside the namespace and forwards
-// to 127.0.0.1:port of the calling process's namespace until ctx ends.
-func ServeAPIProxy(ctx context.Context, nsName string, port int) error {
+// ServeAPIProxy listens on 127.0.0.1:port (and on each of also) inside the
+// namespace and forwards to 127.0.0.1:port of the calling process's
+// namespace until ctx ends.
+func ServeAPIProxy(ctx context.Context, nsName string, port int, also ...string) error {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	var ln net.Listener
-	err := (&netns.NS{Name: nsName}).Do(func() error {
-		var err error
-		ln, err = net.Listen("tcp", addr)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("listening on %s in %s: %w", addr, nsName, err)
+	errc := make(chan error, 1+len(also))
+	for _, listen := range append([]string{addr}, also...) {
+		var ln net.Listener
+		err := (&netns.NS{Name: nsName}).Do(func() error {
+			var err error
+			ln, err = net.Listen("tcp", listen)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("listening on %s in %s: %w", listen, nsName, err)
+		}
+		go func() {
+			<-ctx.Done()
+			ln.Close()
+		}()
+		go func() { errc <- serveProxy(ctx, ln, addr) }()
 	}
-	go func() {
-		<-ctx.Done()
-		ln.Close()
-	}()
+	return <-errc
+}
+
+func serveProxy(ctx context.Context, ln net.Listener, addr string) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -74,15 +83,17 @@ func forward(in net.Conn, target string) {
 func newAPIProxyCommand() *cobra.Command {
 	var nsName string
 	var port int
+	var also []string
 	cmd := &cobra.Command{
 		Use:    "apiproxy",
 		Short:  "Forward 127.0.0.1:PORT inside a node namespace to the host's API server (started by up)",
 		Hidden: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return ServeAPIProxy(cmd.Context(), nsName, port)
+			return ServeAPIProxy(cmd.Context(), nsName, port, also...)
 		},
 	}
 	cmd.Flags().StringVar(&nsName, "netns", "", "namespace to listen in")
 	cmd.Flags().IntVar(&port, "port", 0, "API server port on 127.0.0.1")
+	cmd.Flags().StringSliceVar(&also, "also-listen", nil, "further ADDR:PORT to listen on inside the namespace (the kubernetes Service)")
 	return cmd
 }

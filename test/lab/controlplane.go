@@ -16,7 +16,8 @@ func newControlPlaneCommand() *cobra.Command {
 		Aliases: []string{"cp"},
 		Short:   "Manage the local kube-apiserver and etcd (make cluster-up / cluster-down)",
 	}
-	cmd.AddCommand(&cobra.Command{
+	var withNodes bool
+	build := &cobra.Command{
 		Use:   "build",
 		Short: "Build (or find in the cache) kube-apiserver, etcd and kubectl and print their directory",
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -25,11 +26,18 @@ func newControlPlaneCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if withNodes {
+				if _, err := controlplane.EnsureNodeBinaries(cmd.Context(), os.Stderr); err != nil {
+					return err
+				}
+			}
 			fmt.Fprintf(os.Stderr, "controlplane: binaries ready in %s\n", time.Since(start).Round(time.Millisecond))
 			fmt.Println(bins.Dir)
 			return nil
 		},
-	})
+	}
+	build.Flags().BoolVar(&withNodes, "kubelet", false, "also kube-controller-manager, kube-scheduler, the kubelet and containerd (rhizome-lab up --kubelet)")
+	cmd.AddCommand(build)
 	cmd.AddCommand(&cobra.Command{
 		Use:   "up",
 		Short: "Start the control plane with Rhizome's CRDs; the last line is export KUBECONFIG=<path>",

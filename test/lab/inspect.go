@@ -19,17 +19,28 @@ func (l *Lab) NodeNS(name string) string { return l.Prefix + name }
 
 // Exec runs a command in a lab namespace (node-1, tor-1, a pod's name).
 func (l *Lab) Exec(ctx context.Context, target string, args ...string) ([]byte, error) {
-	nsName := l.Prefix + target
-	for _, p := range l.State.Pods {
-		if p.Name == target {
-			nsName = nsFromPath(p.NetNS)
-		}
-	}
-	out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", nsName}, args...)...).CombinedOutput()
+	argv := l.execArgv(target, args...)
+	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
-		return out, fmt.Errorf("in %s: %s: %w: %s", nsName, strings.Join(args, " "), err, out)
+		return out, fmt.Errorf("in %s: %s: %w: %s", target, strings.Join(args, " "), err, out)
 	}
 	return out, nil
+}
+
+// execArgv is the command line that runs args in a lab namespace: a pod's
+// (by its recorded path), or a node's or router's by name. A kubelet node's
+// commands also see its mount namespace (its /etc/cni/net.d, /opt/cni/bin,
+// /var/run/rhizome).
+func (l *Lab) execArgv(target string, args ...string) []string {
+	for _, p := range l.State.Pods {
+		if p.Name == target {
+			return InNetNS(p.NetNS, args...)
+		}
+	}
+	if _, ok := l.Plan.Node(target); ok && l.State.Options.Kubelet {
+		return l.nsenterArgs(target, args...)
+	}
+	return InNetNS(l.Prefix+target, args...)
 }
 
 // KernelRoutes returns the routes the agent of a node has programmed

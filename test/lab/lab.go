@@ -66,6 +66,9 @@ func newUpCommand() *cobra.Command {
 		Short: "Start the control plane, namespaces, ToRs, agents and pods (cleans up an earlier lab first)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Kubelet && !cmd.Flags().Changed("encap") {
+				o.Encap = "" // what the overlay's IPPool says
+			}
 			l := New(Dir(), binDir(), DefaultPrefix, os.Stdout)
 			return l.Up(cmd.Context(), o)
 		},
@@ -78,6 +81,8 @@ func newUpCommand() *cobra.Command {
 	f.StringVar(&o.Encap, "encap", o.Encap, "none, vxlan or ipip (CrossSubnet with several racks)")
 	f.IntVar(&o.Pods, "pods", o.Pods, "pods per node")
 	f.IntVar(&o.BlockSize, "block-size", 26, "block size of the default pool")
+	f.BoolVar(&o.Kubelet, "kubelet", false, "real nodes: containerd and a kubelet per node namespace, Rhizome installed from a deploy/ overlay, pods from Deployments")
+	f.StringVar(&o.Image, "image", "bin/image/rhizome/rhizome.oci.tar", "with --kubelet: the Rhizome image archive (make image)")
 	return cmd
 }
 
@@ -114,10 +119,20 @@ func newPodsCommand() *cobra.Command {
 		Use:   "pods",
 		Short: "List the lab's pods (name, node, namespace path, addresses)",
 		Args:  cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := loadState(Dir())
 			if err != nil {
 				return err
+			}
+			if st.Options.Kubelet {
+				l, err := Open(Dir(), binDir(), os.Stdout)
+				if err != nil {
+					return err
+				}
+				if err := l.SyncPods(cmd.Context()); err != nil {
+					return err
+				}
+				st = l.State
 			}
 			switch output {
 			case "json":
@@ -149,36 +164,32 @@ func newExecCommand() *cobra.Command {
 		Short: "Run a command in a node's or a pod's network namespace",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := loadState(Dir())
+			l, err := Open(Dir(), binDir(), os.Stdout)
 			if err != nil {
 				return err
 			}
-			target := args[0]
-			nsName := ""
-			for _, p := range st.Pods {
-				if p.Name == target {
-					nsName = filepath.Base(p.NetNS)
-				}
-			}
-			if nsName == "" {
-				plan, err := NewPlan(st.Options)
-				if err != nil {
+			if l.State.Options.Kubelet {
+				if err := l.SyncPods(cmd.Context()); err != nil {
 					return err
 				}
-				if _, ok := plan.Node(target); ok {
-					nsName = st.Prefix + target
-				} else if strings.HasPrefix(target, "tor-") || target == "spine" {
-					nsName = st.Prefix + target
-				}
 			}
-			if nsName == "" {
+			target := args[0]
+			known := strings.HasPrefix(target, "tor-") || target == "spine"
+			if _, ok := l.Plan.Node(target); ok {
+				known = true
+			}
+			for _, p := range l.State.Pods {
+				known = known || p.Name == target
+			}
+			if !known {
 				return fmt.Errorf("no node, pod or router named %q in the lab", target)
 			}
-			ipPath, err := exec.LookPath("ip")
+			argv := l.execArgv(target, args[1:]...)
+			bin, err := exec.LookPath(argv[0])
 			if err != nil {
 				return err
 			}
-			return syscall.Exec(ipPath, append([]string{"ip", "netns", "exec", nsName}, args[1:]...), os.Environ())
+			return syscall.Exec(bin, argv, os.Environ())
 		},
 	}
 }
@@ -204,7 +215,8 @@ func (l *Lab) Status(ctx context.Context, w *os.File) error {
 	ctl := filepath.Join(l.BinDir, "rhizomectl")
 	for _, n := range l.Plan.Nodes {
 		fmt.Fprintf(w, "=== %s (%s, rack %d)\n", n.Name, n.Addr.Addr(), n.Rack)
-		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", l.nodeNS(n.Name), ctl, "--socket", l.agentSocket(n.Name), "status").CombinedOutput()
+		argv := InNetNS(l.nodeNS(n.Name), ctl, "--socket", l.agentSocket(n.Name), "status")
+		out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 		w.Write(out)
 		if err != nil {
 			fmt.Fprintf(w, "  (rhizomectl: %v)\n", err)

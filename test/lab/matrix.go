@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"text/tabwriter"
 
@@ -42,12 +44,12 @@ func PingMatrix(ctx context.Context, pods []PodRecord) *Matrix {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			nsName := nsFromPath(pods[i].NetNS)
 			for j, dst := range pods {
 				if len(dst.Addresses) == 0 {
 					continue
 				}
-				err := exec.CommandContext(ctx, "ip", "netns", "exec", nsName, "ping", "-c1", "-W2", "-q", dst.Addresses[0]).Run()
+				argv := InNetNS(pods[i].NetNS, "ping", "-c1", "-W2", "-q", dst.Addresses[0])
+				err := exec.CommandContext(ctx, argv[0], argv[1:]...).Run()
 				m.OK[i][j] = err == nil
 			}
 		}(i)
@@ -84,6 +86,16 @@ func (m *Matrix) Print(w io.Writer) {
 	tw.Flush()
 }
 
+// InNetNS returns the command line that runs argv in the network namespace
+// at path: a pod of a kubelet lab has /proc/PID/ns/net (entered with
+// nsenter), any other namespace is one of `ip netns`.
+func InNetNS(path string, argv ...string) []string {
+	if strings.HasPrefix(path, "/proc/") {
+		return append([]string{"nsenter", "--net=" + path, "--"}, argv...)
+	}
+	return append([]string{"ip", "netns", "exec", nsFromPath(path)}, argv...)
+}
+
 func nsFromPath(p string) string {
 	for i := len(p) - 1; i >= 0; i-- {
 		if p[i] == '/' {
@@ -102,6 +114,16 @@ func newMatrixCommand() *cobra.Command {
 			st, err := loadState(Dir())
 			if err != nil {
 				return err
+			}
+			if st.Options.Kubelet {
+				l, err := Open(Dir(), binDir(), os.Stdout)
+				if err != nil {
+					return err
+				}
+				if err := l.SyncPods(cmd.Context()); err != nil {
+					return err
+				}
+				st = l.State
 			}
 			m := PingMatrix(cmd.Context(), st.Pods)
 			m.Print(cmd.OutOrStdout())

@@ -13,11 +13,11 @@ import (
 // with output appended to logPath, and records it in the state.
 //
 // The recorded PID is that of bin: `ip netns exec` and `sh -c '... && exec
-// bin'` both exec in place. When args start with "sh", they are the whole
-// command; otherwise bin runs with args.
+// bin'` both exec in place, and so does nsenter. When args start with "sh"
+// or "nsenter", they are the whole command; otherwise bin runs with args.
 func (l *Lab) startProc(role, node, nsName, logPath, bin string, args ...string) error {
 	argv := append([]string{bin}, args...)
-	if len(args) > 0 && args[0] == "sh" {
+	if len(args) > 0 && (args[0] == "sh" || args[0] == "nsenter") {
 		argv = args
 	}
 	if nsName != "" {

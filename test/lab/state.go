@@ -28,11 +28,23 @@ type State struct {
 	// up (node join/leave scenarios).
 	Joined []NodePlan `json:"joined,omitempty"`
 	Left   []string   `json:"left,omitempty"`
+
+	// Kubelet mode (Options.Kubelet) only.
+	Images *KubeImages `json:"images,omitempty"`
+	// RolloutSeconds is how long the DaemonSet took to be Ready on every
+	// node after the install's apply.
+	RolloutSeconds float64 `json:"rolloutSeconds,omitempty"`
+	// CreatedDirs are mount points the lab made on the machine (removed
+	// by down when empty).
+	CreatedDirs []string `json:"createdDirs,omitempty"`
+	// SavedSysctls are the machine-wide values the kubelets change,
+	// restored by down.
+	SavedSysctls map[string]string `json:"savedSysctls,omitempty"`
 }
 
 // Proc is a process the lab started.
 type Proc struct {
-	Role string `json:"role"` // agent, bird, zebra, bgpd, apiproxy
+	Role string `json:"role"` // agent, bird, zebra, bgpd, apiproxy, containerd, kubelet
 	Node string `json:"node,omitempty"`
 	PID  int    `json:"pid"`
 	Bin  string `json:"bin"`

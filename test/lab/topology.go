@@ -14,13 +14,21 @@ type Options struct {
 	// Mode is mesh (node-to-node full mesh) or rr (route reflectors).
 	Mode string
 	// Encap is none, vxlan or ipip; vxlan and ipip use CrossSubnet when
-	// there is more than one rack, Always otherwise.
+	// there is more than one rack, Always otherwise. A kubelet lab takes
+	// "" (the default there) as "what the overlay's IPPool says".
 	Encap string
 	// Pods per node.
 	Pods int
 	// BlockSize of the default pool (default 26); 32 makes every address
 	// its own block, which benchmarks of block propagation use.
 	BlockSize int
+	// Kubelet runs a real containerd and kubelet in every node namespace
+	// and installs Rhizome from a deploy/ overlay (design note 0013);
+	// pods are then Deployments' pods.
+	Kubelet bool `json:",omitempty"`
+	// Image is the Rhizome image archive (make image) a kubelet lab
+	// imports into every node.
+	Image string `json:",omitempty"`
 }
 
 // Validate checks the options a person typed.
@@ -47,8 +55,20 @@ func (o Options) Validate() error {
 	}
 	switch o.Encap {
 	case "none", "vxlan", "ipip":
+	case "":
+		if !o.Kubelet {
+			return fmt.Errorf("--encap: want none, vxlan or ipip")
+		}
 	default:
 		return fmt.Errorf("--encap %q: want none, vxlan or ipip", o.Encap)
+	}
+	if o.Kubelet {
+		switch {
+		case o.Nodes > 12:
+			return fmt.Errorf("--nodes %d: a kubelet lab takes about 150 MB per node; want at most 12", o.Nodes)
+		case o.Image == "":
+			return fmt.Errorf("--kubelet needs --image (the archive make image writes)")
+		}
 	}
 	return nil
 }

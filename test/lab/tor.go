@@ -41,6 +41,9 @@ template bgp rack_node {
   hold time 9;
   keepalive time 3;
   graceful restart on;
+{{- if .Password}}
+  password "{{.Password}}";
+{{- end}}
 }
 {{range .Nodes}}
 protocol bgp {{.ID}} from rack_node { neighbor {{.Addr}} as {{$.ClusterAS}}; }
@@ -72,6 +75,9 @@ router bgp {{.Rack.ToRAS}}
  neighbor NODES remote-as {{.ClusterAS}}
  neighbor NODES timers 3 9
  neighbor NODES timers connect 5
+{{- if .Password}}
+ neighbor NODES password {{.Password}}
+{{- end}}
 {{- range .Nodes}}
  neighbor {{.Addr}} peer-group NODES
 {{- end}}
@@ -99,12 +105,19 @@ type torConfig struct {
 	ClusterAS uint32
 	Nodes     []torPeer
 	Peers     []torPeer
+	// Password is the MD5 password of the sessions with the nodes: the
+	// tor overlay's example one in a kubelet lab (which installs that
+	// overlay as it is), none otherwise.
+	Password string
 }
 
 func (l *Lab) torDir(rack int) string { return filepath.Join(l.Dir, "tors", strconv.Itoa(rack)) }
 
 func (l *Lab) torConfig(r RackPlan) torConfig {
 	c := torConfig{Rack: r, Dir: l.torDir(r.Index), ClusterAS: ClusterAS}
+	if l.Plan.Opts.Kubelet {
+		c.Password = labToRPassword
+	}
 	for _, name := range r.Nodes {
 		n, _ := l.Plan.Node(name)
 		c.Nodes = append(c.Nodes, torPeer{ID: strings.ReplaceAll(name, "-", "_"), Addr: n.Addr.Addr().String()})

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
@@ -86,7 +87,10 @@ func (l *Lab) Up(ctx context.Context, o Options) error {
 	}
 
 	l.step("control plane: starting kube-apiserver and etcd (binaries from the cache)")
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: filepath.Join(l.Dir, "controlplane"), Log: io.Discard, Detach: true})
+	if o.Kubelet {
+		l.step("control plane: with kube-controller-manager and kube-scheduler (a first build takes minutes)")
+	}
+	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: filepath.Join(l.Dir, "controlplane"), Log: io.Discard, Detach: true, Controllers: o.Kubelet, SkipCRDs: o.Kubelet})
 	if err != nil {
 		return err
 	}
@@ -96,7 +100,11 @@ func (l *Lab) Up(ctx context.Context, o Options) error {
 	if err := l.save(); err != nil {
 		return err
 	}
-	l.step("control plane: ready at %s, CRDs installed", cp.URL)
+	if o.Kubelet {
+		l.step("control plane: ready at %s (no CRDs: the install brings them)", cp.URL)
+	} else {
+		l.step("control plane: ready at %s, CRDs installed", cp.URL)
+	}
 
 	l.step("network: %d racks, %d nodes (spine, ToR and node namespaces, prefix %q)", len(plan.Racks), len(plan.Nodes), l.Prefix)
 	if err := l.buildNetwork(ctx); err != nil {
@@ -111,6 +119,14 @@ func (l *Lab) Up(ctx context.Context, o Options) error {
 	c, err := clientsFor(l.State.Kubeconfig)
 	if err != nil {
 		return err
+	}
+	if o.Kubelet {
+		if err := l.upKubelet(ctx, cp, c); err != nil {
+			return err
+		}
+		l.step("up: %d kubelet nodes in %d racks, ToR %s, deploy/overlays/%s, %d pods", len(plan.Nodes), len(plan.Racks), o.ToR, overlayFor(o), len(l.State.Pods))
+		fmt.Fprintf(l.Out, "\nexport KUBECONFIG=%s\n", l.State.Kubeconfig)
+		return nil
 	}
 	l.step("cluster: IPPool %s (%s %s), BGPConfiguration (%s), BGPPeers", PodPool, o.Encap, plan.EncapMode(), o.Mode)
 	if err := l.applyClusterConfig(ctx, c); err != nil {
@@ -171,6 +187,7 @@ func (l *Lab) Down() error {
 	if l.Dir == "" || l.Dir == "/" || len(l.Prefix) < 3 {
 		return fmt.Errorf("refusing to clean up: state directory %q or namespace prefix %q too broad", l.Dir, l.Prefix)
 	}
+	var errs []error
 	if st, err := loadState(l.Dir); err == nil {
 		if l.State == nil {
 			l.State = st
@@ -181,10 +198,14 @@ func (l *Lab) Down() error {
 		if st.Prefix != "" {
 			l.Prefix = st.Prefix
 		}
+		if st.Options.Kubelet {
+			errs = append(errs, l.downKubelet(st))
+		}
 	}
 	removeNamespaces(l.Prefix)
 	if err := controlplane.StopDir(filepath.Join(l.Dir, "controlplane")); err != nil {
 		return err
 	}
-	return os.RemoveAll(l.Dir)
+	errs = append(errs, os.RemoveAll(l.Dir))
+	return errors.Join(errs...)
 }
