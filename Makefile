@@ -69,6 +69,10 @@ lint: ## gofmt, go vet (all build tags), staticcheck, and third_party/gobgp = up
 controlplane: build ## Build (or reuse from the cache) kube-apiserver, etcd and kubectl
 	$(BIN)/rhizome-lab controlplane build
 
+.PHONY: kubelet-binaries
+kubelet-binaries: build ## Also build (or reuse) kube-controller-manager, kube-scheduler, the kubelet and containerd (rhizome-lab up --kubelet)
+	$(BIN)/rhizome-lab controlplane build --kubelet >/dev/null
+
 .PHONY: cluster-up
 cluster-up: controlplane ## Start kube-apiserver + etcd on 127.0.0.1 with the CRDs; prints export KUBECONFIG=...
 	$(BIN)/rhizome-lab controlplane up
@@ -120,7 +124,7 @@ test-ipip-vm: deps ## IPIP data path in a VM: Debian's kernel (it has ipip) unde
 	./test/ipipvm/run.sh
 
 .PHONY: e2e
-e2e: deps build controlplane ## End-to-end and fault scenarios on whole lab clusters (root; ~10 min)
+e2e: deps build controlplane kubelet-binaries image ## End-to-end and fault scenarios on whole lab clusters, kubelet labs included (root; ~20 min)
 	$(GO) test -count=1 -timeout 45m -tags e2e ./test/e2e/
 
 ##@ Benchmarks
