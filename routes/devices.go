@@ -9,6 +9,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/rhizome-net/rhizome/routes/datapath"
 )
 
 // kernelDevices implements Devices with a netlink Handle bound to the
@@ -134,7 +136,7 @@ func (d *kernelDevices) ensureVXLAN(spec *VXLANSpec, under netlink.Link, st *Dev
 	if !local.IsValid() {
 		return fmt.Errorf("VXLAN device %s: the node has no IPv4 underlay address", spec.Name)
 	}
-	mtu := TunnelMTU(st.UnderlayMTU, OverheadVXLAN, spec.MTU)
+	mtu := TunnelMTU(st.UnderlayMTU, datapath.OverheadVXLAN, spec.MTU)
 	want := &netlink.Vxlan{
 		LinkAttrs:    netlink.LinkAttrs{Name: spec.Name, MTU: mtu, HardwareAddr: spec.MAC},
 		VxlanId:      spec.VNI,
@@ -206,7 +208,7 @@ func (d *kernelDevices) ensureIPIP(spec *IPIPSpec, st *DeviceStatus) error {
 			return fmt.Errorf("%s: %w", IPIPDevice, err)
 		}
 	}
-	mtu := TunnelMTU(st.UnderlayMTU, OverheadIPIP, spec.MTU)
+	mtu := TunnelMTU(st.UnderlayMTU, datapath.OverheadIPIP, spec.MTU)
 	if l.Attrs().MTU != mtu {
 		if err := d.h.LinkSetMTU(l, mtu); err != nil {
 			return fmt.Errorf("setting MTU %d on %s: %w", mtu, IPIPDevice, err)

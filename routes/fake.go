@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"syscall"
+
+	"github.com/rhizome-net/rhizome/routes/datapath"
 )
 
 // TB is the part of testing.TB the fakes use to fail a test on misuse.
@@ -254,14 +256,14 @@ func (d *FakeDevices) Ensure(spec DeviceSpec) (DeviceStatus, error) {
 		err = fmt.Errorf("creating %s: operation not supported", spec.VXLAN.Name)
 	case spec.VXLAN != nil:
 		v := *spec.VXLAN
-		v.MTU = TunnelMTU(d.UnderlayMTU, OverheadVXLAN, v.MTU)
+		v.MTU = TunnelMTU(d.UnderlayMTU, datapath.OverheadVXLAN, v.MTU)
 		d.VXLAN = &v
 	case spec.RemoveVXLAN:
 		d.VXLAN = nil
 	}
 	if spec.IPIP != nil {
 		p := *spec.IPIP
-		p.MTU = TunnelMTU(d.UnderlayMTU, OverheadIPIP, p.MTU)
+		p.MTU = TunnelMTU(d.UnderlayMTU, datapath.OverheadIPIP, p.MTU)
 		d.IPIP = &p
 	}
 	if d.VXLAN != nil {

@@ -84,13 +84,6 @@ type DeviceInfo struct {
 	MAC     string
 }
 
-// Encapsulation overheads in bytes, subtracted from the underlay MTU.
-const (
-	OverheadIPIP   = 20 // outer IPv4 header
-	OverheadVXLAN  = 50 // outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14)
-	OverheadVXLAN6 = 70 // the same with an outer IPv6 header (40)
-)
-
 // TunnelMTU is the MTU of a tunnel device over an underlay of underlayMTU:
 // override if set, else underlayMTU minus overhead.
 func TunnelMTU(underlayMTU, overhead, override int) int {

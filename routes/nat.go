@@ -11,11 +11,9 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-)
 
-// NATTable is the nftables table (family inet) that holds natOutgoing. It
-// is Rhizome's alone; no other table is ever read or written.
-const NATTable = "rhizome-nat"
+	"github.com/rhizome-net/rhizome/routes/datapath"
+)
 
 // The table's layout:
 //
@@ -146,7 +144,7 @@ func (n *nftablesNAT) current() (map[string][]string, error) {
 	}
 	var t *nftables.Table
 	for _, tb := range tables {
-		if tb.Name == NATTable {
+		if tb.Name == datapath.NATTable {
 			t = tb
 		}
 	}
@@ -155,11 +153,11 @@ func (n *nftablesNAT) current() (map[string][]string, error) {
 	}
 	chains, err := n.conn.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	if err != nil {
-		return nil, fmt.Errorf("listing chains of %s: %w", NATTable, err)
+		return nil, fmt.Errorf("listing chains of %s: %w", datapath.NATTable, err)
 	}
 	sig := map[string][]string{}
 	for _, c := range chains {
-		if c.Table.Name != NATTable {
+		if c.Table.Name != datapath.NATTable {
 			continue
 		}
 		if c.Name == "postrouting" && (c.Hooknum == nil || *c.Hooknum != *nftables.ChainHookPostrouting ||
@@ -169,7 +167,7 @@ func (n *nftablesNAT) current() (map[string][]string, error) {
 		}
 		rules, err := n.conn.GetRules(t, c)
 		if err != nil {
-			return nil, fmt.Errorf("listing rules of %s/%s: %w", NATTable, c.Name, err)
+			return nil, fmt.Errorf("listing rules of %s/%s: %w", datapath.NATTable, c.Name, err)
 		}
 		tags := []string{}
 		for _, r := range rules {
@@ -194,7 +192,7 @@ func (n *nftablesNAT) Sync(spec NATSpec) error {
 	if !empty && cur != nil && sameSignature(cur, signature(layout)) {
 		return nil
 	}
-	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: NATTable}
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: datapath.NATTable}
 	if cur != nil {
 		n.conn.DelTable(t)
 	}
@@ -215,7 +213,7 @@ func (n *nftablesNAT) Sync(spec NATSpec) error {
 		}
 	}
 	if err := n.conn.Flush(); err != nil {
-		return fmt.Errorf("writing nftables table %s (masquerade %s): %w", NATTable, prefixList(spec.Masquerade), err)
+		return fmt.Errorf("writing nftables table %s (masquerade %s): %w", datapath.NATTable, prefixList(spec.Masquerade), err)
 	}
 	return nil
 }

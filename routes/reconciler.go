@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/routes/datapath"
 )
 
 // Defaults of Config.
@@ -252,9 +253,9 @@ func (r *Reconciler) podMTU() int {
 	vx, ipip := r.encapsInUse()
 	switch {
 	case vx:
-		return r.dev.UnderlayMTU - OverheadVXLAN
+		return r.dev.UnderlayMTU - datapath.OverheadVXLAN
 	case ipip:
-		return r.dev.UnderlayMTU - OverheadIPIP
+		return r.dev.UnderlayMTU - datapath.OverheadIPIP
 	}
 	return r.dev.UnderlayMTU
 }

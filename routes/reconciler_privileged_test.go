@@ -11,6 +11,8 @@ import (
 
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/test/netns"
+
+	"github.com/rhizome-net/rhizome/routes/datapath"
 )
 
 var (
@@ -267,7 +269,7 @@ func TestKernelNATOutgoing(t *testing.T) {
 	if got := <-inside; got != n1.podIP.String() {
 		t.Errorf("pod-to-pod traffic seen from %s, want the pod's own address %s (no NAT inside the pools)", got, n1.podIP)
 	}
-	table, err := n1.ns.Exec(context.Background(), "nft", "list", "table", "inet", NATTable)
+	table, err := n1.ns.Exec(context.Background(), "nft", "list", "table", "inet", datapath.NATTable)
 	must(t, err)
 	if !strings.Contains(string(table), "masquerade") {
 		t.Errorf("NAT table:\n%s", table)
@@ -278,7 +280,7 @@ func TestKernelNATOutgoing(t *testing.T) {
 	must(t, n1.r.SetState(s))
 	eventually(t, "NAT table removed", func() string {
 		out, _ := n1.ns.Exec(context.Background(), "nft", "list", "tables")
-		if strings.Contains(string(out), NATTable) {
+		if strings.Contains(string(out), datapath.NATTable) {
 			return string(out)
 		}
 		return ""

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/rhizome-net/rhizome/routes"
+	"github.com/rhizome-net/rhizome/routes/datapath"
 )
 
 // checkForwarding: without IP forwarding the node drops every packet
@@ -99,9 +99,9 @@ func checkMTU(_ context.Context, in *Input) []string {
 			out = append(out, fmt.Sprintf("the %s device %s is missing although a pool uses that encapsulation; the agent re-creates it on its next pass (see its log if it does not)", d.GetType(), d.GetName()))
 			continue
 		}
-		overhead := routes.OverheadVXLAN
+		overhead := datapath.OverheadVXLAN
 		if d.GetType() == "ipip" {
-			overhead = routes.OverheadIPIP
+			overhead = datapath.OverheadIPIP
 		}
 		if allowed := under.MTU - overhead; l.MTU > allowed {
 			out = append(out, fmt.Sprintf("%s has MTU %d but %s (MTU %d) carries only %d after %s's %d bytes of overhead, so large packets through the tunnel are dropped; set its MTU to %d (unset the MTU override to let the agent do it)", l.Name, l.MTU, under.Name, under.MTU, allowed, d.GetType(), overhead, allowed))
@@ -220,12 +220,12 @@ func checkNAT(_ context.Context, in *Input) []string {
 	if len(nat) == 0 {
 		return nil
 	}
-	ok, err := in.Kernel.Masquerading(routes.NATTable)
+	ok, err := in.Kernel.Masquerading(datapath.NATTable)
 	if err != nil {
 		return []string{fmt.Sprintf("cannot read nftables to check natOutgoing: %v", err)}
 	}
 	if !ok {
-		return []string{fmt.Sprintf("pool(s) %s set natOutgoing but nftables table inet %s has no masquerade rule, so pods reach the outside with their own addresses and get no replies; the agent writes it on each pass: check its log for nftables errors", strings.Join(nat, ", "), routes.NATTable)}
+		return []string{fmt.Sprintf("pool(s) %s set natOutgoing but nftables table inet %s has no masquerade rule, so pods reach the outside with their own addresses and get no replies; the agent writes it on each pass: check its log for nftables errors", strings.Join(nat, ", "), datapath.NATTable)}
 	}
 	return nil
 }
