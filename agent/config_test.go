@@ -1,9 +1,22 @@
 package agent
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
+
+func TestDefaultConfigKeepsTheContracts(t *testing.T) {
+	// Ports and paths others script against (HELPERS: contracts stay).
+	c := DefaultConfig()
+	if c.GoBGPAPIAddress != "127.0.0.1:50051" || c.HealthAddress != ":9099" || c.AgentSocket != "/var/run/rhizome/agent.sock" || c.Namespace != "rhizome-system" {
+		t.Errorf("defaults: %+v", c)
+	}
+	if err := c.Validate(); err == nil {
+		t.Error("the defaults validate without a node name")
+	}
+}
 
 func TestConfigValidate(t *testing.T) {
 	tests := []struct {
@@ -17,6 +30,14 @@ func TestConfigValidate(t *testing.T) {
 		{name: "burst GOGC below the default", mod: func(c *Config) { c.BurstGOGC = 50 }, wantErr: "--burst-gogc 50"},
 		{name: "burst heap cap", mod: func(c *Config) { c.BurstHeapCapMiB = 300 }},
 		{name: "negative burst heap cap", mod: func(c *Config) { c.BurstHeapCapMiB = -1 }, wantErr: "--burst-heap-cap-mib"},
+		{name: "node IP", mod: func(c *Config) { c.NodeIP = netip.MustParseAddr("10.0.0.1") }},
+		{name: "IPv6 node IP", mod: func(c *Config) { c.NodeIP = netip.MustParseAddr("fd00::1") }, wantErr: "--node-ip fd00::1 must be an IPv4 address"},
+		{name: "IPv4-mapped node IP", mod: func(c *Config) { c.NodeIP = netip.MustParseAddr("::ffff:10.0.0.1") }, wantErr: "must be an IPv4 address"},
+		{name: "router ID", mod: func(c *Config) { c.RouterID = netip.MustParseAddr("192.0.2.1") }},
+		{name: "IPv6 router ID", mod: func(c *Config) { c.RouterID = netip.MustParseAddr("fd00::1") }, wantErr: "--router-id fd00::1"},
+		{name: "no socket", mod: func(c *Config) { c.AgentSocket = "" }, wantErr: "--agent-socket"},
+		{name: "resync too short", mod: func(c *Config) { c.ResyncPeriod = 10 * time.Millisecond }, wantErr: "--resync-period 10ms is too short"},
+		{name: "resync of one second", mod: func(c *Config) { c.ResyncPeriod = time.Second }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -99,5 +100,53 @@ func TestPeerNodeFrom(t *testing.T) {
 	bad := &v1alpha1.RhizomeNode{Spec: v1alpha1.RhizomeNodeSpec{IPv4Address: "fd00::1/64", VXLANTunnelMACAddr: "02:aa", VXLANTunnelAddress: "ten"}}
 	if p := peerNodeFrom(n, bad); p.IPv4 != addr("192.0.2.1") || p.VXLANMAC != nil || p.VXLANAddress.IsValid() {
 		t.Fatalf("with a broken RhizomeNode: %+v", p)
+	}
+}
+
+func TestUsesEncap(t *testing.T) {
+	p := func(vxlan, ipip v1alpha1.EncapMode) ipam.Pool { return ipam.Pool{VXLANMode: vxlan, IPIPMode: ipip} }
+	cases := []struct {
+		name        string
+		pools       []ipam.Pool
+		vxlan, ipip bool
+	}{
+		{"no pool", nil, false, false},
+		{"modes unset (the API's default is Never)", []ipam.Pool{p("", "")}, false, false},
+		{"Never", []ipam.Pool{p(v1alpha1.EncapNever, v1alpha1.EncapNever)}, false, false},
+		{"VXLAN CrossSubnet", []ipam.Pool{p(v1alpha1.EncapCrossSubnet, v1alpha1.EncapNever)}, true, false},
+		{"IPIP Always", []ipam.Pool{p(v1alpha1.EncapNever, v1alpha1.EncapAlways)}, false, true},
+		{"one pool each", []ipam.Pool{p(v1alpha1.EncapAlways, ""), p("", v1alpha1.EncapCrossSubnet)}, true, true},
+		// A mode no API server accepts still asks for the device; the
+		// route programmer then refuses the state (TestPassAPIErrors).
+		{"unknown mode", []ipam.Pool{p("Sometimes", "")}, true, false},
+	}
+	for _, c := range cases {
+		if vx, ip := usesEncap(c.pools); vx != c.vxlan || ip != c.ipip {
+			t.Errorf("%s: vxlan %v ipip %v, want %v %v", c.name, vx, ip, c.vxlan, c.ipip)
+		}
+	}
+}
+
+func TestDescribeRoute(t *testing.T) {
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Skip("no loopback interface to name")
+	}
+	devs := []routes.DeviceInfo{{Name: "lo", Type: "vxlan"}} // lo stands in for the VXLAN device
+	cases := []struct {
+		r    routes.Route
+		want string
+	}{
+		{routes.Route{Dst: pfx("10.244.0.0/26"), Kind: routes.Blackhole}, "10.244.0.0/26 blackhole [] "},
+		{routes.Route{Dst: pfx("10.244.1.0/26"), NextHops: []routes.NextHop{{Gateway: addr("10.244.1.0"), LinkIndex: lo.Index, OnLink: true}}},
+			"10.244.1.0/26 vxlan [10.244.1.0] lo"},
+		{routes.Route{Dst: pfx("10.244.2.0/26"), NextHops: []routes.NextHop{{Gateway: addr("10.0.0.2"), LinkIndex: 1 << 30}, {Gateway: addr("10.0.0.3"), LinkIndex: 1 << 30}}},
+			"10.244.2.0/26 none [10.0.0.2 10.0.0.3] "}, // an interface that is gone: no device
+	}
+	for _, c := range cases {
+		d := describeRoute(c.r, devs)
+		if got := fmt.Sprintf("%s %s %v %s", d.Prefix, d.Encapsulation, d.NextHops, d.Device); got != c.want {
+			t.Errorf("describeRoute(%v) = %q, want %q", c.r, got, c.want)
+		}
 	}
 }
