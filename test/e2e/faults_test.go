@@ -27,9 +27,15 @@ type pinger struct {
 
 func startPing(t *testing.T, l *lab.Lab, from lab.PodRecord, to string) *pinger {
 	t.Helper()
+	return startPingEvery(t, from, to, "0.05")
+}
+
+// startPingEvery pings to from the pod's namespace every interval seconds.
+func startPingEvery(t *testing.T, from lab.PodRecord, to, interval string) *pinger {
+	t.Helper()
 	p := &pinger{}
-	nsName := from.NetNS[strings.LastIndexByte(from.NetNS, '/')+1:]
-	p.cmd = exec.Command("ip", "netns", "exec", nsName, "ping", "-i", "0.05", "-W", "1", to)
+	argv := lab.InNetNS(from.NetNS, "ping", "-i", interval, "-W", "1", to)
+	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Stdout = &lockedWriter{p: p}
 	p.cmd.Stderr = &lockedWriter{p: p}
 	if err := p.cmd.Start(); err != nil {

@@ -17,9 +17,12 @@ import (
 // and this list equal. The pools go first, while the agents still run: the
 // elected agent removes a deleted pool's blocks and its finalizer once no
 // address of it is allocated (the pods that used it are gone), so nothing is
-// left Terminating when the DaemonSet and the CRDs go.
+// left Terminating when the DaemonSet and the CRDs go. The admission policy
+// refuses to delete a pool whose status still counts addresses, so the
+// first step waits for the status to catch up with the deleted pods.
 func UninstallCommands(overlay string) [][]string {
 	return [][]string{
+		{"kubectl", "wait", "--for=jsonpath={.status.addressesInUse}=0", "ippools", "--all", "--timeout=60s"},
 		{"kubectl", "delete", "ippools", "--all", "--wait", "--timeout=60s"},
 		{"kubectl", "delete", "-k", "deploy/overlays/" + overlay, "--ignore-not-found", "--wait", "--timeout=60s"},
 		{"kubectl", "delete", "-k", "deploy/crds", "--wait", "--timeout=60s"},
