@@ -105,10 +105,18 @@ test: deps verify-generated lint controlplane test-unit fuzz test-integration te
 test-unit: ## Unit tests (no root, no control plane)
 	$(GO) test -count=1 ./...
 
-FUZZTIME ?= 5s
+# Fuzz targets: the decoders of peer input (BFD packets, BGP UPDATEs) and
+# what turns objects into desired state (blocks and pools, BGP topology).
+# Each runs for FUZZTIME on top of its kept corpus (the package's
+# testdata/fuzz, which plain `go test` replays).
+FUZZ_TARGETS := ./bfd:FuzzDecode ./bgp:FuzzDecodeUpdate ./ipam/store:FuzzBlocks ./bgp/topology:FuzzCompute
+FUZZTIME ?= 8s
 .PHONY: fuzz
-fuzz: ## Fuzz the BFD packet decoder for FUZZTIME (5s) on top of its kept corpus (bfd/testdata/fuzz)
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./bfd/
+fuzz: ## Run each fuzz target (BFD and BGP decoders, blocks/pools, BGP topology) for FUZZTIME (8s) on its kept corpus
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz: $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) "$${t%%:*}" || exit 1; \
+	done
 
 .PHONY: test-image
 test-image: ## make image, image-pause, image-busybox each twice: same digest and bytes; contents, labels, static binaries, versions (~1 min warm)

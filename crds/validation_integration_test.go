@@ -149,6 +149,12 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"block: allocation not an address", block(`{cidr: 10.5.0.0/26, allocations: [{address: ten, handle: h.eth0}]}`), []string{"every allocation address must be an IP address inside the block's cidr"}},
 		{"block: empty handle", block(`{cidr: 10.5.0.0/26, allocations: [{address: 10.5.0.1, handle: ""}]}`), []string{"handle", "at least 1 chars long"}},
 		{"block: host bits", block(`{cidr: 10.5.0.1/26}`), []string{"cidr must be a network address in CIDR notation with no host bits set"}},
+		// One kubectl create of these crashed every agent before the rules
+		// (docs/design/0014).
+		{"block: the whole IPv4 space", namedBlock("0-0-0-0-0", `{cidr: 0.0.0.0/0, affinity: node-a}`), []string{"cidr 0.0.0.0/0 is larger than a block may be", "at most 4096 addresses"}},
+		{"block: an IPv6 /64", namedBlock("fd00---64", `{cidr: "fd00::/64", affinity: node-a}`), []string{"cidr fd00::/64 is larger than a block may be"}},
+		{"block: IPv4 /19", namedBlock("10-5-0-0-19", `{cidr: 10.5.0.0/19}`), []string{"IPv4 /20-/32"}},
+		{"block: affinity not a node name", namedBlock("10-5-0-0-26", `{cidr: 10.5.0.0/26, affinity: "Node A;rm"}`), []string{"affinity Node A;rm is not a node name"}},
 
 		// IPAMConfiguration
 		{"ipam config: wrong name", ipamConfig("cluster", `{strictAffinity: true}`), []string{"an IPAMConfiguration must be named 'default'"}},
@@ -278,6 +284,10 @@ func pool(spec string) string {
 
 func block(spec string) string {
 	return "apiVersion: rhizome.dev/v1alpha1\nkind: IPAMBlock\nmetadata: {name: invalid-block}\nspec: " + spec + "\n"
+}
+
+func namedBlock(name, spec string) string {
+	return "apiVersion: rhizome.dev/v1alpha1\nkind: IPAMBlock\nmetadata: {name: " + name + "}\nspec: " + spec + "\n"
 }
 
 func ipamConfig(name, spec string) string {

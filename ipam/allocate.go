@@ -264,7 +264,7 @@ func exhausted(ps []pools.Pool, why string) error {
 // (mine) or the others' (borrowing), in the given pools.
 func (a *NodeAllocator) pick(ps []pools.Pool, mine bool) (*entry, int) {
 	for _, e := range a.sorted() {
-		if e.deleting || a.mine(e) != mine || (!mine && e.obj == nil) || !inPools(ps, e) {
+		if e.deleting || e.shadowedBy != "" || a.mine(e) != mine || (!mine && e.obj == nil) || !inPools(ps, e) {
 			continue
 		}
 		if off := freeOffset(e, nil); off >= 0 {

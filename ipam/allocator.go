@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -95,6 +96,12 @@ type NodeAllocator struct {
 	settings    pools.Settings
 	labels      labels.Set
 	subs        []chan struct{}
+	// invalid holds the blocks that failed store.Check, by name, with why:
+	// they get no entry (no allocations, no routes).
+	invalid map[string]error
+	// shadowed counts the entries that overlap an older block (set when
+	// order is rebuilt).
+	shadowed int
 }
 
 // loc is one address held by a handle.
@@ -116,6 +123,10 @@ type entry struct {
 	writing  bool        // a writer goroutine owns the queue
 	creating bool        // claimed by us; the create is not confirmed yet
 	deleting bool        // our delete is in flight
+	// shadowedBy names an older block that this one overlaps: the
+	// addresses are that block's, so this one is neither allocated from
+	// nor routed (store.Overlaps). Set when order is rebuilt.
+	shadowedBy string
 	// lastBatch is how many operations the last write carried.
 	lastBatch int
 }
@@ -147,6 +158,7 @@ func New(cfg Config) (*NodeAllocator, error) {
 		handles:  map[string][]loc{},
 		inflight: map[string]*op{},
 		taken:    map[string]netip.Prefix{},
+		invalid:  map[string]error{},
 		settings: pools.SettingsFrom(nil),
 	}
 	a.store = &store.Store{
@@ -156,6 +168,9 @@ func New(cfg Config) (*NodeAllocator, error) {
 	}
 	if cfg.Registerer != nil {
 		if err := a.c.register(cfg.Registerer); err != nil {
+			return nil, fmt.Errorf("ipam: registering metrics: %w", err)
+		}
+		if err := a.registerInvalid(cfg.Registerer); err != nil {
 			return nil, fmt.Errorf("ipam: registering metrics: %w", err)
 		}
 	}
@@ -318,13 +333,18 @@ func (a *NodeAllocator) reload() {
 }
 
 func (a *NodeAllocator) onBlock(b *v1alpha1.IPAMBlock) {
-	prefix, err := store.Prefix(b)
-	if err != nil || blockmath.Name(prefix) != b.Name {
-		a.log.Warn("ignoring block whose name does not match its cidr", "op", "watch", "block", b.Name, "cidr", b.Spec.CIDR)
-		return
-	}
+	prefix, err := store.Check(b)
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if err != nil {
+		// The cidr is immutable, so a block never turns valid or invalid;
+		// log once per name.
+		if _, seen := a.invalid[b.Name]; !seen {
+			a.log.Warn("ignoring invalid block", "op", "watch", "block", b.Name, "cidr", b.Spec.CIDR, "affinity", b.Spec.Affinity, "error", err)
+		}
+		a.invalid[b.Name] = err
+		return
+	}
 	delete(a.taken, b.Name)
 	e := a.blocks[b.Name]
 	if e == nil {
@@ -336,6 +356,7 @@ func (a *NodeAllocator) onBlock(b *v1alpha1.IPAMBlock) {
 func (a *NodeAllocator) onBlockDeleted(d cache.DeletedObject[*v1alpha1.IPAMBlock]) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	delete(a.invalid, d.GetObjectName().Name)
 	e := a.blocks[d.GetObjectName().Name]
 	// A writer in flight finds out from its own write; a different UID is
 	// a newer incarnation that we already hold.
@@ -383,6 +404,9 @@ func (a *NodeAllocator) setObj(e *entry, b *v1alpha1.IPAMBlock) {
 		return
 	}
 	old := e.obj
+	if old == nil {
+		a.order = nil // its creation time takes part in the overlap order
+	}
 	a.indexHandles(old, b, e.name)
 	e.obj = b
 	clear(e.used)
@@ -424,14 +448,35 @@ func (a *NodeAllocator) indexHandles(old, new *v1alpha1.IPAMBlock, name string) 
 	}
 }
 
-// sorted returns the blocks in address order (IPv4 first).
+// sorted returns the blocks in address order (IPv4 first; of blocks that
+// start at one address, the larger first). Rebuilding the order, which
+// happens only when a block appears or goes, also decides which blocks
+// overlap an older one.
 func (a *NodeAllocator) sorted() []*entry {
 	if a.order == nil {
 		a.order = make([]*entry, 0, len(a.blocks))
+		placed := make([]store.Placed, 0, len(a.blocks))
 		for _, e := range a.blocks {
 			a.order = append(a.order, e)
+			p := store.Placed{Name: e.name, Prefix: e.prefix}
+			if e.obj != nil {
+				p.Created = e.obj.CreationTimestamp.Time
+			}
+			placed = append(placed, p)
 		}
-		slices.SortFunc(a.order, func(x, y *entry) int { return x.prefix.Addr().Compare(y.prefix.Addr()) })
+		slices.SortFunc(a.order, func(x, y *entry) int {
+			return cmp.Or(x.prefix.Addr().Compare(y.prefix.Addr()), cmp.Compare(x.prefix.Bits(), y.prefix.Bits()))
+		})
+		over := store.Overlaps(placed)
+		a.shadowed = len(over)
+		for _, e := range a.order {
+			if by := over[e.name]; by != e.shadowedBy {
+				if by != "" {
+					a.log.Warn("ignoring block that overlaps an older block", "op", "watch", "block", e.name, "older", by)
+				}
+				e.shadowedBy = by
+			}
+		}
 	}
 	return a.order
 }

@@ -477,3 +477,37 @@ func TestLeaderElection(t *testing.T) {
 	first.stop(t) // releases the Lease on the way out
 	waitFor(t, time.Minute, "the other agent to take over", func() bool { return leader(second) })
 }
+
+// TestInvalidBlockEvent: two overlapping blocks written straight to the API
+// server (no admission policy installed here, as in a cluster installed
+// without ipam/manifests). The leader records one InvalidBlock event on the
+// younger block, once, however many passes run, and none on the older.
+func TestInvalidBlockEvent(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxFor(t, time.Minute)
+	older := &v1alpha1.IPAMBlock{ObjectMeta: metav1.ObjectMeta{Name: "10-201-0-0-24"}, Spec: v1alpha1.IPAMBlockSpec{CIDR: "10.201.0.0/24"}}
+	if _, err := e.rz.RhizomeV1alpha1().IPAMBlocks().Create(ctx, older, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // creation timestamps have a resolution of one second
+	younger := &v1alpha1.IPAMBlock{ObjectMeta: metav1.ObjectMeta{Name: "10-201-0-64-26"}, Spec: v1alpha1.IPAMBlockSpec{CIDR: "10.201.0.64/26"}}
+	if _, err := e.rz.RhizomeV1alpha1().IPAMBlocks().Create(ctx, younger, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, n := range []string{older.Name, younger.Name} {
+			_ = e.rz.RhizomeV1alpha1().IPAMBlocks().Delete(ctxFor(t, time.Minute), n, metav1.DeleteOptions{})
+		}
+	})
+	c := e.newController(clocktesting.NewFakeClock(time.Now()))
+	reconcileUntil(t, c, "InvalidBlock event", func() bool { return e.events(younger.Name) == "InvalidBlock" })
+	mustReconcile(t, c)
+	mustReconcile(t, c)
+	time.Sleep(500 * time.Millisecond) // events are written in the background
+	if got := e.events(younger.Name); got != "InvalidBlock" {
+		t.Errorf("events on the younger block: %q, want one InvalidBlock", got)
+	}
+	if got := e.events(older.Name); got != "" {
+		t.Errorf("events on the older block: %q, want none", got)
+	}
+}

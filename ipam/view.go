@@ -2,6 +2,8 @@ package ipam
 
 import (
 	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
 	"net/netip"
 	"slices"
 
@@ -24,8 +26,8 @@ func (a *NodeAllocator) Snapshot() Snapshot {
 		s.Pools = append(s.Pools, poolInfo(p))
 	}
 	for _, e := range a.sorted() {
-		if e.obj == nil {
-			continue // a claim in flight: not a block yet
+		if e.obj == nil || e.shadowedBy != "" {
+			continue // a claim in flight (not a block yet), or another block's addresses
 		}
 		b := Block{CIDR: e.prefix, Node: e.obj.Spec.Affinity, Allocated: len(e.obj.Spec.Allocations)}
 		if p, ok := a.pools.ForBlock(e.prefix); ok {
@@ -55,6 +57,30 @@ func (a *NodeAllocator) Snapshot() Snapshot {
 	}
 	slices.SortFunc(s.Borrowed, netip.Addr.Compare)
 	return s
+}
+
+// registerInvalid exposes how many blocks the allocator ignores, by reason.
+func (a *NodeAllocator) registerInvalid(r prometheus.Registerer) error {
+	count := func(reason string, f func() int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "rhizome", Subsystem: "ipam", Name: "invalid_blocks",
+			Help:        "IPAMBlocks this agent ignores (neither allocates from nor routes): malformed (cidr, size, name) or overlapping an older block.",
+			ConstLabels: prometheus.Labels{"reason": reason},
+		}, func() float64 {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			return float64(f())
+		})
+	}
+	for _, c := range []prometheus.Collector{
+		count("malformed", func() int { return len(a.invalid) }),
+		count("overlap", func() int { a.sorted(); return a.shadowed }),
+	} {
+		if err := r.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func poolInfo(p pools.Pool) Pool {

@@ -9,6 +9,7 @@ import (
 // allocation in it, is one compare-and-swap on its resourceVersion.
 //
 // +kubebuilder:validation:XValidation:rule="isCIDR(self.cidr) && cidr(self.cidr) == cidr(self.cidr).masked()",message="cidr must be a network address in CIDR notation with no host bits set"
+// +kubebuilder:validation:XValidation:rule="!isCIDR(self.cidr) || cidr(self.cidr).prefixLength() >= (cidr(self.cidr).ip().family() == 4 ? 20 : 116)",messageExpression="'cidr ' + self.cidr + ' is larger than a block may be: a block holds at most 4096 addresses (IPv4 /20-/32, IPv6 /116-/128, the range of IPPool blockSize)'"
 // +kubebuilder:validation:XValidation:rule="!isCIDR(self.cidr) || !has(self.allocations) || self.allocations.all(a, isIP(a.address) && cidr(self.cidr).containsIP(a.address))",message="every allocation address must be an IP address inside the block's cidr"
 type IPAMBlockSpec struct {
 	// CIDR is the block's range. The object's name is derived from it, so that
@@ -21,6 +22,7 @@ type IPAMBlockSpec struct {
 	// or empty for a block that no node owns (it is freed once empty).
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == '' || self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",messageExpression="'affinity ' + self + ' is not a node name (lowercase letters, digits, - and ., as Kubernetes names nodes)'"
 	Affinity string `json:"affinity,omitempty"`
 
 	// Allocations lists the allocated addresses of the block.
@@ -78,6 +80,14 @@ type IPAMBlockStatus struct {
 //
 // It deliberately has no status subresource: the summary in status is written
 // in the same update as the allocations, so one write stays one write.
+//
+// Its name is derived from its cidr (the address with '.' and ':' replaced by
+// '-', a leading '-' prefixed with '0', then '-' and the prefix length), so
+// that two nodes claiming the same block collide on the name.
+//
+// The API server checks that rule in the admission policy
+// rhizome-ipamblock-fits-pools (ipam/manifests): as a CRD rule on an
+// unbounded metadata.name its estimated cost is over the CRD budget.
 //
 // +genclient
 // +genclient:nonNamespaced

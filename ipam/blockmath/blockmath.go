@@ -21,7 +21,11 @@ import (
 
 // MaxBlockAddresses bounds the size of a block (a /20 or a /116): a block is
 // one API object, and its allocations list is capped at this length.
-const MaxBlockAddresses = 4096
+const MaxBlockAddresses = 1 << MaxBlockAddressBits
+
+// MaxBlockAddressBits is log2(MaxBlockAddresses): the host bits of the
+// largest block, an IPv4 /20 or an IPv6 /116.
+const MaxBlockAddressBits = 12
 
 // Name returns the IPAMBlock object name of a block: the address with every
 // '.' and ':' replaced by '-', then '-' and the prefix length, e.g.
@@ -60,7 +64,7 @@ func NewLayout(pool netip.Prefix, blockBits int) (Layout, error) {
 	if blockBits < pool.Bits() || blockBits > max {
 		return Layout{}, fmt.Errorf("block size /%d does not fit pool %v", blockBits, pool)
 	}
-	if max-blockBits > 12 {
+	if max-blockBits > MaxBlockAddressBits {
 		return Layout{}, fmt.Errorf("block size /%d of pool %v holds more than %d addresses", blockBits, pool, MaxBlockAddresses)
 	}
 	return Layout{pool: pool, bits: blockBits}, nil
@@ -104,25 +108,27 @@ func (l Layout) BlockOf(addr netip.Addr) (netip.Prefix, bool) {
 	return netip.PrefixFrom(addr, l.bits).Masked(), true
 }
 
-// LowestFree returns the lowest block of the pool that is not in taken
-// (blocks outside the pool are ignored), and false if every block is taken.
+// LowestFree returns the lowest block of the pool that overlaps nothing in
+// taken (blocks of any size; those outside the pool are ignored), and false
+// if there is none.
 func (l Layout) LowestFree(taken []netip.Prefix) (netip.Prefix, bool) {
 	return l.NthFree(taken, 0)
 }
 
 // NthFree returns the n-th lowest free block (0-based), and false if the
-// pool has fewer than n+1 free blocks. Nodes that lost a claim to one another
-// use it to spread over the lowest few free blocks instead of all racing for
-// the same next one.
+// pool has fewer than n+1 free blocks. A block is free when it overlaps no
+// prefix in taken, whatever that prefix's length: a block left over from an
+// earlier pool with another block size must never share an address with a
+// new one. Nodes that lost a claim to one another use n to spread over the
+// lowest few free blocks instead of all racing for the same next one.
 func (l Layout) NthFree(taken []netip.Prefix, n int) (netip.Prefix, bool) {
-	mine := make([]netip.Addr, 0, len(taken))
+	var in []netip.Prefix
 	for _, p := range taken {
-		if l.Contains(p) {
-			mine = append(mine, p.Addr())
+		if p.IsValid() && p.Addr().Is4() == l.pool.Addr().Is4() && p.Overlaps(l.pool) {
+			in = append(in, p.Masked())
 		}
 	}
-	slices.SortFunc(mine, netip.Addr.Compare)
-	mine = slices.Compact(mine)
+	slices.SortFunc(in, func(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) })
 	cand := l.pool.Addr()
 	step := l.pool.Addr().BitLen() - l.bits
 	next := func() bool {
@@ -135,17 +141,23 @@ func (l Layout) NthFree(taken []netip.Prefix, n int) (netip.Prefix, bool) {
 	}
 	i := 0
 	for {
-		for i < len(mine) && mine[i].Less(cand) {
+		c := netip.PrefixFrom(cand, l.bits)
+		// Drop taken prefixes that end before the candidate starts (taken
+		// prefixes nest or are disjoint, so one that starts before the
+		// candidate without overlapping it lies wholly before it).
+		for i < len(in) && !in[i].Overlaps(c) && in[i].Addr().Less(cand) {
 			i++
 		}
-		if i < len(mine) && mine[i] == cand {
+		if i < len(in) && in[i].Overlaps(c) {
+			// A taken prefix larger than a block is passed one candidate
+			// at a time: at most 2^12 of them, as blocks are small.
 			if !next() {
 				return netip.Prefix{}, false
 			}
 			continue
 		}
 		if n == 0 {
-			return netip.PrefixFrom(cand, l.bits), true
+			return c, true
 		}
 		n--
 		if !next() {

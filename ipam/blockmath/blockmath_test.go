@@ -113,7 +113,14 @@ func TestLowestFree(t *testing.T) {
 		{"gap is reused", "10.244.0.0/16", 26, prefixes("10.244.0.128/26", "10.244.0.0/26"), "10.244.0.64/26"},
 		{"unsorted run", "10.244.0.0/16", 26, prefixes("10.244.0.128/26", "10.244.0.64/26", "10.244.0.0/26"), "10.244.0.192/26"},
 		{"duplicates", "10.244.0.0/16", 26, prefixes("10.244.0.0/26", "10.244.0.0/26", "10.244.0.64/26"), "10.244.0.128/26"},
-		{"other pools and sizes ignored", "10.244.0.0/16", 26, prefixes("10.245.0.0/26", "10.244.0.0/24", "fd00::/122"), "10.244.0.0/26"},
+		{"other pools and families ignored", "10.244.0.0/16", 26, prefixes("10.245.0.0/26", "fd00::/122", "::ffff:10.244.0.0/122"), "10.244.0.0/26"},
+		// A block of another size (left over from an earlier pool) is
+		// never overlapped, whether it is larger or smaller.
+		{"larger leftover block covers four", "10.244.0.0/16", 26, prefixes("10.244.0.0/24"), "10.244.1.0/26"},
+		{"smaller leftover block inside one", "10.244.0.0/16", 26, prefixes("10.244.0.64/28"), "10.244.0.0/26"},
+		{"smaller leftover block in the first", "10.244.0.0/16", 26, prefixes("10.244.0.32/28"), "10.244.0.64/26"},
+		{"leftovers of both sizes", "10.244.0.0/16", 26, prefixes("10.244.0.0/24", "10.244.1.0/26", "10.244.1.80/28", "10.244.0.0/26"), "10.244.1.128/26"},
+		{"leftover covers the pool", "10.244.0.0/24", 26, prefixes("10.244.0.0/22"), ""},
 		{"crosses an octet", "10.244.0.0/16", 26, prefixes("10.244.0.0/26", "10.244.0.64/26", "10.244.0.128/26", "10.244.0.192/26"), "10.244.1.0/26"},
 		{"full", "10.244.0.0/25", 26, prefixes("10.244.0.0/26", "10.244.0.64/26"), ""},
 		{"single block pool full", "10.1.0.0/26", 26, prefixes("10.1.0.0/26"), ""},

@@ -24,6 +24,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
@@ -92,6 +93,8 @@ type Controller struct {
 	// blocksWritten is the same for blocks: a block released in one pass
 	// must not look orphaned again in the next because the cache lags.
 	blocksWritten map[string]*v1alpha1.IPAMBlock
+	// reported holds the invalid blocks already given an Event this term.
+	reported map[types.UID]bool
 }
 
 // New creates a Controller; Run starts it.
@@ -124,6 +127,7 @@ func New(cfg Config) (*Controller, error) {
 		written: map[string]*v1alpha1.IPPool{},
 
 		blocksWritten: map[string]*v1alpha1.IPAMBlock{},
+		reported:      map[types.UID]bool{},
 	}
 	c.store = &store.Store{Blocks: cfg.Client.IPAMBlocks()}
 	if cfg.Registerer != nil {
@@ -237,6 +241,7 @@ func (c *Controller) Start(ctx context.Context) error {
 	c.orphans = map[string]time.Time{}
 	c.written = map[string]*v1alpha1.IPPool{}
 	c.blocksWritten = map[string]*v1alpha1.IPAMBlock{}
+	c.reported = map[types.UID]bool{}
 	kf.Start(ctx.Done())
 	go pods.RunWithContext(ctx)
 	c.cfg.Informers.Start(ctx.Done())

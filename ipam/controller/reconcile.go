@@ -44,6 +44,7 @@ func (c *Controller) Reconcile(ctx context.Context) error {
 		return fmt.Errorf("controller: listing blocks: %w", err)
 	}
 	blocks = c.freshBlocks(blocks)
+	c.reportInvalid(blocks)
 	slices.SortFunc(blocks, func(x, y *v1alpha1.IPAMBlock) int { return strings.Compare(x.Name, y.Name) })
 	now := c.clock.Now()
 	seen := map[string]bool{}

@@ -23,8 +23,8 @@ func (l *Lab) agentIdentity(ctx context.Context, cp *controlplane.ControlPlane, 
 	if out, err := cp.Kubectl(ctx, deploy.RBAC, "apply", "-f", "-"); err != nil {
 		return fmt.Errorf("applying the agent's RBAC: %w: %s", err, out)
 	}
-	if out, err := cp.Kubectl(ctx, manifests.IPPoolDeletionPolicy, "apply", "-f", "-"); err != nil {
-		return fmt.Errorf("applying the IPPool deletion policy: %w: %s", err, out)
+	if out, err := cp.Kubectl(ctx, manifests.All(), "apply", "-f", "-"); err != nil {
+		return fmt.Errorf("applying the IPAM admission policies: %w: %s", err, out)
 	}
 	exp := int64(7 * 24 * 3600)
 	tok, err := c.kube.CoreV1().ServiceAccounts(deploy.AgentNamespace).CreateToken(ctx, deploy.AgentServiceAccount,
