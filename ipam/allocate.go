@@ -28,6 +28,7 @@ type op struct {
 	handle string
 	// Allocation only.
 	namespace, pod string
+	podUID         string
 	family         int
 	key            string // handle/family, the inflight key
 	offset         int    // reserved offset in the block
@@ -219,6 +220,9 @@ func (a *NodeAllocator) address(e *entry, addr netip.Addr) Address {
 // (the lowest free one), then, unless strictAffinity is set, a free address
 // of another node's block. The caller holds a.mu.
 func (a *NodeAllocator) enqueueAlloc(req Request, fam int, key string) (*op, error) {
+	if a.releasing[req.Handle] > 0 {
+		return nil, fmt.Errorf("ipam: allocating for %s: %w", req.Handle, ErrReleased)
+	}
 	ps := a.pools.ForNode(a.labels, fam)
 	if len(ps) == 0 {
 		return nil, fmt.Errorf("ipam: no enabled IPv%d pool selects node %s: %w", fam, a.node, ErrNoPool)
@@ -238,7 +242,7 @@ func (a *NodeAllocator) enqueueAlloc(req Request, fam int, key string) (*op, err
 		}
 	}
 	o := &op{
-		kind: opAlloc, handle: req.Handle, namespace: req.Namespace, pod: req.Pod,
+		kind: opAlloc, handle: req.Handle, namespace: req.Namespace, pod: req.Pod, podUID: req.PodUID,
 		family: fam, key: key, offset: off, entry: e, done: make(chan struct{}),
 	}
 	e.reserved[off] = o
@@ -344,8 +348,51 @@ func (a *NodeAllocator) Release(ctx context.Context, handle string) error {
 }
 
 // release frees handle's addresses in the given blocks (nil: everywhere).
+//
+// A Release can race an Allocate of the same handle that is still in
+// flight (a runtime that timed out an ADD and sent DEL). It must free what
+// that Allocate writes, not leave it allocated for the GC: while a release
+// of the handle runs, new allocations for it fail with ErrReleased; an
+// allocation still queued is withdrawn (it fails the same way); one whose
+// write was already sent is waited for, and what it wrote is then released.
 func (a *NodeAllocator) release(ctx context.Context, handle string, only []string) error {
 	a.mu.Lock()
+	a.releasing[handle]++
+	defer func() {
+		a.mu.Lock()
+		if a.releasing[handle]--; a.releasing[handle] <= 0 {
+			delete(a.releasing, handle)
+		}
+		a.mu.Unlock()
+	}()
+	for {
+		var writing []*op
+		for _, o := range a.inflight {
+			if o.handle != handle {
+				continue
+			}
+			if o.taken || o.entry == nil {
+				writing = append(writing, o)
+				continue
+			}
+			if i := slices.Index(o.entry.queue, o); i >= 0 {
+				o.entry.queue = slices.Delete(o.entry.queue, i, i+1)
+			}
+			a.finish(o, result{err: fmt.Errorf("ipam: allocating for %s: %w", handle, ErrReleased)})
+		}
+		if len(writing) == 0 {
+			break
+		}
+		a.mu.Unlock()
+		for _, o := range writing {
+			select {
+			case <-o.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		a.mu.Lock()
+	}
 	var ops []*op
 	for _, l := range a.handles[handle] {
 		e := a.blocks[l.block]

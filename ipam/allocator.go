@@ -99,6 +99,9 @@ type NodeAllocator struct {
 	// invalid holds the blocks that failed store.Check, by name, with why:
 	// they get no entry (no allocations, no routes).
 	invalid map[string]error
+	// releasing counts the releases of each handle in progress: they
+	// settle its allocations in flight, and refuse new ones.
+	releasing map[string]int
 	// shadowed counts the entries that overlap an older block (set when
 	// order is rebuilt).
 	shadowed int
@@ -149,17 +152,18 @@ func New(cfg Config) (*NodeAllocator, error) {
 		cfg.MaintenanceInterval = 30 * time.Second
 	}
 	a := &NodeAllocator{
-		node:     cfg.Node,
-		cfg:      cfg,
-		log:      cfg.Logger.With("component", "ipam", "node", cfg.Node),
-		clock:    cfg.Clock,
-		ready:    make(chan struct{}),
-		blocks:   map[string]*entry{},
-		handles:  map[string][]loc{},
-		inflight: map[string]*op{},
-		taken:    map[string]netip.Prefix{},
-		invalid:  map[string]error{},
-		settings: pools.SettingsFrom(nil),
+		node:      cfg.Node,
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "ipam", "node", cfg.Node),
+		clock:     cfg.Clock,
+		ready:     make(chan struct{}),
+		blocks:    map[string]*entry{},
+		handles:   map[string][]loc{},
+		inflight:  map[string]*op{},
+		taken:     map[string]netip.Prefix{},
+		invalid:   map[string]error{},
+		releasing: map[string]int{},
+		settings:  pools.SettingsFrom(nil),
 	}
 	a.store = &store.Store{
 		Blocks:     cfg.Client.IPAMBlocks(),

@@ -283,7 +283,7 @@ func (a *NodeAllocator) build(e *entry, batch []*op) *write {
 	for _, o := range rest {
 		switch o.kind {
 		case opRelease:
-			if n := store.RemoveHandle(w.obj, o.handle); n > 0 {
+			if n := store.RemoveHandle(w.obj, o.handle, a.node); n > 0 {
 				w.released += n
 				changed = true
 			}
@@ -307,7 +307,7 @@ func (a *NodeAllocator) build(e *entry, batch []*op) *write {
 			occupied[o.offset] = true
 			addr, _ := blockmath.Nth(e.prefix, o.offset)
 			w.obj.Spec.Allocations = append(w.obj.Spec.Allocations, v1alpha1.IPAMAllocation{
-				Address: addr.String(), Handle: o.handle, Namespace: o.namespace, Pod: o.pod, Node: a.node,
+				Address: addr.String(), Handle: o.handle, Namespace: o.namespace, Pod: o.pod, PodUID: o.podUID, Node: a.node,
 			})
 			w.addrs[o] = addr
 			w.ops = append(w.ops, o)

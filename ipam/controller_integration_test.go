@@ -511,3 +511,46 @@ func TestInvalidBlockEvent(t *testing.T) {
 		t.Errorf("events on the older block: %q, want none", got)
 	}
 }
+
+// TestGarbageCollectionByPodUID: a pod is deleted and re-created under the
+// same name while the runtime never sent DEL for the old sandbox (a node
+// that crashed, a runtime that lost its state). The old incarnation's
+// address, recorded with the old UID, is freed after the grace period; the
+// new incarnation's address is kept.
+func TestGarbageCollectionByPodUID(t *testing.T) {
+	e := newEnv(t)
+	e.pool("gcuid", "10.106.0.0/24", 26)
+	node := e.node("gcuid-n1")
+	a := e.start(node)
+	ctx := ctxFor(t, 5*time.Minute)
+	old := e.pod("gcuid-web")
+	r1, err := a.Allocate(ctx, ipam.Request{Handle: "sandbox1.eth0", Namespace: "default", Pod: old.Name, PodUID: string(old.UID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.deletePod(old.Name)
+	waitFor(t, time.Minute, "the old pod gone", func() bool {
+		_, err := e.kube.CoreV1().Pods("default").Get(ctx, old.Name, metav1.GetOptions{})
+		return err != nil
+	})
+	cur := e.pod(old.Name)
+	if cur.UID == old.UID {
+		t.Fatal("re-created pod has the old UID")
+	}
+	r2, err := a.Allocate(ctx, ipam.Request{Handle: "sandbox2.eth0", Namespace: "default", Pod: cur.Name, PodUID: string(cur.UID)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := clocktesting.NewFakeClock(time.Now())
+	c := e.newController(clk)
+	reconcileUntil(t, c, "the old incarnation's address a candidate", func() bool { return c.Stats().Candidates == 1 })
+	clk.Step(15*time.Minute + time.Second)
+	reconcileUntil(t, c, "the old incarnation's address released", func() bool { return c.Stats().Releases == 1 })
+	left := e.allocations("10.106.0.0/24")
+	if _, held := left[r1.Addresses[0].Addr]; held {
+		t.Errorf("old incarnation's address %v still allocated", r1.Addresses[0].Addr)
+	}
+	if al, held := left[r2.Addresses[0].Addr]; !held || al.PodUID != string(cur.UID) {
+		t.Errorf("new incarnation's address %v: held %v, allocation %+v", r2.Addresses[0].Addr, held, al)
+	}
+}

@@ -153,10 +153,16 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) prometheus.Colle
 // and waits until it is ready.
 func runFake(t *testing.T, node string, objs ...runtime.Object) *ipam.NodeAllocator {
 	t.Helper()
+	return runFakeOn(t, node, rzfake.NewSimpleClientset(objs...))
+}
+
+// runFakeOn is runFake over a given fake clientset (to add reactors).
+func runFakeOn(t *testing.T, node string, cs *rzfake.Clientset) *ipam.NodeAllocator {
+	t.Helper()
 	kube := kubefake.NewSimpleClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: node}})
 	a, err := ipam.New(ipam.Config{
 		Node:   node,
-		Client: fromclientset.Rhizome(rzfake.NewSimpleClientset(objs...).RhizomeV1alpha1()),
+		Client: fromclientset.Rhizome(cs.RhizomeV1alpha1()),
 		Kube:   fromclientset.Wrap(kube),
 	})
 	if err != nil {

@@ -40,6 +40,10 @@ type Request struct {
 	// address only when this pod no longer exists; without them, only when
 	// the node that allocated it is gone.
 	Namespace, Pod string
+	// PodUID is the pod's UID (CNI_ARGS K8S_POD_UID), recorded so that the
+	// garbage collector tells a pod re-created under the same name from the
+	// one that holds the address. Optional.
+	PodUID string
 	// Families restricts the request to these address families (4, 6).
 	// Empty means every family for which a pool applies to this node.
 	Families []int
@@ -97,8 +101,10 @@ type Allocator interface {
 	// ErrNoPool when no enabled pool selects this node. When one family
 	// fails, addresses this call took for the others are released again.
 	Allocate(ctx context.Context, req Request) (Result, error)
-	// Release frees every address held by handle. Releasing an unknown
-	// handle succeeds.
+	// Release frees every address held by handle that this node allocated
+	// (never another node's allocations under the same handle), including
+	// what an Allocate of the handle in flight writes (that Allocate fails
+	// with ErrReleased). Releasing an unknown handle succeeds.
 	Release(ctx context.Context, handle string) error
 	// ReleaseByAddress frees one address, whichever node allocated it,
 	// reading the block from the API server rather than a cache. It fails
@@ -175,8 +181,12 @@ var (
 	ErrNoPool = errors.New("no applicable IP pool")
 	// ErrNotAllocated means an address to release is not allocated.
 	ErrNotAllocated = errors.New("address not allocated")
-	// ErrInUse means an address to release still belongs to an existing pod.
-	ErrInUse = errors.New("address in use by an existing pod")
+	// ErrInUse means an address to release still belongs to an existing pod
+	// (or, for a tunnel address, an existing node).
+	ErrInUse = errors.New("address in use")
+	// ErrReleased means an allocation was withdrawn because a Release of
+	// the same handle ran while it was in flight.
+	ErrReleased = errors.New("handle released while the allocation was in flight")
 )
 
 // MaxHandleLength is the longest handle the IPAMBlock schema accepts.

@@ -59,6 +59,12 @@ type IPAMAllocation struct {
 	// Pod is the name of the pod holding the address, if any.
 	// +optional
 	Pod string `json:"pod,omitempty"`
+	// PodUID is the UID of the pod holding the address, if known: the
+	// garbage collector frees the address of a pod that was re-created
+	// under the same name (a new UID), which the name alone cannot tell.
+	// +optional
+	// +kubebuilder:validation:MaxLength=36
+	PodUID string `json:"podUID,omitempty"`
 	// Node is the node that allocated the address. It differs from the
 	// block's affinity when the address is borrowed.
 	// +optional

@@ -167,8 +167,14 @@ func (c *Controller) collect(ctx context.Context, blocks []*v1alpha1.IPAMBlock, 
 // allocation with neither is never collected.
 func (c *Controller) orphaned(b *v1alpha1.IPAMBlock, al v1alpha1.IPAMAllocation) (string, bool) {
 	if al.Pod != "" {
-		_, err := c.pods.ByNamespace(al.Namespace).Get(al.Pod)
-		return fmt.Sprintf("pod %s/%s does not exist", al.Namespace, al.Pod), apierrors.IsNotFound(err)
+		obj, err := c.pods.ByNamespace(al.Namespace).Get(al.Pod)
+		if apierrors.IsNotFound(err) {
+			return fmt.Sprintf("pod %s/%s does not exist", al.Namespace, al.Pod), true
+		}
+		if m, ok := obj.(metav1.Object); ok && err == nil && al.PodUID != "" && string(m.GetUID()) != al.PodUID {
+			return fmt.Sprintf("pod %s/%s was re-created (UID %s, the address was allocated for UID %s)", al.Namespace, al.Pod, m.GetUID(), al.PodUID), true
+		}
+		return "", false
 	}
 	node := cmp.Or(al.Node, b.Spec.Affinity)
 	if node == "" {
@@ -183,7 +189,11 @@ func (c *Controller) orphaned(b *v1alpha1.IPAMBlock, al v1alpha1.IPAMAllocation)
 func (c *Controller) confirmGone(ctx context.Context, b *v1alpha1.IPAMBlock, al v1alpha1.IPAMAllocation) (bool, error) {
 	var err error
 	if al.Pod != "" {
-		_, err = c.cfg.Metadata.Resource(podsGVR).Namespace(al.Namespace).Get(ctx, al.Pod, metav1.GetOptions{})
+		var pod *metav1.PartialObjectMetadata
+		pod, err = c.cfg.Metadata.Resource(podsGVR).Namespace(al.Namespace).Get(ctx, al.Pod, metav1.GetOptions{})
+		if err == nil && al.PodUID != "" && string(pod.UID) != al.PodUID {
+			return true, nil // another incarnation of the pod holds the name
+		}
 	} else {
 		_, err = c.cfg.Kube.Nodes().Get(ctx, cmp.Or(al.Node, b.Spec.Affinity), metav1.GetOptions{})
 	}

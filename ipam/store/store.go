@@ -165,13 +165,17 @@ func StampEmpty(b *v1alpha1.IPAMBlock, now time.Time) {
 	}
 }
 
-// RemoveHandle drops every allocation of handle from b and reports how many
-// it dropped.
-func RemoveHandle(b *v1alpha1.IPAMBlock, handle string) int {
+// RemoveHandle drops the allocations of handle that node made from b and
+// reports how many it dropped. A node releases only what it allocated: a
+// handle is a container ID and an interface, which another node's runtime
+// may use too (or a hostile caller may name), so a release on one node must
+// never free another node's pod address. An empty node matches every
+// allocation (operators' tools).
+func RemoveHandle(b *v1alpha1.IPAMBlock, handle, node string) int {
 	n := len(b.Spec.Allocations)
 	kept := b.Spec.Allocations[:0]
 	for _, a := range b.Spec.Allocations {
-		if a.Handle != handle {
+		if a.Handle != handle || (node != "" && a.Node != node) {
 			kept = append(kept, a)
 		}
 	}

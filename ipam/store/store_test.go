@@ -57,10 +57,10 @@ func TestStampEmpty(t *testing.T) {
 
 func TestRemoveHandle(t *testing.T) {
 	b := block("n1", al("10.0.0.1", "a", "n1"), al("10.0.0.2", "b", "n1"), al("10.0.0.3", "a", "n1"))
-	if n := RemoveHandle(b, "a"); n != 2 || len(b.Spec.Allocations) != 1 || b.Spec.Allocations[0].Handle != "b" {
+	if n := RemoveHandle(b, "a", ""); n != 2 || len(b.Spec.Allocations) != 1 || b.Spec.Allocations[0].Handle != "b" {
 		t.Fatalf("removed %d, left %+v", n, b.Spec.Allocations)
 	}
-	if n := RemoveHandle(b, "a"); n != 0 || len(b.Spec.Allocations) != 1 {
+	if n := RemoveHandle(b, "a", ""); n != 0 || len(b.Spec.Allocations) != 1 {
 		t.Fatalf("second removal: %d, %+v", n, b.Spec.Allocations)
 	}
 }
