@@ -7,6 +7,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -29,8 +30,13 @@ func (i *ipamAllocator) Allocate(ctx context.Context, req localapi.AllocateReque
 		return nil, false, fmt.Errorf("handle %q is reserved for the agent's tunnel addresses", req.Handle)
 	}
 	existing := i.holds(req.Handle)
-	res, err := i.a.ipam.Allocate(ctx, ipam.Request{Handle: req.Handle, Namespace: req.Namespace, Pod: req.Pod})
-	if err != nil {
+	res, err := i.a.ipam.Allocate(ctx, ipam.Request{Handle: req.Handle, Namespace: req.Namespace, Pod: req.Pod, PodUID: req.PodUID})
+	switch {
+	case errors.Is(err, ipam.ErrExhausted):
+		return nil, false, fmt.Errorf("%w: %w", localapi.ErrExhausted, err)
+	case errors.Is(err, ipam.ErrNoPool):
+		return nil, false, fmt.Errorf("%w: %w", localapi.ErrNoPool, err)
+	case err != nil:
 		return nil, false, err
 	}
 	out := make([]netip.Addr, 0, len(res.Addresses))
@@ -62,6 +68,10 @@ func (i *ipamAllocator) Release(ctx context.Context, handle string) ([]netip.Add
 		return nil, err
 	}
 	return held, nil
+}
+
+func (i *ipamAllocator) Addresses(_ context.Context, handle string) ([]netip.Addr, error) {
+	return i.a.ipam.HandleAddresses(handle), nil
 }
 
 func (i *ipamAllocator) CNIHandles(context.Context) ([]string, error) {

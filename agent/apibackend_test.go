@@ -23,7 +23,7 @@ import (
 
 // serveLocalAPI serves the agent's local API on a socket of the test, as
 // Run does, and returns a client: the CNI plugin's side of a CNI ADD.
-func serveLocalAPI(t *testing.T, w *world) agentapi.AgentClient {
+func serveLocalAPI(t *testing.T, w *world, mod ...func(*localapi.Server)) agentapi.AgentClient {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "rz-api") // short: unix socket paths are limited
 	if err != nil {
@@ -34,7 +34,12 @@ func serveLocalAPI(t *testing.T, w *world) agentapi.AgentClient {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	a := w.run.a
-	go func() { done <- localapi.New(&ipamAllocator{a: a}, &nodeState{a: a}, a.log).Serve(ctx, sock) }()
+	srv := localapi.New(&ipamAllocator{a: a}, &nodeState{a: a}, a.log)
+	srv.GCGrace = 0
+	for _, m := range mod {
+		m(srv)
+	}
+	go func() { done <- srv.Serve(ctx, sock) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -78,29 +83,29 @@ func TestLocalAPIBackend(t *testing.T) {
 	// plugin is told to try again (FailedPrecondition), nothing allocated.
 	w.ipam.SetReady(false)
 	w.pass()
-	if _, err := add("early.eth0"); code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "IPAM: waiting") {
+	if _, err := add("k8s/early.eth0"); code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "IPAM: waiting") {
 		t.Fatalf("ADD before IPAM is ready: %v", err)
 	}
 	w.ipam.SetReady(true)
 	w.pass()
 	// The route programmer has made a pass (world.pass settles it), so
 	// ADD is served with its pod MTU.
-	r1, err := add("pod1.eth0")
+	r1, err := add("k8s/pod1.eth0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r1.Existing || len(r1.Addresses) != 1 || r1.Mtu != 1450 {
 		t.Errorf("first ADD: %+v (want one address, not existing, MTU 1500-50 for VXLAN)", r1)
 	}
-	r2, err := add("pod1.eth0")
+	r2, err := add("k8s/pod1.eth0")
 	if err != nil || !r2.Existing || !slices.Equal(r2.Addresses, r1.Addresses) {
 		t.Errorf("repeated ADD: %+v, %v; want the same addresses, existing", r2, err)
 	}
-	if _, err := add("early.eth0"); err != nil {
+	if _, err := add("k8s/early.eth0"); err != nil {
 		t.Fatal(err)
 	}
 	tunnel := a(w).tunnelHandle(tunnelVXLAN)
-	if _, err := add(tunnel); code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "reserved") {
+	if _, err := add(tunnel); code(err) != codes.Internal || !strings.Contains(err.Error(), "reserved") {
 		t.Errorf("ADD with the tunnel's handle: %v", err)
 	}
 	if got := w.ipam.HandleAddresses(tunnel); len(got) != 1 {
@@ -109,7 +114,7 @@ func TestLocalAPIBackend(t *testing.T) {
 
 	// DEL returns what it released, and nothing the second time.
 	for i, want := range []int{1, 0} {
-		rel, err := c.Release(ctx, &agentapi.ReleaseRequest{Handle: "pod1.eth0"})
+		rel, err := c.Release(ctx, &agentapi.ReleaseRequest{Handle: "k8s/pod1.eth0"})
 		if err != nil || len(rel.Released) != want {
 			t.Errorf("DEL #%d: %+v, %v; want %d addresses", i+1, rel, err, want)
 		}
@@ -125,31 +130,79 @@ func TestLocalAPIBackend(t *testing.T) {
 
 	// GC keeps the handles the runtime lists, releases the others, and
 	// never sees the tunnel's.
-	if _, err := add("keep.eth0"); err != nil {
+	if _, err := add("k8s/keep.eth0"); err != nil {
 		t.Fatal(err)
 	}
-	gc, err := c.GarbageCollect(ctx, &agentapi.GarbageCollectRequest{ValidHandles: []string{"keep.eth0"}})
-	if err != nil || fmt.Sprint(gc.ReleasedHandles) != "[early.eth0]" {
+	gc, err := c.GarbageCollect(ctx, &agentapi.GarbageCollectRequest{Network: "k8s", ValidHandles: []string{"k8s/keep.eth0"}})
+	if err != nil || fmt.Sprint(gc.ReleasedHandles) != "[k8s/early.eth0]" {
 		t.Errorf("GC: %+v, %v; want early.eth0 released", gc, err)
 	}
 	held := w.ipam.Handles()
-	if !slices.Contains(held, "keep.eth0") || slices.Contains(held, "early.eth0") || !slices.Contains(held, tunnel) {
+	if !slices.Contains(held, "k8s/keep.eth0") || slices.Contains(held, "k8s/early.eth0") || !slices.Contains(held, tunnel) {
 		t.Errorf("handles after GC: %v", held)
 	}
 
 	// The IPAM cannot reach the API server: the plugin gets the error,
 	// and nothing is half-allocated.
 	w.ipam.FailWith(errAPI)
-	if _, err := add("late.eth0"); code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "etcdserver") {
+	if _, err := add("k8s/late.eth0"); code(err) != codes.Internal || !strings.Contains(err.Error(), "etcdserver") {
 		t.Errorf("ADD with the IPAM failing: %v", err)
 	}
-	if _, err := c.Release(ctx, &agentapi.ReleaseRequest{Handle: "keep.eth0"}); code(err) != codes.Internal {
+	if _, err := c.Release(ctx, &agentapi.ReleaseRequest{Handle: "k8s/keep.eth0"}); code(err) != codes.Internal {
 		t.Errorf("DEL with the IPAM failing: %v", err)
 	}
 	w.ipam.FailWith(nil)
-	if got := w.ipam.HandleAddresses("late.eth0"); len(got) != 0 {
+	if got := w.ipam.HandleAddresses("k8s/late.eth0"); len(got) != 0 {
 		t.Errorf("a failed ADD left %v allocated", got)
 	}
+}
+
+// TestLocalAPIGarbageCollectionIsCareful plays a runtime whose GC request
+// is broken or early: without the network's name it frees nothing; it never
+// frees another network's attachments (handles of net "other", the CNI
+// network a second conflist uses); and an attachment allocated within the
+// grace period is kept though the runtime did not list it (its ADD was in
+// flight when the runtime built the list). Error codes tell an exhausted
+// pool and a missing pool apart from a failure.
+func TestLocalAPIGarbageCollectionIsCareful(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t)
+	w.setPool(v1alpha1.EncapNever, v1alpha1.EncapNever, false)
+	now := time.Now()
+	c := serveLocalAPI(t, w, func(s *localapi.Server) {
+		s.GCGrace = time.Minute
+		s.Now = func() time.Time { return now }
+	})
+	w.pass()
+	for _, h := range []string{"k8s/old.eth0", "other/old.eth0", "k8s/young.eth0"} {
+		if h == "k8s/young.eth0" {
+			now = now.Add(2 * time.Minute)
+		}
+		if _, err := c.Allocate(ctx, &agentapi.AllocateRequest{Handle: h, PodNamespace: "default", PodName: "p"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.GarbageCollect(ctx, &agentapi.GarbageCollectRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("GC without a network: %v, want InvalidArgument", err)
+	}
+	gc, err := c.GarbageCollect(ctx, &agentapi.GarbageCollectRequest{Network: "k8s"})
+	if err != nil || fmt.Sprint(gc.ReleasedHandles) != "[k8s/old.eth0]" {
+		t.Errorf("GC of k8s with nothing valid: %+v, %v; want only k8s/old.eth0 (other's is not k8s's, young.eth0 is within the grace period)", gc, err)
+	}
+	held := w.ipam.Handles()
+	if !slices.Contains(held, "other/old.eth0") || !slices.Contains(held, "k8s/young.eth0") || slices.Contains(held, "k8s/old.eth0") {
+		t.Errorf("handles after GC: %v", held)
+	}
+	for _, c2 := range []struct {
+		err  error
+		want codes.Code
+	}{{ipam.ErrExhausted, codes.ResourceExhausted}, {ipam.ErrNoPool, codes.NotFound}, {errAPI, codes.Internal}} {
+		w.ipam.FailWith(c2.err)
+		if _, err := c.Allocate(ctx, &agentapi.AllocateRequest{Handle: "k8s/x.eth0"}); status.Code(err) != c2.want {
+			t.Errorf("ADD failing with %v: code %v, want %v", c2.err, status.Code(err), c2.want)
+		}
+	}
+	w.ipam.FailWith(nil)
 }
 
 // TestNodeStateStatus checks what rhizomectl status shows of the parts.

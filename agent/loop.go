@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -160,7 +161,7 @@ const (
 
 // tunnelHandlePrefix starts the IPAM handles of tunnel addresses; CNI
 // garbage collection never touches them.
-const tunnelHandlePrefix = "rhizome-tunnel."
+const tunnelHandlePrefix = ipam.TunnelHandlePrefix
 
 type tunnelState struct {
 	addrs map[tunnelKind]netip.Addr
@@ -186,6 +187,15 @@ func (a *agent) tunnelAddress(ctx context.Context, k tunnelKind, needed bool) (a
 		a.tunnel.checked = map[tunnelKind]bool{}
 	}
 	have := a.tunnel.addrs[k]
+	if needed && have.IsValid() && !slices.Contains(a.ipam.HandleAddresses(a.tunnelHandle(k)), have) {
+		// Released behind the agent's back (a forced rhizomectl ipam
+		// release, a restore from backup): the address may go to a pod
+		// while the tunnel device still holds it. Take one again.
+		a.log.Warn("the tunnel address is no longer allocated to this node; allocating one again",
+			"op", "tunnel", "tunnel", string(k), "address", have.String())
+		delete(a.tunnel.addrs, k)
+		have = netip.Addr{}
+	}
 	switch {
 	case needed && have.IsValid():
 		return have, false

@@ -328,3 +328,33 @@ func TestPassHostileNeighbours(t *testing.T) {
 func with(base []string, more ...string) []string {
 	return append(append([]string(nil), base...), more...)
 }
+
+// TestPassTunnelAddressReleasedBehindItsBack: an operator force-releases
+// the node's VXLAN address (or a restore loses it) and a pod gets it. The
+// next pass must notice that the node no longer holds it and take a new
+// one, instead of keeping a VTEP address that now belongs to a pod.
+func TestPassTunnelAddressReleasedBehindItsBack(t *testing.T) {
+	w := newWorld(t)
+	w.setPool(v1alpha1.EncapAlways, v1alpha1.EncapNever, false)
+	w.pass()
+	tunnel := a(w).tunnelHandle(tunnelVXLAN)
+	before := w.ipam.HandleAddresses(tunnel)
+	if len(before) != 1 {
+		t.Fatalf("tunnel address after the first pass: %v", before)
+	}
+	if err := w.ipam.Release(w.ctx, tunnel); err != nil {
+		t.Fatal(err)
+	}
+	thief := w.allocate("thief.eth0")
+	if thief != before[0] {
+		t.Fatalf("the pod got %v, not the released tunnel address %v (the test needs it to)", thief, before[0])
+	}
+	w.pass()
+	after := w.ipam.HandleAddresses(tunnel)
+	if len(after) != 1 || after[0] == thief {
+		t.Fatalf("tunnel address after the pass: %v (the pod holds %v)", after, thief)
+	}
+	if got := a(w).tunnel.addrs[tunnelVXLAN]; got != after[0] {
+		t.Fatalf("the agent uses %v as its VTEP address, IPAM gives it %v", got, after[0])
+	}
+}

@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 
@@ -10,6 +11,8 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+
+	"github.com/rhizome-net/rhizome/agent/agentapi"
 )
 
 // Check verifies that what ADD built is still there: both ends of the veth,
@@ -47,6 +50,9 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		addrs = append(addrs, netip.PrefixFrom(a.Unmap(), ones))
 	}
 
+	if cerr := p.checkAgent(conf, args, addrs); cerr != nil {
+		return cerr
+	}
 	host, err := netlink.LinkByName(hostVeth)
 	if err != nil {
 		return types.NewError(ErrInterfaceMissing, fmt.Sprintf("host interface %s is missing", hostVeth), err.Error())
@@ -125,4 +131,39 @@ func hasHostRoute(host netlink.Link, a netip.Prefix) bool {
 		}
 	}
 	return false
+}
+
+// checkAgent asks the agent whether the attachment still holds the
+// addresses of prevResult: the interface can look right while the address
+// was released (by an operator, or by the GC) and handed to another pod.
+func (p *Plugin) checkAgent(conf *NetConf, args *skel.CmdArgs, addrs []netip.Prefix) *types.Error {
+	client, closer, cerr := p.connect(conf)
+	if cerr != nil {
+		return cerr.(*types.Error)
+	}
+	defer closer.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), conf.timeout)
+	defer cancel()
+	held := map[netip.Addr]bool{}
+	for _, h := range []string{Handle(conf.Name, args.ContainerID, args.IfName), LegacyHandle(args.ContainerID, args.IfName)} {
+		resp, err := client.Lookup(ctx, &agentapi.LookupRequest{Handle: h})
+		if err != nil {
+			return types.NewError(ErrAgentUnavailable, "asking the rhizome agent for the attachment's addresses failed", err.Error())
+		}
+		got, err := parseAddrs(resp.GetAddresses())
+		if err != nil {
+			return types.NewError(ErrAgentUnavailable, "the agent returned a malformed address", err.Error())
+		}
+		for _, a := range got {
+			held[a.Addr()] = true
+		}
+	}
+	for _, a := range addrs {
+		if !held[a.Addr()] {
+			return types.NewError(ErrAddressNotHeld,
+				fmt.Sprintf("the agent holds no address %s for this attachment: it was released and may belong to another pod", a.Addr()),
+				"delete and re-create the pod")
+		}
+	}
+	return nil
 }

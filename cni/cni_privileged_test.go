@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -67,7 +69,7 @@ func TestDelRemovesEverything(t *testing.T) {
 	p := newPod(t, "p", "db-0")
 	r := n.mustAdd(p, list)
 	ip := podIPs(r)[0]
-	handle := cni.Handle(p.containerID, "eth0")
+	handle := cni.Handle(list.Name, p.containerID, "eth0")
 	if len(n.alloc.Held(handle)) != 1 {
 		t.Fatalf("allocation not recorded for %s", handle)
 	}
@@ -96,20 +98,143 @@ func TestDelRemovesEverything(t *testing.T) {
 // TestRepeatedAddIsIdempotent: ADD twice for one container returns the same
 // address, keeps the pod working and holds one allocation; a failure of the
 // second ADD must never release the first one's address.
-func TestRepeatedAddIsIdempotent(t *testing.T) {
+func TestRepeatedAddFailsAndKeepsTheFirst(t *testing.T) {
 	n := newNode(t, "node")
 	list := n.conflist(false, "1.0.0")
 	p, other := newPod(t, "p", "api-0"), newPod(t, "o", "api-1")
 	r1 := n.mustAdd(p, list)
-	r2 := n.mustAdd(p, list)
-	if podIPs(r1)[0] != podIPs(r2)[0] {
-		t.Fatalf("second ADD returned %v, first %v", podIPs(r2), podIPs(r1))
+	_, err := n.add(p, list)
+	var cerr *types.Error
+	if !errors.As(err, &cerr) || cerr.Code != cni.ErrInterfaceExists {
+		t.Fatalf("second ADD of one attachment = %v, want code %d (interface exists)", err, cni.ErrInterfaceExists)
 	}
+	// The failed ADD removed nothing of the first: address, interface,
+	// host route all still work.
 	if got := len(n.alloc.Allocations()); got != 1 {
-		t.Fatalf("%d allocations after two ADDs of one container, want 1", got)
+		t.Fatalf("%d allocations after the second ADD, want the first's", got)
 	}
 	n.mustAdd(other, list)
 	ping(t, other.ns, podIPs(r1)[0])
+}
+
+// TestAddOntoAForeignInterface: the pod already has an eth0 that Rhizome
+// did not make (another plugin's, or a leftover). ADD fails before
+// allocating anything and leaves that interface alone.
+func TestAddOntoAForeignInterface(t *testing.T) {
+	n := newNode(t, "node")
+	list := n.conflist(false, "1.0.0")
+	p := newPod(t, "p", "foreign")
+	run(t, p.ns, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "foreign1")
+	_, err := n.add(p, list)
+	var cerr *types.Error
+	if !errors.As(err, &cerr) || cerr.Code != cni.ErrInterfaceExists || !strings.Contains(cerr.Msg, "eth0") {
+		t.Fatalf("ADD onto an existing eth0 = %v, want code %d", err, cni.ErrInterfaceExists)
+	}
+	if out := run(t, p.ns, "ip", "-o", "link", "show", "eth0"); !strings.Contains(out, "eth0@foreign1") {
+		t.Fatalf("the foreign eth0 was touched:\n%s", out)
+	}
+	if n.alloc.Calls != 0 || len(n.alloc.Allocations()) != 0 {
+		t.Fatalf("ADD onto a foreign interface allocated: %v", n.alloc.Allocations())
+	}
+}
+
+// TestDelWhenTheNamespaceIsGone: DEL must succeed (and release the
+// address) when the netns path no longer exists or is no namespace at all.
+func TestDelWhenTheNamespaceIsGone(t *testing.T) {
+	n := newNode(t, "node")
+	list := n.conflist(false, "1.0.0")
+	for _, how := range []string{"missing", "regular file"} {
+		t.Run(how, func(t *testing.T) {
+			p := newPod(t, "p", "gone-"+strings.ReplaceAll(how, " ", "-"))
+			n.mustAdd(p, list)
+			path := filepath.Join(t.TempDir(), "netns")
+			if how == "regular file" {
+				if err := os.WriteFile(path, []byte("not a namespace"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rt := *p.rt
+			rt.NetNS = path
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			if err := n.cni.DelNetworkList(ctx, list, &rt); err != nil {
+				t.Fatalf("DEL with the netns %s: %v", how, err)
+			}
+			if _, ok := n.alloc.Allocations()[cni.Handle(list.Name, p.containerID, "eth0")]; ok {
+				t.Fatalf("DEL with the netns %s left the address allocated", how)
+			}
+		})
+	}
+}
+
+// TestDelAndGCIgnoreUnknownFields: a conflist changed after ADD (a field
+// of a newer version, a typo) must not strand the address: DEL and GC
+// still work, while ADD refuses it.
+func TestDelAndGCIgnoreUnknownFields(t *testing.T) {
+	n := newNode(t, "node")
+	list := n.conflist(false, "1.1.0")
+	p := newPod(t, "p", "upgraded")
+	n.mustAdd(p, list)
+	raw := strings.Replace(string(list.Bytes), `"type":"rhizome"`, `"type":"rhizome","futureField":{"x":1},"mtu":"big"`, 1)
+	changed, err := libcni.ConfListFromBytes([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(changed.Bytes), "futureField") {
+		t.Fatalf("conflist not changed: %s", changed.Bytes)
+	}
+	ctx := context.Background()
+	if err := n.cni.GCNetworkList(ctx, changed, &libcni.GCArgs{ValidAttachments: []types.GCAttachment{{ContainerID: p.containerID, IfName: "eth0"}}}); err != nil {
+		t.Fatalf("GC with an unknown field: %v", err)
+	}
+	if err := n.del(p, changed); err != nil {
+		t.Fatalf("DEL with an unknown field: %v", err)
+	}
+	if got := n.alloc.Allocations(); len(got) != 0 {
+		t.Fatalf("allocations left: %v", got)
+	}
+}
+
+// TestCheckAsksTheAgent: the pod's interface, address and routes are all
+// in place, but the agent no longer holds the address (released behind
+// the pod's back): CHECK must say so.
+func TestCheckAsksTheAgent(t *testing.T) {
+	n := newNode(t, "node")
+	list := n.conflist(false, "1.0.0")
+	p := newPod(t, "p", "released")
+	r := n.mustAdd(p, list)
+	ctx := context.Background()
+	if err := n.cni.CheckNetworkList(ctx, list, p.rt); err != nil {
+		t.Fatalf("CHECK of a healthy pod: %v", err)
+	}
+	if _, err := n.alloc.Release(ctx, cni.Handle(list.Name, p.containerID, "eth0")); err != nil {
+		t.Fatal(err)
+	}
+	err := n.cni.CheckNetworkList(ctx, list, p.rt)
+	var cerr *types.Error
+	if !errors.As(err, &cerr) || cerr.Code != cni.ErrAddressNotHeld || !strings.Contains(cerr.Msg, podIPs(r)[0]) {
+		t.Fatalf("CHECK with the address released = %v, want code %d", err, cni.ErrAddressNotHeld)
+	}
+	n.stopAgent()
+	if err := n.cni.CheckNetworkList(ctx, list, p.rt); !errors.As(err, &cerr) || cerr.Code != cni.ErrAgentUnavailable {
+		t.Fatalf("CHECK without an agent = %v, want code %d", err, cni.ErrAgentUnavailable)
+	}
+	n.startAgent()
+}
+
+// TestExhaustedIsNotAgentUnavailable: a pool with no address left is a
+// different error (code) from an agent that cannot be reached.
+func TestExhaustedIsNotAgentUnavailable(t *testing.T) {
+	n := newNode(t, "node", "10.244.9.0/30") // the fake hands out .1-.3
+	list := n.conflist(false, "1.0.0")
+	for i := range 3 {
+		n.mustAdd(newPod(t, fmt.Sprintf("p%d", i), fmt.Sprintf("fill-%d", i)), list)
+	}
+	_, err := n.add(newPod(t, "p9", "one-too-many"), list)
+	var cerr *types.Error
+	if !errors.As(err, &cerr) || cerr.Code != cni.ErrPoolExhausted {
+		t.Fatalf("ADD with the pool exhausted = %v, want code %d", err, cni.ErrPoolExhausted)
+	}
 }
 
 // TestAgentUnreachableFailsFastAndLeavesNothing stops the agent (socket
@@ -305,12 +430,34 @@ func TestGCAndStatus(t *testing.T) {
 	keep, lose := newPod(t, "k", "keep"), newPod(t, "l", "lose")
 	n.mustAdd(keep, list)
 	n.mustAdd(lose, list)
+	// A GC request without cni.dev/valid-attachments (a broken runtime,
+	// an older libcni) must free nothing: every attachment would look
+	// stale. The plugin is invoked directly: libcni always adds the key.
+	gcNoList := exec.Command(filepath.Join(binDir, "rhizome"))
+	gcNoList.Env = append(os.Environ(), "CNI_COMMAND=GC", "CNI_PATH="+binDir)
+	gcNoList.Stdin = strings.NewReader(fmt.Sprintf(`{"cniVersion":"1.1.0","name":%q,"type":"rhizome","agentSocket":%q}`, list.Name, n.socket))
+	if out, err := gcNoList.CombinedOutput(); err != nil {
+		t.Fatalf("GC without valid attachments: %v\n%s", err, out)
+	}
+	if got := len(n.alloc.Allocations()); got != 2 {
+		t.Fatalf("GC without valid attachments freed addresses: %v", n.alloc.Allocations())
+	}
+	// Another network's GC (a second conflist named otherwise) lists none
+	// of this network's attachments and must free none of them.
+	otherNet := *list
+	otherNet.Name = "another-network"
+	if err := n.cni.GCNetworkList(ctx, &otherNet, &libcni.GCArgs{}); err != nil {
+		t.Fatalf("GC of another network: %v", err)
+	}
+	if got := len(n.alloc.Allocations()); got != 2 {
+		t.Fatalf("another network's GC freed this network's addresses: %v", n.alloc.Allocations())
+	}
 	err := n.cni.GCNetworkList(ctx, list, &libcni.GCArgs{ValidAttachments: []types.GCAttachment{{ContainerID: keep.containerID, IfName: "eth0"}}})
 	if err != nil {
 		t.Fatalf("GC: %v", err)
 	}
 	allocs := n.alloc.Allocations()
-	if _, ok := allocs[cni.Handle(keep.containerID, "eth0")]; !ok || len(allocs) != 1 {
+	if _, ok := allocs[cni.Handle(list.Name, keep.containerID, "eth0")]; !ok || len(allocs) != 1 {
 		t.Fatalf("after GC: %v, want only the kept attachment", allocs)
 	}
 	n.state.SetNotReady("IPAM cache not synced")

@@ -29,8 +29,10 @@ type NetConf struct {
 	// runtime collects). Default info.
 	LogLevel string `json:"logLevel,omitempty"`
 
-	// ValidAttachments are passed by the runtime on GC (CNI 1.1).
-	ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
+	// ValidAttachments are passed by the runtime on GC (CNI 1.1); nil when
+	// the key is absent (then GC frees nothing), empty when the runtime
+	// has no attachment of this network left.
+	ValidAttachments *[]types.GCAttachment `json:"cni.dev/valid-attachments,omitempty"`
 
 	timeout time.Duration
 }
@@ -42,6 +44,43 @@ var knownFields = map[string]bool{
 	"ipam": true, "dns": true, "args": true, "prevResult": true, "runtimeConfig": true,
 	"agentSocket": true, "mtu": true, "timeout": true, "logLevel": true,
 	"cni.dev/valid-attachments": true, "disableCheck": true, "disableGC": true,
+}
+
+// ParseConfigLenient decodes the configuration for DEL and GC: a field it
+// does not know, or one of Rhizome's own fields with a bad value (a newer or
+// older conflist, a typo made after ADD), never blocks the release of an
+// address. Only what DEL and GC need is taken: the network name, the
+// agent's socket, the timeout and log level when valid, the attachments.
+func ParseConfigLenient(stdin []byte) (*NetConf, *types.Error) {
+	var c struct {
+		CNIVersion       string                `json:"cniVersion"`
+		Name             string                `json:"name"`
+		Type             string                `json:"type"`
+		AgentSocket      any                   `json:"agentSocket"`
+		Timeout          any                   `json:"timeout"`
+		LogLevel         any                   `json:"logLevel"`
+		ValidAttachments *[]types.GCAttachment `json:"cni.dev/valid-attachments"`
+	}
+	if err := json.Unmarshal(stdin, &c); err != nil {
+		return nil, types.NewError(types.ErrDecodingFailure, "the rhizome network configuration is not valid JSON", err.Error())
+	}
+	conf := &NetConf{ValidAttachments: c.ValidAttachments, timeout: 30 * time.Second, AgentSocket: agentapi.DefaultSocket}
+	conf.CNIVersion, conf.Name, conf.Type = c.CNIVersion, c.Name, c.Type
+	if s, ok := c.AgentSocket.(string); ok && s != "" {
+		conf.AgentSocket = s
+	}
+	if s, ok := c.Timeout.(string); ok {
+		if d, err := time.ParseDuration(s); err == nil && d > 0 {
+			conf.timeout = d
+		}
+	}
+	if s, ok := c.LogLevel.(string); ok {
+		switch s {
+		case "debug", "info", "warn", "error":
+			conf.LogLevel = s
+		}
+	}
+	return conf, nil
 }
 
 // ParseConfig decodes and validates the plugin configuration. Every problem

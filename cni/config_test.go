@@ -27,7 +27,7 @@ func TestParseConfig(t *testing.T) {
 			}
 		}},
 		{name: "runtime keys", conf: `{"cniVersion":"1.1.0","name":"rhizome","type":"rhizome","cni.dev/valid-attachments":[{"containerID":"a","ifname":"eth0"}],"cni.dev/attachments":[]}`, check: func(t *testing.T, c *NetConf) {
-			if len(c.ValidAttachments) != 1 || c.ValidAttachments[0].ContainerID != "a" {
+			if c.ValidAttachments == nil || len(*c.ValidAttachments) != 1 || (*c.ValidAttachments)[0].ContainerID != "a" {
 				t.Errorf("valid attachments: %+v", c.ValidAttachments)
 			}
 		}},
@@ -53,6 +53,35 @@ func TestParseConfig(t *testing.T) {
 			}
 			c.check(t, conf)
 		})
+	}
+}
+
+// TestParseConfigLenient: DEL and GC take a configuration that ADD would
+// refuse (a field this version does not know, a bad value of one of its
+// own), so that no conflist change ever strands an address; they still
+// need valid JSON, and GC tells "no list" from "an empty list".
+func TestParseConfigLenient(t *testing.T) {
+	for _, conf := range []string{
+		`{"cniVersion":"1.0.0","name":"net1","type":"rhizome","newField":{"x":1},"agentSocke":"/x"}`,
+		`{"cniVersion":"1.0.0","name":"net1","type":"rhizome","mtu":"big","timeout":"-1s","logLevel":"loud","agentSocket":7}`,
+	} {
+		if _, err := ParseConfig([]byte(conf)); err == nil {
+			t.Errorf("ADD's parser accepted %s", conf)
+		}
+		c, err := ParseConfigLenient([]byte(conf))
+		if err != nil {
+			t.Fatalf("lenient parser refused %s: %v", conf, err)
+		}
+		if c.Name != "net1" || c.AgentSocket != "/var/run/rhizome/agent.sock" || c.timeout != 30*time.Second || c.ValidAttachments != nil {
+			t.Errorf("lenient parse of %s: %+v", conf, c)
+		}
+	}
+	c, err := ParseConfigLenient([]byte(`{"name":"n","cni.dev/valid-attachments":[]}`))
+	if err != nil || c.ValidAttachments == nil || len(*c.ValidAttachments) != 0 {
+		t.Errorf("an empty list of valid attachments: %+v, %v", c, err)
+	}
+	if _, err := ParseConfigLenient([]byte(`{"name":`)); err == nil || err.Code != types.ErrDecodingFailure {
+		t.Errorf("invalid JSON: %v", err)
 	}
 }
 

@@ -27,5 +27,15 @@ func HostVethName(namespace, pod, containerID, ifName string) string {
 	return HostVethPrefix + hex.EncodeToString(sum[:])[:11]
 }
 
-// Handle identifies an attachment to the agent's IPAM.
-func Handle(containerID, ifName string) string { return containerID + "." + ifName }
+// Handle identifies an attachment to the agent's IPAM: the CNI network's
+// name, '/', the container ID, '.', the interface. The network name keeps
+// the garbage collection of one network from freeing another's addresses
+// (a GC request lists only its own network's attachments); CNI network
+// names cannot contain '/', so the network is exactly what precedes it.
+func Handle(network, containerID, ifName string) string {
+	return network + "/" + containerID + "." + ifName
+}
+
+// LegacyHandle is the handle of attachments made by plugins before the
+// network name was part of it; DEL releases it too.
+func LegacyHandle(containerID, ifName string) string { return containerID + "." + ifName }

@@ -36,55 +36,73 @@ type podNetwork struct {
 	contIndex  int
 }
 
-// setupPod creates (or, for a repeated ADD of the same attachment, finds)
-// the veth pair and configures both ends. It runs in the host namespace and
-// enters the pod's namespace only through ns.Do.
-func setupPod(netnsPath, ifName, hostVeth string, mtu int, addrs []netip.Prefix) (*podNetwork, error) {
+// podInterfaceExists reports whether the pod's namespace has an interface
+// named ifName.
+func podInterfaceExists(netnsPath, ifName string) (bool, error) {
 	podNS, err := ns.GetNS(netnsPath)
 	if err != nil {
-		return nil, fmt.Errorf("opening the pod's network namespace %s: %w", netnsPath, err)
+		return false, fmt.Errorf("opening the pod's network namespace %s: %w", netnsPath, err)
+	}
+	defer podNS.Close()
+	exists := false
+	err = podNS.Do(func(ns.NetNS) error {
+		_, err := netlink.LinkByName(ifName)
+		var nf netlink.LinkNotFoundError
+		switch {
+		case err == nil:
+			exists = true
+		case !errors.As(err, &nf):
+			return fmt.Errorf("looking for %s in the pod: %w", ifName, err)
+		}
+		return nil
+	})
+	return exists, err
+}
+
+// setupPod creates the veth pair and configures both ends; created reports
+// whether the pair was made (so that a failure removes only that). An
+// interface ifName already in the pod is an error: ADD checks for it first,
+// and one appearing meanwhile is not ours to take over. It runs in the host
+// namespace and enters the pod's namespace only through ns.Do.
+func setupPod(netnsPath, ifName, hostVeth string, mtu int, addrs []netip.Prefix) (_ *podNetwork, created bool, _ error) {
+	podNS, err := ns.GetNS(netnsPath)
+	if err != nil {
+		return nil, false, fmt.Errorf("opening the pod's network namespace %s: %w", netnsPath, err)
 	}
 	defer podNS.Close()
 	hostNS, err := ns.GetCurrentNS()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer hostNS.Close()
 
 	if err := removeStaleHostVeth(podNS, ifName, hostVeth); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	var hostIf, contIf net.Interface
 	err = podNS.Do(func(ns.NetNS) error {
-		if l, err := netlink.LinkByName(ifName); err == nil {
-			// A repeated ADD: the pair exists and is ours (checked above).
-			contIf = net.Interface{Index: l.Attrs().Index, Name: ifName, HardwareAddr: l.Attrs().HardwareAddr, MTU: l.Attrs().MTU}
-			hl, err := netlinkInNS(hostNS, hostVeth)
-			if err != nil {
-				return err
-			}
-			hostIf = net.Interface{Index: hl.Attrs().Index, Name: hostVeth, HardwareAddr: hl.Attrs().HardwareAddr}
-			return nil
+		if _, err := netlink.LinkByName(ifName); err == nil {
+			return fmt.Errorf("interface %s already exists in the pod", ifName)
 		}
 		var err error
 		hostIf, contIf, err = createVeth(ifName, hostVeth, mtu, hostNS)
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := configureHostSide(hostVeth, addrs); err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	hostMAC := hostIf.HardwareAddr
 	if err := podNS.Do(func(ns.NetNS) error { return configurePodSide(ifName, hostMAC, addrs) }); err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	return &podNetwork{
 		host:      &current.Interface{Name: hostVeth, Mac: hostIf.HardwareAddr.String()},
 		cont:      &current.Interface{Name: ifName, Mac: contIf.HardwareAddr.String(), Sandbox: netnsPath},
 		contIndex: contIf.Index,
-	}, nil
+	}, true, nil
 }
 
 // removeStaleHostVeth deletes a host interface with our name that is not
@@ -334,8 +352,12 @@ func teardownPod(netnsPath, ifName string) error {
 		}
 		return nil
 	})
+	// The spec: DEL succeeds when the namespace is already gone, or the
+	// path is no namespace any more (a runtime's bind mount removed and the
+	// path reused): there is no pod interface left to remove.
 	var nsErr ns.NSPathNotExistErr
-	if errors.As(err, &nsErr) {
+	var notNS ns.NSPathNotNSErr
+	if errors.As(err, &nsErr) || errors.As(err, &notNS) {
 		return nil
 	}
 	return err

@@ -38,7 +38,29 @@ const (
 	ErrAddressMissing     = 102 // CHECK: the pod interface lacks an address
 	ErrHostRouteMissing   = 103 // CHECK: the host route to the pod is missing
 	ErrNetworkSetupFailed = 104 // ADD: building the veth pair or routes failed
+	ErrPoolExhausted      = 105 // ADD: the pools that apply to this node have no free address
+	ErrNoPool             = 106 // ADD: no enabled IP pool selects this node
+	ErrAllocationFailed   = 107 // ADD: the agent answered but could not allocate (see the details)
+	ErrInterfaceExists    = 108 // ADD: the pod already has an interface of that name
+	ErrAddressNotHeld     = 109 // CHECK: the agent holds no such address for this attachment
 )
+
+// allocationError turns the agent's answer to Allocate into a CNI error
+// whose code says what to do: wait (not ready), add addresses (exhausted),
+// fix the pools (no pool), or look at the agent (unreachable, failed).
+func allocationError(err error) *types.Error {
+	switch status.Code(err) {
+	case codes.FailedPrecondition:
+		return types.NewError(types.ErrTryAgainLater, "the rhizome agent is not ready yet", err.Error())
+	case codes.ResourceExhausted:
+		return types.NewError(ErrPoolExhausted, "no pod address left: the IP pools for this node are exhausted", err.Error())
+	case codes.NotFound:
+		return types.NewError(ErrNoPool, "no IP pool applies to this node", err.Error())
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return types.NewError(ErrAgentUnavailable, "cannot reach the rhizome agent", err.Error())
+	}
+	return types.NewError(ErrAllocationFailed, "the rhizome agent could not allocate an address", err.Error())
+}
 
 // Dialer connects to the agent; tests replace it.
 type Dialer func(socket string) (agentapi.AgentClient, io.Closer, error)
@@ -105,6 +127,16 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if cerr != nil {
 		return cerr
 	}
+	// The spec: an interface of that name in the container is an error.
+	// Checked before anything is allocated or created, so that a failed
+	// ADD never removes what it did not make (an earlier ADD's interface,
+	// or one another plugin owns).
+	if exists, err := podInterfaceExists(args.Netns, args.IfName); err != nil {
+		return types.NewError(ErrNetworkSetupFailed, "opening the pod's network namespace failed", err.Error())
+	} else if exists {
+		return types.NewError(ErrInterfaceExists, fmt.Sprintf("interface %s already exists in the pod's network namespace", args.IfName),
+			"a runtime must not ADD an attachment twice without DEL; DEL it first")
+	}
 	log := p.logger(conf, args)
 	k8s, err := parseK8sArgs(args.Args)
 	if err != nil {
@@ -120,20 +152,14 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 
 	// One call: the agent refuses (FailedPrecondition) while it is not ready, and
 	// answers with the MTU along with the addresses.
-	handle := Handle(args.ContainerID, args.IfName)
+	handle := Handle(conf.Name, args.ContainerID, args.IfName)
 	t1 := time.Now()
 	alloc, err := client.Allocate(ctx, &agentapi.AllocateRequest{
 		Handle: handle, PodNamespace: string(k8s.K8S_POD_NAMESPACE), PodName: string(k8s.K8S_POD_NAME),
-		ContainerId: args.ContainerID, Interface: args.IfName,
+		PodUid: string(k8s.K8S_POD_UID), ContainerId: args.ContainerID, Interface: args.IfName,
 	})
-	switch status.Code(err) {
-	case codes.OK:
-	case codes.FailedPrecondition:
-		return types.NewError(types.ErrTryAgainLater, "the rhizome agent is not ready yet", err.Error())
-	case codes.Unavailable:
-		return types.NewError(ErrAgentUnavailable, "cannot reach the rhizome agent", err.Error())
-	default:
-		return types.NewError(ErrAgentUnavailable, "the rhizome agent could not allocate an address", err.Error())
+	if err != nil {
+		return allocationError(err)
 	}
 	mtu := conf.MTU
 	if mtu == 0 {
@@ -161,9 +187,12 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 
 	hostVeth := HostVethName(string(k8s.K8S_POD_NAMESPACE), string(k8s.K8S_POD_NAME), args.ContainerID, args.IfName)
 	t2 := time.Now()
-	pn, err := setupPod(args.Netns, args.IfName, hostVeth, mtu, addrs)
+	pn, created, err := setupPod(args.Netns, args.IfName, hostVeth, mtu, addrs)
 	if err != nil {
-		teardownPod(args.Netns, args.IfName)
+		if created {
+			// Only what this ADD made: the pair it created.
+			teardownPod(args.Netns, args.IfName)
+		}
 		return types.NewError(ErrNetworkSetupFailed, "setting up the pod network failed", err.Error())
 	}
 	result := buildResult(conf.CNIVersion, pn, addrs)
@@ -191,7 +220,7 @@ func buildResult(cniVersion string, pn *podNetwork, addrs []netip.Prefix) *curre
 
 // Del tears the pod's network down and releases its addresses.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
-	conf, cerr := ParseConfig(args.StdinData)
+	conf, cerr := ParseConfigLenient(args.StdinData)
 	if cerr != nil {
 		return cerr
 	}
@@ -210,20 +239,32 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	defer closer.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), conf.timeout)
 	defer cancel()
-	handle := Handle(args.ContainerID, args.IfName)
-	resp, err := client.Release(ctx, &agentapi.ReleaseRequest{Handle: handle})
-	if err != nil {
-		return types.NewError(ErrAgentUnavailable, "releasing the address failed", err.Error())
+	var released []string
+	// The handle, and the one of plugins before the network name was part
+	// of it, for attachments they made.
+	for _, handle := range []string{Handle(conf.Name, args.ContainerID, args.IfName), LegacyHandle(args.ContainerID, args.IfName)} {
+		resp, err := client.Release(ctx, &agentapi.ReleaseRequest{Handle: handle})
+		if err != nil {
+			return types.NewError(ErrAgentUnavailable, "releasing the address failed", err.Error())
+		}
+		released = append(released, resp.GetReleased()...)
 	}
-	log.Info("pod network removed", "released", resp.GetReleased())
+	log.Info("pod network removed", "released", released)
 	return nil
 }
 
 // GC releases the addresses of attachments the runtime no longer has.
+//
+// A request without cni.dev/valid-attachments frees nothing: without the
+// list, every attachment would look stale.
 func (p *Plugin) GC(args *skel.CmdArgs) error {
-	conf, cerr := ParseConfig(args.StdinData)
+	conf, cerr := ParseConfigLenient(args.StdinData)
 	if cerr != nil {
 		return cerr
+	}
+	if conf.ValidAttachments == nil {
+		p.logger(conf, nil).Warn("GC without cni.dev/valid-attachments: nothing released")
+		return nil
 	}
 	client, closer, err := p.connect(conf)
 	if err != nil {
@@ -232,9 +273,9 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	defer closer.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), conf.timeout)
 	defer cancel()
-	req := &agentapi.GarbageCollectRequest{}
-	for _, a := range conf.ValidAttachments {
-		req.ValidHandles = append(req.ValidHandles, Handle(a.ContainerID, a.IfName))
+	req := &agentapi.GarbageCollectRequest{Network: conf.Name}
+	for _, a := range *conf.ValidAttachments {
+		req.ValidHandles = append(req.ValidHandles, Handle(conf.Name, a.ContainerID, a.IfName))
 	}
 	resp, err := client.GarbageCollect(ctx, req)
 	if err != nil {

@@ -189,5 +189,10 @@ var (
 	ErrReleased = errors.New("handle released while the allocation was in flight")
 )
 
+// TunnelHandlePrefix starts the handles of the agents' tunnel addresses
+// ("rhizome-tunnel.<kind>.<node>"): never a CNI attachment's, and released
+// by an operator only with force while the node exists.
+const TunnelHandlePrefix = "rhizome-tunnel."
+
 // MaxHandleLength is the longest handle the IPAMBlock schema accepts.
 const MaxHandleLength = 512

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -51,6 +52,17 @@ func releaseAddress(ctx context.Context, client kubecore.Rhizome, kube kubecore.
 		al := b.Spec.Allocations[i]
 		if opts.Handle != "" && al.Handle != opts.Handle {
 			return store.Keep, fmt.Errorf("ipam: releasing %v: held by handle %s, not %s", addr, al.Handle, opts.Handle)
+		}
+		if !opts.Force && strings.HasPrefix(al.Handle, TunnelHandlePrefix) && al.Node != "" {
+			// A node's tunnel address (its VTEP): in use while the node
+			// exists, whatever pod runs there.
+			_, err := kube.Nodes().Get(ctx, al.Node, metav1.GetOptions{})
+			switch {
+			case err == nil:
+				return store.Keep, fmt.Errorf("ipam: releasing %v: %w: it is the tunnel address of node %s, which still exists; the node's tunnel device uses it (force the release only if the agent there is gone for good: it allocates a new one)", addr, ErrInUse, al.Node)
+			case !apierrors.IsNotFound(err):
+				return store.Keep, fmt.Errorf("ipam: releasing %v: checking node %s: %w", addr, al.Node, err)
+			}
 		}
 		if !opts.Force && al.Pod != "" {
 			_, err := kube.Pods(al.Namespace).Get(ctx, al.Pod, metav1.GetOptions{})

@@ -5,16 +5,20 @@ package ipam_test
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	kubefake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
 	rzfake "github.com/rhizome-net/rhizome/crds/client/clientset/versioned/fake"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/kubecore/fromclientset"
 	"github.com/rhizome-net/rhizome/ipam"
 )
 
@@ -114,5 +118,27 @@ func TestReleaseRacingAllocate(t *testing.T) {
 	}
 	if got := a.HandleAddresses("racy.eth0"); len(got) != 0 {
 		t.Fatalf("allocator still shows %v for the released handle", got)
+	}
+}
+
+// TestTunnelAddressNotReleasableWhileTheNodeExists: an operator's
+// `rhizomectl ipam release` of a node's tunnel (VTEP) address is refused
+// without --force while the node exists; the node's pod-less address is in
+// use though no pod holds it.
+func TestTunnelAddressNotReleasableWhileTheNodeExists(t *testing.T) {
+	blk := hostileBlock("", "10.5.0.0/26", "node-a")
+	blk.Spec.Allocations = []v1alpha1.IPAMAllocation{{Address: "10.5.0.0", Handle: ipam.TunnelHandlePrefix + "vxlan.node-a", Node: "node-a"}}
+	rz := fromclientset.Rhizome(rzfake.NewSimpleClientset(pool26("p", "10.5.0.0/16"), blk).RhizomeV1alpha1())
+	kube := kubefake.NewSimpleClientset(&corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-a"}})
+	ctx := context.Background()
+	addr := netip.MustParseAddr("10.5.0.0")
+	if _, err := ipam.ReleaseAddress(ctx, rz, fromclientset.Wrap(kube), addr, ipam.ReleaseOptions{}); !errors.Is(err, ipam.ErrInUse) {
+		t.Fatalf("release of a live node's tunnel address: %v, want ErrInUse", err)
+	}
+	if err := kube.CoreV1().Nodes().Delete(ctx, "node-a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ipam.ReleaseAddress(ctx, rz, fromclientset.Wrap(kube), addr, ipam.ReleaseOptions{}); err != nil {
+		t.Fatalf("release of a deleted node's tunnel address: %v", err)
 	}
 }

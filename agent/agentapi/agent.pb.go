@@ -28,12 +28,16 @@ const (
 
 type AllocateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Handle identifies the holder: "<container ID>.<interface>".
-	Handle        string `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
-	PodNamespace  string `protobuf:"bytes,2,opt,name=pod_namespace,json=podNamespace,proto3" json:"pod_namespace,omitempty"`
-	PodName       string `protobuf:"bytes,3,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
-	ContainerId   string `protobuf:"bytes,4,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
-	Interface     string `protobuf:"bytes,5,opt,name=interface,proto3" json:"interface,omitempty"`
+	// Handle identifies the holder: "<CNI network>/<container ID>.<interface>"
+	// (CNI network names cannot contain '/').
+	Handle       string `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	PodNamespace string `protobuf:"bytes,2,opt,name=pod_namespace,json=podNamespace,proto3" json:"pod_namespace,omitempty"`
+	PodName      string `protobuf:"bytes,3,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
+	ContainerId  string `protobuf:"bytes,4,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Interface    string `protobuf:"bytes,5,opt,name=interface,proto3" json:"interface,omitempty"`
+	// The pod's UID (CNI_ARGS K8S_POD_UID), recorded with the allocation so
+	// that garbage collection tells incarnations of a pod name apart.
+	PodUid        string `protobuf:"bytes,6,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -99,6 +103,13 @@ func (x *AllocateRequest) GetContainerId() string {
 func (x *AllocateRequest) GetInterface() string {
 	if x != nil {
 		return x.Interface
+	}
+	return ""
+}
+
+func (x *AllocateRequest) GetPodUid() string {
+	if x != nil {
+		return x.PodUid
 	}
 	return ""
 }
@@ -261,7 +272,10 @@ func (x *ReleaseResponse) GetReleased() []string {
 type GarbageCollectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Handles of the attachments that still exist.
-	ValidHandles  []string `protobuf:"bytes,1,rep,name=valid_handles,json=validHandles,proto3" json:"valid_handles,omitempty"`
+	ValidHandles []string `protobuf:"bytes,1,rep,name=valid_handles,json=validHandles,proto3" json:"valid_handles,omitempty"`
+	// Network is the CNI network being collected: only handles of this
+	// network are considered. Required; a request without it frees nothing.
+	Network       string `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -303,6 +317,102 @@ func (x *GarbageCollectRequest) GetValidHandles() []string {
 	return nil
 }
 
+func (x *GarbageCollectRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+type LookupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Handle        string                 `protobuf:"bytes,1,opt,name=handle,proto3" json:"handle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupRequest) Reset() {
+	*x = LookupRequest{}
+	mi := &file_agent_agentapi_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupRequest) ProtoMessage() {}
+
+func (x *LookupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agentapi_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupRequest.ProtoReflect.Descriptor instead.
+func (*LookupRequest) Descriptor() ([]byte, []int) {
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *LookupRequest) GetHandle() string {
+	if x != nil {
+		return x.Handle
+	}
+	return ""
+}
+
+type LookupResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Addresses the handle holds, with their host prefix length.
+	Addresses     []string `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupResponse) Reset() {
+	*x = LookupResponse{}
+	mi := &file_agent_agentapi_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupResponse) ProtoMessage() {}
+
+func (x *LookupResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agentapi_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupResponse.ProtoReflect.Descriptor instead.
+func (*LookupResponse) Descriptor() ([]byte, []int) {
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *LookupResponse) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
 type GarbageCollectResponse struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	ReleasedHandles []string               `protobuf:"bytes,1,rep,name=released_handles,json=releasedHandles,proto3" json:"released_handles,omitempty"`
@@ -312,7 +422,7 @@ type GarbageCollectResponse struct {
 
 func (x *GarbageCollectResponse) Reset() {
 	*x = GarbageCollectResponse{}
-	mi := &file_agent_agentapi_agent_proto_msgTypes[5]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +434,7 @@ func (x *GarbageCollectResponse) String() string {
 func (*GarbageCollectResponse) ProtoMessage() {}
 
 func (x *GarbageCollectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentapi_agent_proto_msgTypes[5]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +447,7 @@ func (x *GarbageCollectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GarbageCollectResponse.ProtoReflect.Descriptor instead.
 func (*GarbageCollectResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{5}
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GarbageCollectResponse) GetReleasedHandles() []string {
@@ -355,7 +465,7 @@ type NetworkConfigRequest struct {
 
 func (x *NetworkConfigRequest) Reset() {
 	*x = NetworkConfigRequest{}
-	mi := &file_agent_agentapi_agent_proto_msgTypes[6]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -367,7 +477,7 @@ func (x *NetworkConfigRequest) String() string {
 func (*NetworkConfigRequest) ProtoMessage() {}
 
 func (x *NetworkConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentapi_agent_proto_msgTypes[6]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -380,7 +490,7 @@ func (x *NetworkConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkConfigRequest.ProtoReflect.Descriptor instead.
 func (*NetworkConfigRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{6}
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{8}
 }
 
 type NetworkConfigResponse struct {
@@ -398,7 +508,7 @@ type NetworkConfigResponse struct {
 
 func (x *NetworkConfigResponse) Reset() {
 	*x = NetworkConfigResponse{}
-	mi := &file_agent_agentapi_agent_proto_msgTypes[7]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -410,7 +520,7 @@ func (x *NetworkConfigResponse) String() string {
 func (*NetworkConfigResponse) ProtoMessage() {}
 
 func (x *NetworkConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentapi_agent_proto_msgTypes[7]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -423,7 +533,7 @@ func (x *NetworkConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetworkConfigResponse.ProtoReflect.Descriptor instead.
 func (*NetworkConfigResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{7}
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *NetworkConfigResponse) GetNodeName() string {
@@ -462,7 +572,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_agent_agentapi_agent_proto_msgTypes[8]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -474,7 +584,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentapi_agent_proto_msgTypes[8]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -487,7 +597,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{8}
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{10}
 }
 
 type StatusResponse struct {
@@ -520,7 +630,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_agent_agentapi_agent_proto_msgTypes[9]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +642,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentapi_agent_proto_msgTypes[9]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +655,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{9}
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StatusResponse) GetNodeName() string {
@@ -687,7 +797,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_agent_agentapi_agent_proto_msgTypes[10]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -699,7 +809,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentapi_agent_proto_msgTypes[10]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -712,7 +822,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{10}
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Device) GetName() string {
@@ -763,7 +873,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_agent_agentapi_agent_proto_msgTypes[11]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +885,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentapi_agent_proto_msgTypes[11]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +898,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{11}
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Session) GetPeer() string {
@@ -874,7 +984,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_agent_agentapi_agent_proto_msgTypes[12]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +996,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentapi_agent_proto_msgTypes[12]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1009,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Route) GetPrefix() string {
@@ -934,13 +1044,14 @@ var File_agent_agentapi_agent_proto protoreflect.FileDescriptor
 
 const file_agent_agentapi_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1aagent/agentapi/agent.proto\x12\x10rhizome.agent.v1\"\xaa\x01\n" +
+	"\x1aagent/agentapi/agent.proto\x12\x10rhizome.agent.v1\"\xc3\x01\n" +
 	"\x0fAllocateRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\x12#\n" +
 	"\rpod_namespace\x18\x02 \x01(\tR\fpodNamespace\x12\x19\n" +
 	"\bpod_name\x18\x03 \x01(\tR\apodName\x12!\n" +
 	"\fcontainer_id\x18\x04 \x01(\tR\vcontainerId\x12\x1c\n" +
-	"\tinterface\x18\x05 \x01(\tR\tinterface\"^\n" +
+	"\tinterface\x18\x05 \x01(\tR\tinterface\x12\x17\n" +
+	"\apod_uid\x18\x06 \x01(\tR\x06podUid\"^\n" +
 	"\x10AllocateResponse\x12\x1c\n" +
 	"\taddresses\x18\x01 \x03(\tR\taddresses\x12\x1a\n" +
 	"\bexisting\x18\x02 \x01(\bR\bexisting\x12\x10\n" +
@@ -948,9 +1059,14 @@ const file_agent_agentapi_agent_proto_rawDesc = "" +
 	"\x0eReleaseRequest\x12\x16\n" +
 	"\x06handle\x18\x01 \x01(\tR\x06handle\"-\n" +
 	"\x0fReleaseResponse\x12\x1a\n" +
-	"\breleased\x18\x01 \x03(\tR\breleased\"<\n" +
+	"\breleased\x18\x01 \x03(\tR\breleased\"V\n" +
 	"\x15GarbageCollectRequest\x12#\n" +
-	"\rvalid_handles\x18\x01 \x03(\tR\fvalidHandles\"C\n" +
+	"\rvalid_handles\x18\x01 \x03(\tR\fvalidHandles\x12\x18\n" +
+	"\anetwork\x18\x02 \x01(\tR\anetwork\"'\n" +
+	"\rLookupRequest\x12\x16\n" +
+	"\x06handle\x18\x01 \x01(\tR\x06handle\".\n" +
+	"\x0eLookupResponse\x12\x1c\n" +
+	"\taddresses\x18\x01 \x03(\tR\taddresses\"C\n" +
 	"\x16GarbageCollectResponse\x12)\n" +
 	"\x10released_handles\x18\x01 \x03(\tR\x0freleasedHandles\"\x16\n" +
 	"\x14NetworkConfigRequest\"\x86\x01\n" +
@@ -1004,11 +1120,12 @@ const file_agent_agentapi_agent_proto_rawDesc = "" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1b\n" +
 	"\tnext_hops\x18\x02 \x03(\tR\bnextHops\x12$\n" +
 	"\rencapsulation\x18\x03 \x01(\tR\rencapsulation\x12\x16\n" +
-	"\x06device\x18\x04 \x01(\tR\x06device2\xbe\x03\n" +
+	"\x06device\x18\x04 \x01(\tR\x06device2\x8b\x04\n" +
 	"\x05Agent\x12Q\n" +
 	"\bAllocate\x12!.rhizome.agent.v1.AllocateRequest\x1a\".rhizome.agent.v1.AllocateResponse\x12N\n" +
 	"\aRelease\x12 .rhizome.agent.v1.ReleaseRequest\x1a!.rhizome.agent.v1.ReleaseResponse\x12c\n" +
-	"\x0eGarbageCollect\x12'.rhizome.agent.v1.GarbageCollectRequest\x1a(.rhizome.agent.v1.GarbageCollectResponse\x12`\n" +
+	"\x0eGarbageCollect\x12'.rhizome.agent.v1.GarbageCollectRequest\x1a(.rhizome.agent.v1.GarbageCollectResponse\x12K\n" +
+	"\x06Lookup\x12\x1f.rhizome.agent.v1.LookupRequest\x1a .rhizome.agent.v1.LookupResponse\x12`\n" +
 	"\rNetworkConfig\x12&.rhizome.agent.v1.NetworkConfigRequest\x1a'.rhizome.agent.v1.NetworkConfigResponse\x12K\n" +
 	"\x06Status\x12\x1f.rhizome.agent.v1.StatusRequest\x1a .rhizome.agent.v1.StatusResponseB/Z-github.com/rhizome-net/rhizome/agent/agentapib\x06proto3"
 
@@ -1024,38 +1141,42 @@ func file_agent_agentapi_agent_proto_rawDescGZIP() []byte {
 	return file_agent_agentapi_agent_proto_rawDescData
 }
 
-var file_agent_agentapi_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_agent_agentapi_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_agent_agentapi_agent_proto_goTypes = []any{
 	(*AllocateRequest)(nil),        // 0: rhizome.agent.v1.AllocateRequest
 	(*AllocateResponse)(nil),       // 1: rhizome.agent.v1.AllocateResponse
 	(*ReleaseRequest)(nil),         // 2: rhizome.agent.v1.ReleaseRequest
 	(*ReleaseResponse)(nil),        // 3: rhizome.agent.v1.ReleaseResponse
 	(*GarbageCollectRequest)(nil),  // 4: rhizome.agent.v1.GarbageCollectRequest
-	(*GarbageCollectResponse)(nil), // 5: rhizome.agent.v1.GarbageCollectResponse
-	(*NetworkConfigRequest)(nil),   // 6: rhizome.agent.v1.NetworkConfigRequest
-	(*NetworkConfigResponse)(nil),  // 7: rhizome.agent.v1.NetworkConfigResponse
-	(*StatusRequest)(nil),          // 8: rhizome.agent.v1.StatusRequest
-	(*StatusResponse)(nil),         // 9: rhizome.agent.v1.StatusResponse
-	(*Device)(nil),                 // 10: rhizome.agent.v1.Device
-	(*Session)(nil),                // 11: rhizome.agent.v1.Session
-	(*Route)(nil),                  // 12: rhizome.agent.v1.Route
+	(*LookupRequest)(nil),          // 5: rhizome.agent.v1.LookupRequest
+	(*LookupResponse)(nil),         // 6: rhizome.agent.v1.LookupResponse
+	(*GarbageCollectResponse)(nil), // 7: rhizome.agent.v1.GarbageCollectResponse
+	(*NetworkConfigRequest)(nil),   // 8: rhizome.agent.v1.NetworkConfigRequest
+	(*NetworkConfigResponse)(nil),  // 9: rhizome.agent.v1.NetworkConfigResponse
+	(*StatusRequest)(nil),          // 10: rhizome.agent.v1.StatusRequest
+	(*StatusResponse)(nil),         // 11: rhizome.agent.v1.StatusResponse
+	(*Device)(nil),                 // 12: rhizome.agent.v1.Device
+	(*Session)(nil),                // 13: rhizome.agent.v1.Session
+	(*Route)(nil),                  // 14: rhizome.agent.v1.Route
 }
 var file_agent_agentapi_agent_proto_depIdxs = []int32{
-	11, // 0: rhizome.agent.v1.StatusResponse.sessions:type_name -> rhizome.agent.v1.Session
-	12, // 1: rhizome.agent.v1.StatusResponse.routes:type_name -> rhizome.agent.v1.Route
-	10, // 2: rhizome.agent.v1.StatusResponse.devices:type_name -> rhizome.agent.v1.Device
+	13, // 0: rhizome.agent.v1.StatusResponse.sessions:type_name -> rhizome.agent.v1.Session
+	14, // 1: rhizome.agent.v1.StatusResponse.routes:type_name -> rhizome.agent.v1.Route
+	12, // 2: rhizome.agent.v1.StatusResponse.devices:type_name -> rhizome.agent.v1.Device
 	0,  // 3: rhizome.agent.v1.Agent.Allocate:input_type -> rhizome.agent.v1.AllocateRequest
 	2,  // 4: rhizome.agent.v1.Agent.Release:input_type -> rhizome.agent.v1.ReleaseRequest
 	4,  // 5: rhizome.agent.v1.Agent.GarbageCollect:input_type -> rhizome.agent.v1.GarbageCollectRequest
-	6,  // 6: rhizome.agent.v1.Agent.NetworkConfig:input_type -> rhizome.agent.v1.NetworkConfigRequest
-	8,  // 7: rhizome.agent.v1.Agent.Status:input_type -> rhizome.agent.v1.StatusRequest
-	1,  // 8: rhizome.agent.v1.Agent.Allocate:output_type -> rhizome.agent.v1.AllocateResponse
-	3,  // 9: rhizome.agent.v1.Agent.Release:output_type -> rhizome.agent.v1.ReleaseResponse
-	5,  // 10: rhizome.agent.v1.Agent.GarbageCollect:output_type -> rhizome.agent.v1.GarbageCollectResponse
-	7,  // 11: rhizome.agent.v1.Agent.NetworkConfig:output_type -> rhizome.agent.v1.NetworkConfigResponse
-	9,  // 12: rhizome.agent.v1.Agent.Status:output_type -> rhizome.agent.v1.StatusResponse
-	8,  // [8:13] is the sub-list for method output_type
-	3,  // [3:8] is the sub-list for method input_type
+	5,  // 6: rhizome.agent.v1.Agent.Lookup:input_type -> rhizome.agent.v1.LookupRequest
+	8,  // 7: rhizome.agent.v1.Agent.NetworkConfig:input_type -> rhizome.agent.v1.NetworkConfigRequest
+	10, // 8: rhizome.agent.v1.Agent.Status:input_type -> rhizome.agent.v1.StatusRequest
+	1,  // 9: rhizome.agent.v1.Agent.Allocate:output_type -> rhizome.agent.v1.AllocateResponse
+	3,  // 10: rhizome.agent.v1.Agent.Release:output_type -> rhizome.agent.v1.ReleaseResponse
+	7,  // 11: rhizome.agent.v1.Agent.GarbageCollect:output_type -> rhizome.agent.v1.GarbageCollectResponse
+	6,  // 12: rhizome.agent.v1.Agent.Lookup:output_type -> rhizome.agent.v1.LookupResponse
+	9,  // 13: rhizome.agent.v1.Agent.NetworkConfig:output_type -> rhizome.agent.v1.NetworkConfigResponse
+	11, // 14: rhizome.agent.v1.Agent.Status:output_type -> rhizome.agent.v1.StatusResponse
+	9,  // [9:15] is the sub-list for method output_type
+	3,  // [3:9] is the sub-list for method input_type
 	3,  // [3:3] is the sub-list for extension type_name
 	3,  // [3:3] is the sub-list for extension extendee
 	0,  // [0:3] is the sub-list for field type_name
@@ -1072,7 +1193,7 @@ func file_agent_agentapi_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_agentapi_agent_proto_rawDesc), len(file_agent_agentapi_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -27,6 +27,7 @@ const (
 	Agent_Allocate_FullMethodName       = "/rhizome.agent.v1.Agent/Allocate"
 	Agent_Release_FullMethodName        = "/rhizome.agent.v1.Agent/Release"
 	Agent_GarbageCollect_FullMethodName = "/rhizome.agent.v1.Agent/GarbageCollect"
+	Agent_Lookup_FullMethodName         = "/rhizome.agent.v1.Agent/Lookup"
 	Agent_NetworkConfig_FullMethodName  = "/rhizome.agent.v1.Agent/NetworkConfig"
 	Agent_Status_FullMethodName         = "/rhizome.agent.v1.Agent/Status"
 )
@@ -42,9 +43,13 @@ type AgentClient interface {
 	// Release frees the addresses held by a handle. An unknown handle is not
 	// an error.
 	Release(ctx context.Context, in *ReleaseRequest, opts ...grpc.CallOption) (*ReleaseResponse, error)
-	// GarbageCollect releases the addresses this node's CNI attachments hold,
-	// except those of the attachments listed as valid (CNI GC).
+	// GarbageCollect releases the addresses this node's CNI attachments of
+	// one network hold, except those of the attachments listed as valid and
+	// those allocated less than a grace period ago (CNI GC).
 	GarbageCollect(ctx context.Context, in *GarbageCollectRequest, opts ...grpc.CallOption) (*GarbageCollectResponse, error)
+	// Lookup returns the addresses a handle holds, allocating nothing (CNI
+	// CHECK).
+	Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error)
 	// NetworkConfig tells the CNI plugin how to build the pod interface.
 	NetworkConfig(ctx context.Context, in *NetworkConfigRequest, opts ...grpc.CallOption) (*NetworkConfigResponse, error)
 	// Status reports the node's BGP sessions, routes and blocks.
@@ -89,6 +94,16 @@ func (c *agentClient) GarbageCollect(ctx context.Context, in *GarbageCollectRequ
 	return out, nil
 }
 
+func (c *agentClient) Lookup(ctx context.Context, in *LookupRequest, opts ...grpc.CallOption) (*LookupResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LookupResponse)
+	err := c.cc.Invoke(ctx, Agent_Lookup_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *agentClient) NetworkConfig(ctx context.Context, in *NetworkConfigRequest, opts ...grpc.CallOption) (*NetworkConfigResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(NetworkConfigResponse)
@@ -120,9 +135,13 @@ type AgentServer interface {
 	// Release frees the addresses held by a handle. An unknown handle is not
 	// an error.
 	Release(context.Context, *ReleaseRequest) (*ReleaseResponse, error)
-	// GarbageCollect releases the addresses this node's CNI attachments hold,
-	// except those of the attachments listed as valid (CNI GC).
+	// GarbageCollect releases the addresses this node's CNI attachments of
+	// one network hold, except those of the attachments listed as valid and
+	// those allocated less than a grace period ago (CNI GC).
 	GarbageCollect(context.Context, *GarbageCollectRequest) (*GarbageCollectResponse, error)
+	// Lookup returns the addresses a handle holds, allocating nothing (CNI
+	// CHECK).
+	Lookup(context.Context, *LookupRequest) (*LookupResponse, error)
 	// NetworkConfig tells the CNI plugin how to build the pod interface.
 	NetworkConfig(context.Context, *NetworkConfigRequest) (*NetworkConfigResponse, error)
 	// Status reports the node's BGP sessions, routes and blocks.
@@ -145,6 +164,9 @@ func (UnimplementedAgentServer) Release(context.Context, *ReleaseRequest) (*Rele
 }
 func (UnimplementedAgentServer) GarbageCollect(context.Context, *GarbageCollectRequest) (*GarbageCollectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GarbageCollect not implemented")
+}
+func (UnimplementedAgentServer) Lookup(context.Context, *LookupRequest) (*LookupResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Lookup not implemented")
 }
 func (UnimplementedAgentServer) NetworkConfig(context.Context, *NetworkConfigRequest) (*NetworkConfigResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method NetworkConfig not implemented")
@@ -227,6 +249,24 @@ func _Agent_GarbageCollect_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Agent_Lookup_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LookupRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).Lookup(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_Lookup_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).Lookup(ctx, req.(*LookupRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Agent_NetworkConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(NetworkConfigRequest)
 	if err := dec(in); err != nil {
@@ -281,6 +321,10 @@ var Agent_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GarbageCollect",
 			Handler:    _Agent_GarbageCollect_Handler,
+		},
+		{
+			MethodName: "Lookup",
+			Handler:    _Agent_Lookup_Handler,
 		},
 		{
 			MethodName: "NetworkConfig",

@@ -54,7 +54,7 @@ func (f *FakeAllocator) Allocate(_ context.Context, req AllocateRequest) ([]neti
 	for i, p := range f.prefixes {
 		a := f.next[i]
 		if !p.Contains(a) {
-			return nil, false, fmt.Errorf("fake pool %s exhausted", p)
+			return nil, false, fmt.Errorf("fake pool %s: %w", p, ErrExhausted)
 		}
 		f.next[i] = a.Next()
 		out = append(out, a)
@@ -82,6 +82,13 @@ func (f *FakeAllocator) CNIHandles(context.Context) ([]string, error) {
 	}
 	sort.Strings(hs)
 	return hs, nil
+}
+
+// Addresses implements Allocator.
+func (f *FakeAllocator) Addresses(_ context.Context, handle string) ([]netip.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.byHandle[handle], nil
 }
 
 // Held returns the addresses a handle holds.

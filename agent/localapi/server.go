@@ -14,6 +14,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -24,8 +27,21 @@ import (
 
 // AllocateRequest is one CNI attachment asking for addresses.
 type AllocateRequest struct {
-	Handle, Namespace, Pod, ContainerID, Interface string
+	Handle, Namespace, Pod, PodUID, ContainerID, Interface string
 }
+
+// Errors an Allocator wraps so that the server answers with a gRPC code the
+// CNI plugin turns into a distinct CNI error code: a pool exhausted or no
+// pool for the node is not "agent unavailable".
+var (
+	ErrExhausted = errors.New("no address left")
+	ErrNoPool    = errors.New("no IP pool applies to this node")
+)
+
+// DefaultGCGrace is how young an allocation must be for CNI GC to leave it
+// alone: a runtime builds its list of valid attachments before it sends GC,
+// so an ADD that completes in between would otherwise lose its address.
+const DefaultGCGrace = 2 * time.Minute
 
 // Allocator is the IPAM the API serves from.
 type Allocator interface {
@@ -39,6 +55,8 @@ type Allocator interface {
 	// CNIHandles lists the handles of the allocations this node made for
 	// CNI attachments (never tunnel or other internal allocations).
 	CNIHandles(ctx context.Context) ([]string, error)
+	// Addresses returns the addresses the handle holds, allocating nothing.
+	Addresses(ctx context.Context, handle string) ([]netip.Addr, error)
 }
 
 // State answers the non-IPAM questions.
@@ -55,6 +73,17 @@ type Server struct {
 	alloc Allocator
 	state State
 	log   *slog.Logger
+	// GCGrace protects allocations younger than this from CNI GC
+	// (DefaultGCGrace unless set before Serve). Allocations the server
+	// did not see being made (before a restart) count as made when it
+	// started.
+	GCGrace time.Duration
+	// Now is the clock (time.Now unless set before Serve).
+	Now func() time.Time
+
+	mu      sync.Mutex
+	started time.Time
+	made    map[string]time.Time // handle -> when Allocate first served it
 }
 
 // New returns a server; log may be nil.
@@ -62,7 +91,8 @@ func New(alloc Allocator, state State, log *slog.Logger) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{alloc: alloc, state: state, log: log.With("component", "localapi")}
+	return &Server{alloc: alloc, state: state, log: log.With("component", "localapi"),
+		GCGrace: DefaultGCGrace, Now: time.Now, started: time.Now(), made: map[string]time.Time{}}
 }
 
 // Serve listens on the unix socket (replacing a stale socket file, mode
@@ -107,13 +137,29 @@ func (s *Server) Allocate(ctx context.Context, req *agentapi.AllocateRequest) (*
 		// later" (agent starting) from "cannot reach the agent".
 		return nil, status.Errorf(codes.FailedPrecondition, "the agent is not ready: %s", reason)
 	}
+	s.mu.Lock()
+	if _, ok := s.made[req.GetHandle()]; !ok {
+		// Before the allocation is written: a GC that runs meanwhile
+		// must already see it as young.
+		s.made[req.GetHandle()] = s.Now()
+	}
+	s.mu.Unlock()
 	addrs, existing, err := s.alloc.Allocate(ctx, AllocateRequest{
-		Handle: req.GetHandle(), Namespace: req.GetPodNamespace(), Pod: req.GetPodName(),
+		Handle: req.GetHandle(), Namespace: req.GetPodNamespace(), Pod: req.GetPodName(), PodUID: req.GetPodUid(),
 		ContainerID: req.GetContainerId(), Interface: req.GetInterface(),
 	})
 	if err != nil {
 		s.log.Warn("allocation failed", "handle", req.GetHandle(), "pod", req.GetPodNamespace()+"/"+req.GetPodName(), "error", err)
-		return nil, status.Errorf(codes.ResourceExhausted, "allocating for %s: %v", req.GetHandle(), err)
+		code := codes.Internal
+		switch {
+		case errors.Is(err, ErrExhausted):
+			code = codes.ResourceExhausted
+		case errors.Is(err, ErrNoPool):
+			code = codes.NotFound
+		case errors.Is(err, context.DeadlineExceeded):
+			code = codes.DeadlineExceeded
+		}
+		return nil, status.Errorf(code, "allocating for %s: %v", req.GetHandle(), err)
 	}
 	resp := &agentapi.AllocateResponse{Existing: existing, Mtu: int32(mtu)}
 	for _, a := range addrs {
@@ -132,6 +178,9 @@ func (s *Server) Release(ctx context.Context, req *agentapi.ReleaseRequest) (*ag
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "releasing %s: %v", req.GetHandle(), err)
 	}
+	s.mu.Lock()
+	delete(s.made, req.GetHandle())
+	s.mu.Unlock()
 	resp := &agentapi.ReleaseResponse{}
 	for _, a := range addrs {
 		resp.Released = append(resp.Released, a.String())
@@ -140,22 +189,42 @@ func (s *Server) Release(ctx context.Context, req *agentapi.ReleaseRequest) (*ag
 }
 
 // GarbageCollect implements agentapi.AgentServer: it releases every CNI
-// handle of this node that the runtime did not list as valid.
+// handle of this node and of the request's network that the runtime did
+// not list as valid, unless it was allocated less than GCGrace ago. A
+// request that names no network frees nothing: it cannot say whose
+// attachments it lists.
 func (s *Server) GarbageCollect(ctx context.Context, req *agentapi.GarbageCollectRequest) (*agentapi.GarbageCollectResponse, error) {
+	network := req.GetNetwork()
+	if network == "" || strings.Contains(network, "/") {
+		return nil, status.Errorf(codes.InvalidArgument, "garbage collection needs the CNI network name (got %q); nothing was released", network)
+	}
 	handles, err := s.alloc.CNIHandles(ctx)
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "listing handles: %v", err)
 	}
 	resp := &agentapi.GarbageCollectResponse{}
 	var errs []error
+	now := s.Now()
 	for _, h := range handles {
-		if slices.Contains(req.GetValidHandles(), h) {
+		if !strings.HasPrefix(h, network+"/") || slices.Contains(req.GetValidHandles(), h) {
+			continue
+		}
+		s.mu.Lock()
+		made, ok := s.made[h]
+		if !ok {
+			made = s.started
+		}
+		s.mu.Unlock()
+		if now.Sub(made) < s.GCGrace {
 			continue
 		}
 		if _, err := s.alloc.Release(ctx, h); err != nil {
 			errs = append(errs, fmt.Errorf("releasing %s: %w", h, err))
 			continue
 		}
+		s.mu.Lock()
+		delete(s.made, h)
+		s.mu.Unlock()
 		resp.ReleasedHandles = append(resp.ReleasedHandles, h)
 	}
 	if len(errs) > 0 {
@@ -163,6 +232,22 @@ func (s *Server) GarbageCollect(ctx context.Context, req *agentapi.GarbageCollec
 	}
 	if len(resp.ReleasedHandles) > 0 {
 		s.log.Info("CNI garbage collection released handles", "handles", resp.ReleasedHandles)
+	}
+	return resp, nil
+}
+
+// Lookup implements agentapi.AgentServer.
+func (s *Server) Lookup(ctx context.Context, req *agentapi.LookupRequest) (*agentapi.LookupResponse, error) {
+	if req.GetHandle() == "" {
+		return nil, status.Error(codes.InvalidArgument, "handle is required")
+	}
+	addrs, err := s.alloc.Addresses(ctx, req.GetHandle())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "looking up %s: %v", req.GetHandle(), err)
+	}
+	resp := &agentapi.LookupResponse{}
+	for _, a := range addrs {
+		resp.Addresses = append(resp.Addresses, netip.PrefixFrom(a, a.BitLen()).String())
 	}
 	return resp, nil
 }

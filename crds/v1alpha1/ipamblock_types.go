@@ -48,8 +48,9 @@ type IPAMAllocation struct {
 	// Address is the allocated IP address.
 	// +kubebuilder:validation:MaxLength=39
 	Address string `json:"address"`
-	// Handle identifies the holder: the container ID and interface name,
-	// joined by a dot. Allocating twice with one handle returns one address.
+	// Handle identifies the holder: for a CNI attachment the network name,
+	// '/', the container ID and the interface name joined by a dot.
+	// Allocating twice with one handle returns one address.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=512
 	Handle string `json:"handle"`
