@@ -104,13 +104,27 @@ func (s *Server) Serve(ctx context.Context, socket string) error {
 	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing stale socket %s: %w", socket, err)
 	}
-	l, err := net.Listen("unix", socket)
+	// The socket appears at its path only once it is 0600: it is made
+	// under a temporary name, restricted, then renamed, so there is no
+	// moment when it has the umask's permissions.
+	tmp := socket + ".new"
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing stale socket %s: %w", tmp, err)
+	}
+	l, err := net.Listen("unix", tmp)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", socket, err)
 	}
-	if err := os.Chmod(socket, 0o600); err != nil {
+	l.(*net.UnixListener).SetUnlinkOnClose(false) // Serve removes the socket itself
+	if err := os.Chmod(tmp, 0o600); err != nil {
 		l.Close()
+		os.Remove(tmp)
 		return err
+	}
+	if err := os.Rename(tmp, socket); err != nil {
+		l.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("placing the socket at %s: %w", socket, err)
 	}
 	g := grpc.NewServer()
 	agentapi.RegisterAgentServer(g, s)
@@ -119,10 +133,10 @@ func (s *Server) Serve(ctx context.Context, socket string) error {
 		g.GracefulStop()
 	}()
 	s.log.Info("serving the local API", "socket", socket)
+	defer os.Remove(socket)
 	if err := g.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("serving the local API: %w", err)
 	}
-	os.Remove(socket)
 	return nil
 }
 

@@ -58,7 +58,9 @@ func serve(t *testing.T, alloc Allocator, state State) (agentapi.AgentClient, st
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- New(alloc, state, nil).Serve(ctx, sock) }()
+	srv := New(alloc, state, nil)
+	srv.GCGrace = 0 // TestServerGCGrace holds the grace period
+	go func() { done <- srv.Serve(ctx, sock) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -107,8 +109,12 @@ func TestServerAllocateAndRelease(t *testing.T) {
 		{name: "no handle", setup: func() { state.SetNotReady("") }, req: &agentapi.AllocateRequest{}, wantCode: codes.InvalidArgument},
 		{name: "first ADD", req: req, wantResp: "[10.244.0.1/32 fd00:244::1/128] existing=false mtu=1450"},
 		{name: "repeated ADD", req: req, wantResp: "[10.244.0.1/32 fd00:244::1/128] existing=true mtu=1450"},
-		{name: "allocator fails", setup: func() { alloc.FailNext = errors.New("pool 10.244.0.0/24 exhausted") },
+		{name: "pool exhausted", setup: func() { alloc.FailNext = fmt.Errorf("pool 10.244.0.0/24: %w", ErrExhausted) },
 			req: &agentapi.AllocateRequest{Handle: "c2.eth0"}, wantCode: codes.ResourceExhausted},
+		{name: "no pool", setup: func() { alloc.FailNext = fmt.Errorf("node n1: %w", ErrNoPool) },
+			req: &agentapi.AllocateRequest{Handle: "c2.eth0"}, wantCode: codes.NotFound},
+		{name: "allocator fails otherwise", setup: func() { alloc.FailNext = errors.New("etcdserver: request timed out") },
+			req: &agentapi.AllocateRequest{Handle: "c2.eth0"}, wantCode: codes.Internal},
 	}
 	for _, tc := range cases {
 		if tc.setup != nil {
@@ -160,31 +166,73 @@ func TestServerGarbageCollect(t *testing.T) {
 	ctx := context.Background()
 	alloc := &failingAllocator{FakeAllocator: NewFakeAllocator("10.244.0.0/24")}
 	c, _ := serve(t, alloc, &StaticState{Node: "n1", MTU: 1500})
-	for _, h := range []string{"a.eth0", "b.eth0", "c.eth0", "d.eth0"} {
+	for _, h := range []string{"k8s/a.eth0", "k8s/b.eth0", "k8s/c.eth0", "k8s/d.eth0"} {
 		if _, err := c.Allocate(ctx, &agentapi.AllocateRequest{Handle: h}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// One release fails: the others still go, and the error names it.
-	alloc.releaseErr = map[string]error{"c.eth0": errors.New("conflict")}
-	gc, err := c.GarbageCollect(ctx, &agentapi.GarbageCollectRequest{ValidHandles: []string{"a.eth0", "unknown.eth0"}})
-	if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "releasing c.eth0: conflict") {
+	alloc.releaseErr = map[string]error{"k8s/c.eth0": errors.New("conflict")}
+	gc, err := c.GarbageCollect(ctx, &agentapi.GarbageCollectRequest{Network: "k8s", ValidHandles: []string{"k8s/a.eth0", "k8s/unknown.eth0"}})
+	if status.Code(err) != codes.Internal || !strings.Contains(err.Error(), "releasing k8s/c.eth0: conflict") {
 		t.Errorf("GC with a failing release: %v, %v", gc, err)
 	}
-	if got := alloc.Allocations(); len(got) != 2 || got["a.eth0"] == "" || got["c.eth0"] == "" {
+	if got := alloc.Allocations(); len(got) != 2 || got["k8s/a.eth0"] == "" || got["k8s/c.eth0"] == "" {
 		t.Errorf("after GC: %v; want a (valid) and c (its release failed)", got)
 	}
 	alloc.releaseErr = nil
-	gc, err = c.GarbageCollect(ctx, &agentapi.GarbageCollectRequest{ValidHandles: []string{"a.eth0"}})
-	if err != nil || !slices.Equal(gc.ReleasedHandles, []string{"c.eth0"}) {
+	gc, err = c.GarbageCollect(ctx, &agentapi.GarbageCollectRequest{Network: "k8s", ValidHandles: []string{"k8s/a.eth0"}})
+	if err != nil || !slices.Equal(gc.ReleasedHandles, []string{"k8s/c.eth0"}) {
 		t.Errorf("GC again: %v, %v", gc, err)
 	}
 	// Nothing listed: GC fails whole and releases nothing.
 	alloc.listErr = errors.New("cache not synced")
-	if _, err := c.GarbageCollect(ctx, &agentapi.GarbageCollectRequest{}); status.Code(err) != codes.Internal {
+	if _, err := c.GarbageCollect(ctx, &agentapi.GarbageCollectRequest{Network: "k8s"}); status.Code(err) != codes.Internal {
 		t.Errorf("GC when handles cannot be listed: %v", err)
 	}
 	if got := alloc.Allocations(); len(got) != 1 {
 		t.Errorf("a failed listing released %v", got)
+	}
+}
+
+// TestServerGCGrace: a runtime builds its list of valid attachments, then
+// an ADD completes, then GC arrives without it. The new attachment is
+// younger than the grace period and must survive; so must every attachment
+// for a grace period after the agent (re)started, since it cannot know
+// their age. Allocations of another network are never this network's GC's.
+func TestServerGCGrace(t *testing.T) {
+	ctx := context.Background()
+	alloc := NewFakeAllocator("10.244.0.0/24")
+	// An allocation from before the server started.
+	if _, _, err := alloc.Allocate(ctx, AllocateRequest{Handle: "k8s/before.eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	srv := New(alloc, &StaticState{Node: "n1", MTU: 1500}, nil)
+	srv.GCGrace = time.Minute
+	srv.Now = func() time.Time { return now }
+	for _, h := range []string{"k8s/old.eth0", "other/old.eth0"} {
+		if _, err := srv.Allocate(ctx, &agentapi.AllocateRequest{Handle: h}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	now = now.Add(30 * time.Second)
+	if _, err := srv.Allocate(ctx, &agentapi.AllocateRequest{Handle: "k8s/young.eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	gc, err := srv.GarbageCollect(ctx, &agentapi.GarbageCollectRequest{Network: "k8s"})
+	if err != nil || len(gc.ReleasedHandles) != 0 {
+		t.Fatalf("GC within the grace period after start: %v, %v; want nothing released", gc, err)
+	}
+	now = now.Add(45 * time.Second) // old and before: 75s; young: 45s
+	gc, err = srv.GarbageCollect(ctx, &agentapi.GarbageCollectRequest{Network: "k8s"})
+	if err != nil || fmt.Sprint(gc.ReleasedHandles) != "[k8s/before.eth0 k8s/old.eth0]" {
+		t.Fatalf("GC: %v, %v; want the two old k8s handles released", gc, err)
+	}
+	if got := alloc.Allocations(); len(got) != 2 || got["k8s/young.eth0"] == "" || got["other/old.eth0"] == "" {
+		t.Fatalf("left: %v; want the young one and the other network's", got)
+	}
+	if _, err := srv.GarbageCollect(ctx, &agentapi.GarbageCollectRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("GC without a network: %v", err)
 	}
 }
