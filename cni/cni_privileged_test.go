@@ -4,6 +4,7 @@ package cni_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -175,8 +176,18 @@ func TestDelAndGCIgnoreUnknownFields(t *testing.T) {
 	list := n.conflist(false, "1.1.0")
 	p := newPod(t, "p", "upgraded")
 	n.mustAdd(p, list)
-	raw := strings.Replace(string(list.Bytes), `"type":"rhizome"`, `"type":"rhizome","futureField":{"x":1},"mtu":"big"`, 1)
-	changed, err := libcni.ConfListFromBytes([]byte(raw))
+	var raw map[string]any
+	if err := json.Unmarshal(list.Bytes, &raw); err != nil {
+		t.Fatal(err)
+	}
+	plugin := raw["plugins"].([]any)[0].(map[string]any)
+	plugin["futureField"] = map[string]any{"x": 1}
+	plugin["mtu"] = "big"
+	b, err := json.Marshal(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed, err := libcni.ConfListFromBytes(b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,6 +505,7 @@ func TestTwoHundredPods(t *testing.T) {
 	n := newNode(t, "node", "10.244.8.0/22")
 	list := n.conflist(false, "1.0.0")
 	var pods []*pod
+	var ips []string
 	seen := map[string]bool{}
 	start := time.Now()
 	for i := range 200 {
@@ -505,6 +517,7 @@ func TestTwoHundredPods(t *testing.T) {
 		}
 		seen[ip] = true
 		pods = append(pods, p)
+		ips = append(ips, ip)
 	}
 	t.Logf("200 ADDs in %s", time.Since(start).Round(time.Millisecond))
 	links := run(t, n.ns, "ip", "-o", "link")
@@ -514,7 +527,7 @@ func TestTwoHundredPods(t *testing.T) {
 	if got := len(strings.Split(strings.TrimSpace(run(t, n.ns, "ip", "route", "show", "proto", "static")), "\n")); got != 200 {
 		t.Fatalf("%d host routes, want 200", got)
 	}
-	ping(t, pods[0].ns, podIPs(n.mustAdd(pods[199], list))[0])
+	ping(t, pods[0].ns, ips[199])
 	for _, p := range pods {
 		if err := n.del(p, list); err != nil {
 			t.Fatalf("DEL %s: %v", p.name, err)
