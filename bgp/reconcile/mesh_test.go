@@ -60,6 +60,9 @@ type cluster struct {
 	configs []*v1alpha1.BGPConfiguration
 	peers   []*v1alpha1.BGPPeer
 	labels  map[string]map[string]string
+	// secrets are the Secret values each node's agent can read
+	// ("name/key" -> value).
+	secrets map[string]map[string]string
 }
 
 func newCluster(t *testing.T, base int, names ...string) *cluster {
@@ -95,7 +98,13 @@ func (c *cluster) start(n *meshNode) {
 }
 
 func (c *cluster) state(n *meshNode) State {
-	st := State{Input: topology.Input{NodeName: n.name, Configs: c.configs, Peers: c.peers}}
+	st := State{Input: topology.Input{NodeName: n.name, Configs: c.configs, Peers: c.peers,
+		Secret: func(name, key string) (string, error) {
+			if v, ok := c.secrets[n.name][name+"/"+key]; ok {
+				return v, nil
+			}
+			return "", fmt.Errorf("secret %s not found", name)
+		}}}
 	for _, m := range c.nodes {
 		k := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: m.name, Labels: c.labels[m.name]}}
 		k.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: m.ip.String()}}
@@ -288,6 +297,57 @@ func TestRouteReflectorInProcess(t *testing.T) {
 		// the reflector's own block, two reflected ones and the barrier
 		if cnt := n.r.RIB().Counters()[c.nodes[0].ip]; cnt.Received != 4 {
 			t.Errorf("%s received %d routes from the reflector, want 4 (no 192.168.0.0/24)", n.name, cnt.Received)
+		}
+	}
+}
+
+// TestMeshPasswordKeepsImpostorsOut: the mesh has a password
+// (nodeMeshPassword). a and b know it; c is an impostor — registered as a
+// Node, running a speaker, but without the password (its own guess). a and
+// b peer and exchange their blocks; c never gets a session with either,
+// so neither learns c's block nor c theirs. Without the password (before
+// nodeMeshPassword) any speaker at a Node's address joined the mesh.
+func TestMeshPasswordKeepsImpostorsOut(t *testing.T) {
+	c := newCluster(t, 91, "a", "b", "c")
+	c.configs[0].Spec.NodeMeshPassword = &v1alpha1.BGPPassword{SecretKeyRef: &corev1.SecretKeySelector{
+		LocalObjectReference: corev1.LocalObjectReference{Name: "mesh"}, Key: "password"}}
+	c.secrets = map[string]map[string]string{
+		"a": {"mesh/password": "s3cret"}, "b": {"mesh/password": "s3cret"}, "c": {"mesh/password": "guess"},
+	}
+	for _, n := range c.nodes {
+		c.start(n)
+	}
+	c.reconcileAll()
+	a, b, imp := c.nodes[0], c.nodes[1], c.nodes[2]
+	waitFor(t, "a to learn b's block", func() bool { return slices.Contains(a.sink.table(), b.block.String()+" via "+b.ip.String()) })
+	waitFor(t, "b to learn a's block", func() bool { return slices.Contains(b.sink.table(), a.block.String()+" via "+a.ip.String()) })
+	for end := time.Now().Add(8 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		for _, n := range []*meshNode{a, b} {
+			for _, r := range n.sink.table() {
+				if strings.HasPrefix(r, imp.block.String()) {
+					t.Fatalf("%s learned the impostor's block: %s", n.name, r)
+				}
+			}
+		}
+		if tbl := imp.sink.table(); len(tbl) != 0 {
+			t.Fatalf("the impostor learned %v", tbl)
+		}
+		st, err := imp.r.Status(context.Background())
+		if err == nil && st.Established != 0 {
+			t.Fatalf("the impostor has %d established sessions", st.Established)
+		}
+	}
+	// A node whose agent cannot read the Secret opens no mesh session at
+	// all rather than one without the password.
+	c.secrets["c"] = map[string]string{}
+	c.reconcileAll()
+	st, err := imp.r.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Sessions {
+		if s.State == "Established" {
+			t.Errorf("session %+v established without the mesh password", s)
 		}
 	}
 }

@@ -24,6 +24,9 @@ type Config struct {
 	GracefulRestart bgp.GracefulRestart
 	// MeshBFD is BFD on the node-to-node mesh sessions.
 	MeshBFD BFDConfig
+	// MeshPassword is the mesh sessions' MD5 password Secret (from the
+	// default configuration only), nil for none.
+	MeshPassword *v1alpha1.BGPPassword
 	// ClusterID makes the node a route reflector.
 	ClusterID netip.Addr
 	// Services are the Service ranges the node advertises (cluster,
@@ -69,6 +72,12 @@ func MergeConfig(def, node *v1alpha1.BGPConfigurationSpec) (Config, []string) {
 		MeshBFD: DefaultBFD,
 	}
 	var problems []string
+	if def != nil {
+		c.MeshPassword = def.NodeMeshPassword
+	}
+	if node != nil && node.NodeMeshPassword != nil {
+		problems = append(problems, "nodeMeshPassword is cluster-wide: set it in BGPConfiguration default; the per-node value is ignored")
+	}
 	for _, s := range []*v1alpha1.BGPConfigurationSpec{def, node} {
 		if s == nil {
 			continue

@@ -237,6 +237,13 @@ func (c *computer) nodeSession(n *nodeInfo, f bgp.Family, kind v1alpha1.SessionK
 		t := cfg.MeshBFD.Timers
 		s.BFD = &t
 	}
+	// The mesh password. Fail closed: without the Secret's value the
+	// session is not opened, never opened without the password.
+	if kind == v1alpha1.SessionMesh && cfg.MeshPassword != nil {
+		if err := c.password(s, cfg.MeshPassword); err != nil {
+			s.NotStarted = "nodeMeshPassword: " + err.Error()
+		}
+	}
 	if bp != nil {
 		c.applyPeerSpec(s, bp)
 	}

@@ -42,6 +42,16 @@ type BGPConfigurationSpec struct {
 	// +optional
 	NodeToNodeMesh *bool `json:"nodeToNodeMesh,omitempty"`
 
+	// NodeMeshPassword is the TCP MD5 password of the node-to-node mesh
+	// sessions, from a Secret in the agents' namespace (as Calico's
+	// nodeMeshPassword). A node that does not know it cannot join the mesh.
+	// Cluster-wide: set it in BGPConfiguration default (a node.<name>
+	// configuration's is ignored, with a problem reported). When the Secret
+	// cannot be read, mesh sessions are not opened rather than opened
+	// without the password.
+	// +optional
+	NodeMeshPassword *BGPPassword `json:"nodeMeshPassword,omitempty"`
+
 	// NodeToNodeMeshBFD configures BFD on the node-to-node mesh sessions
 	// (BFD on route-reflector and external sessions is set in their
 	// BGPPeer). Default off.

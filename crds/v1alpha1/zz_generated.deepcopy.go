@@ -156,6 +156,11 @@ func (in *BGPConfigurationSpec) DeepCopyInto(out *BGPConfigurationSpec) {
 		*out = new(bool)
 		**out = **in
 	}
+	if in.NodeMeshPassword != nil {
+		in, out := &in.NodeMeshPassword, &out.NodeMeshPassword
+		*out = new(BGPPassword)
+		(*in).DeepCopyInto(*out)
+	}
 	if in.NodeToNodeMeshBFD != nil {
 		in, out := &in.NodeToNodeMeshBFD, &out.NodeToNodeMeshBFD
 		*out = new(BFD)
