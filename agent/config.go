@@ -39,7 +39,9 @@ type Config struct {
 	// that holds NodeIP).
 	Interface string
 	// GoBGPAPIAddress serves GoBGP's own gRPC API (for the gobgp CLI);
-	// empty turns it off. Default 127.0.0.1:50051.
+	// empty turns it off. Default: a unix socket only root can reach
+	// (DefaultGoBGPAPIAddress); a host:port serves it on TCP instead, to
+	// anyone who can reach that address.
 	GoBGPAPIAddress string
 	// HealthAddress serves /healthz, /readyz and /metrics. Default :9099.
 	HealthAddress string
@@ -66,7 +68,11 @@ type Config struct {
 // Defaults of the contract names (ports and paths that others script
 // against).
 const (
-	DefaultGoBGPAPIAddress = "127.0.0.1:50051"
+	// DefaultGoBGPAPIAddress is GoBGP's read-write API on a unix socket in
+	// a directory only root may enter: `gobgp --target
+	// unix:///var/run/rhizome/gobgp/gobgp.sock neighbor` (docs/design/0014).
+	// It was 127.0.0.1:50051, where any hostNetwork pod could inject routes.
+	DefaultGoBGPAPIAddress = "unix:///var/run/rhizome/gobgp/gobgp.sock"
 	DefaultHealthAddress   = ":9099"
 	DefaultNamespace       = "rhizome-system"
 )

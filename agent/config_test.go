@@ -10,7 +10,9 @@ import (
 func TestDefaultConfigKeepsTheContracts(t *testing.T) {
 	// Ports and paths others script against (HELPERS: contracts stay).
 	c := DefaultConfig()
-	if c.GoBGPAPIAddress != "127.0.0.1:50051" || c.HealthAddress != ":9099" || c.AgentSocket != "/var/run/rhizome/agent.sock" || c.Namespace != "rhizome-system" {
+	// GoBGP's API moved off TCP 127.0.0.1:50051 (issue 15: it is read-write
+	// and unauthenticated); --gobgp-api-address=127.0.0.1:50051 restores it.
+	if c.GoBGPAPIAddress != "unix:///var/run/rhizome/gobgp/gobgp.sock" || c.HealthAddress != ":9099" || c.AgentSocket != "/var/run/rhizome/agent.sock" || c.Namespace != "rhizome-system" {
 		t.Errorf("defaults: %+v", c)
 	}
 	if err := c.Validate(); err == nil {

@@ -155,24 +155,6 @@ func ipv6Available() bool {
 	return true
 }
 
-func checkListen(addr string) error {
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	return l.Close()
-}
-
-// APIError says why GoBGP's gRPC API is not being served, or nil.
-func (s *GoBGP) APIError() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.apiErr != nil {
-		return s.apiErr
-	}
-	return s.glog.fatalError()
-}
-
 // Stop implements Speaker. GoBGP sends every peer a Cease notification, so
 // peers drop our routes at once. An agent that restarts and wants its peers
 // to keep forwarding (graceful restart) should exit without calling Stop:

@@ -140,7 +140,9 @@ type Global struct {
 	// ListenAddresses restricts the listener; empty means all addresses.
 	ListenAddresses []netip.Addr
 	// APIAddress is where GoBGP's own gRPC API is served so that the stock
-	// `gobgp` CLI can inspect the speaker, e.g. 127.0.0.1:50051. Empty: off.
+	// `gobgp` CLI can inspect the speaker: "unix:///path/to.sock" (its
+	// directory is made mode 0700, so only root reaches it; `gobgp --target
+	// unix:///path/to.sock`) or host:port on TCP. Empty: off.
 	// If the address is taken the speaker runs without the API (see
 	// GoBGP.APIError) rather than exiting the process.
 	APIAddress string

@@ -73,7 +73,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&nodeIP, "node-ip", "", "this node's IPv4 address (default: the Node's InternalIP)")
 	f.StringVar(&routerID, "router-id", "", "BGP router ID (default: the node's IPv4 address)")
 	f.StringVar(&cfg.Interface, "interface", "", "underlay interface (default: the one holding the node's address)")
-	f.StringVar(&cfg.GoBGPAPIAddress, "gobgp-api-address", cfg.GoBGPAPIAddress, "serve GoBGP's gRPC API here for the gobgp CLI; empty to turn off")
+	f.StringVar(&cfg.GoBGPAPIAddress, "gobgp-api-address", cfg.GoBGPAPIAddress, "serve GoBGP's read-write gRPC API here for the gobgp CLI: unix:///path (its directory is made root-only; gobgp --target unix:///path) or host:port on TCP (open to every local process); empty to turn off")
 	f.StringVar(&cfg.HealthAddress, "health-address", cfg.HealthAddress, "serve /healthz, /readyz and /metrics here")
 	f.StringVar(&cfg.AgentSocket, "agent-socket", cfg.AgentSocket, "unix socket of the local API (CNI plugin, rhizomectl)")
 	f.DurationVar(&cfg.ResyncPeriod, "resync-period", cfg.ResyncPeriod, "longest time between two full reconcile passes")
