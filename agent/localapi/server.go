@@ -152,7 +152,8 @@ func (s *Server) Allocate(ctx context.Context, req *agentapi.AllocateRequest) (*
 		return nil, status.Errorf(codes.FailedPrecondition, "the agent is not ready: %s", reason)
 	}
 	s.mu.Lock()
-	if _, ok := s.made[req.GetHandle()]; !ok {
+	_, seen := s.made[req.GetHandle()]
+	if !seen {
 		// Before the allocation is written: a GC that runs meanwhile
 		// must already see it as young.
 		s.made[req.GetHandle()] = s.Now()
@@ -163,6 +164,13 @@ func (s *Server) Allocate(ctx context.Context, req *agentapi.AllocateRequest) (*
 		ContainerID: req.GetContainerId(), Interface: req.GetInterface(),
 	})
 	if err != nil {
+		if !seen {
+			// Nothing to protect: forget the handle, so that failed ADDs
+			// (a pool exhausted for a while) do not pile up here.
+			s.mu.Lock()
+			delete(s.made, req.GetHandle())
+			s.mu.Unlock()
+		}
 		s.log.Warn("allocation failed", "handle", req.GetHandle(), "pod", req.GetPodNamespace()+"/"+req.GetPodName(), "error", err)
 		code := codes.Internal
 		switch {

@@ -236,3 +236,23 @@ func TestServerGCGrace(t *testing.T) {
 		t.Fatalf("GC without a network: %v", err)
 	}
 }
+
+// TestServerForgetsFailedAllocations: a pool exhausted for an hour turns
+// every ADD into a failure; the server must not keep a record of each.
+func TestServerForgetsFailedAllocations(t *testing.T) {
+	ctx := context.Background()
+	alloc := NewFakeAllocator("10.244.0.0/30")
+	srv := New(alloc, &StaticState{Node: "n1", MTU: 1500}, nil)
+	for i := range 50 {
+		alloc.FailNext = fmt.Errorf("pool: %w", ErrExhausted)
+		if _, err := srv.Allocate(ctx, &agentapi.AllocateRequest{Handle: fmt.Sprintf("k8s/c%d.eth0", i)}); status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("ADD %d: %v", i, err)
+		}
+	}
+	srv.mu.Lock()
+	n := len(srv.made)
+	srv.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d failed allocations remembered", n)
+	}
+}
