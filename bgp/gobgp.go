@@ -350,7 +350,9 @@ func toAPIPeer(p Peer) *api.Peer {
 		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.EBGPMultihop)}
 	}
 	if p.TTLSecurityHops > 0 {
-		ap.TtlSecurity = &api.TtlSecurity{Enabled: true, TtlMin: uint32(255 - int(p.TTLSecurityHops))}
+		// RFC 5082 as Calico means it: 1 hop = directly connected, whose
+		// packets arrive with TTL 255; each further hop allows one less.
+		ap.TtlSecurity = &api.TtlSecurity{Enabled: true, TtlMin: uint32(256 - int(p.TTLSecurityHops))}
 	}
 	if p.RouteReflectorClient {
 		ap.RouteReflector = &api.RouteReflector{RouteReflectorClient: true, RouteReflectorClusterId: p.RouteReflectorClusterID.String()}

@@ -182,7 +182,7 @@ func TestToAPIPeer(t *testing.T) {
 	}
 
 	g := toAPIPeer(Peer{Address: netip.MustParseAddr("fd00::1"), ASN: 1, TTLSecurityHops: 1, Timers: Timers{Hold: HoldTimeDisabled}})
-	if !g.TtlSecurity.Enabled || g.TtlSecurity.TtlMin != 254 || g.EbgpMultihop != nil || g.AfiSafis[0].Config.Family.Afi != api.Family_AFI_IP6 {
+	if !g.TtlSecurity.Enabled || g.TtlSecurity.TtlMin != 255 || g.EbgpMultihop != nil || g.AfiSafis[0].Config.Family.Afi != api.Family_AFI_IP6 {
 		t.Errorf("GTSM peer = %+v", g)
 	}
 	if g.Timers.Config.HoldTime != 65535 || g.Timers.Config.ConnectRetry != 30 || g.GracefulRestart != nil {

@@ -229,8 +229,8 @@ type Peer struct {
 	// 0 means directly connected only (TTL 1).
 	EBGPMultihop uint8
 	// TTLSecurityHops turns on GTSM (RFC 5082): we send with TTL 255 and
-	// accept only packets that arrive with a TTL of at least 255 - hops.
-	// 0 means off.
+	// accept only packets that arrive with a TTL of at least 256 - hops,
+	// so 1 means directly connected only (TTL 255). 0 means off.
 	TTLSecurityHops uint8
 	// Passive waits for the peer to connect.
 	Passive bool

@@ -100,9 +100,11 @@ type BGPPeerSpec struct {
 	// +kubebuilder:validation:Maximum=255
 	EBGPMultihop *int32 `json:"ebgpMultihop,omitempty"`
 
-	// TTLSecurity turns on the Generalized TTL Security Mechanism (RFC 5082):
-	// packets from the peer must arrive with a TTL of at least 255 minus
-	// this many hops.
+	// TTLSecurity turns on the Generalized TTL Security Mechanism (RFC 5082),
+	// as Calico means it: the peer is at most this many hops away, 1 being
+	// directly connected. We send with TTL 255 and accept packets from the
+	// peer only with a TTL of at least 256 minus this value (255 for 1: no
+	// router between).
 	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=254
