@@ -19,12 +19,14 @@ type bird struct {
 	sock string
 	p    *proc
 	n    int
+	// extra is added to the protocol bgp block (e.g. "ttl security on;").
+	extra string
 }
 
-// birdConfig: eBGP to the node with an MD5 password, graceful restart, and
+// birdConfigWith: eBGP to the node with an MD5 password, graceful restart, and
 // the given routes announced (as blackholes, never installed: there is no
 // kernel protocol).
-func birdConfig(dir, password string, routes []string) string {
+func birdConfigWith(dir, password string, routes []string, extra string) string {
 	var static strings.Builder
 	for _, r := range routes {
 		fmt.Fprintf(&static, "  route %s blackhole;\n", r)
@@ -45,13 +47,20 @@ protocol bgp node {
   graceful restart on;
   graceful restart time 10;
   ipv4 { import all; export where proto = "announced"; };
+  %s
 }
-`, torIP, dir, static.String(), torIP, torAS, nodeIP, nodeAS, password)
+`, torIP, dir, static.String(), torIP, torAS, nodeIP, nodeAS, password, extra)
 }
 
 func (l *lab) startBIRD(password string, routes []string) *bird {
 	l.t.Helper()
-	b := &bird{l: l, dir: filepath.Join(l.dir, "bird")}
+	return l.startBIRDWith(password, routes, "")
+}
+
+// startBIRDWith starts BIRD with extra lines in its BGP protocol block.
+func (l *lab) startBIRDWith(password string, routes []string, extra string) *bird {
+	l.t.Helper()
+	b := &bird{l: l, dir: filepath.Join(l.dir, "bird"), extra: extra}
 	must(l.t, os.MkdirAll(b.dir, 0o755))
 	b.sock = filepath.Join(b.dir, "bird.ctl")
 	b.restart(password, routes)
@@ -62,7 +71,7 @@ func (l *lab) startBIRD(password string, routes []string) *bird {
 func (b *bird) restart(password string, routes []string) {
 	b.l.t.Helper()
 	conf := filepath.Join(b.dir, "bird.conf")
-	must(b.l.t, os.WriteFile(conf, []byte(birdConfig(b.dir, password, routes)), 0o644))
+	must(b.l.t, os.WriteFile(conf, []byte(birdConfigWith(b.dir, password, routes, b.extra)), 0o644))
 	b.n++
 	b.p = b.l.start(b.l.tor, fmt.Sprintf("bird-%d", b.n), nil, "bird", "-f", "-c", conf, "-s", b.sock, "-P", filepath.Join(b.dir, "bird.pid"))
 	waitFor(b.l.t, "BIRD's control socket", 20*time.Second, func() bool {
