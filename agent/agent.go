@@ -82,7 +82,8 @@ type agent struct {
 	routeProtocol, routeTable int
 	bgp                       bgpReconciler
 
-	// tunnel is the VXLAN tunnel address, allocated once from our blocks.
+	// tunnel holds the tunnel addresses (VXLAN, IPIP), from our blocks
+	// (tunnel.go).
 	tunnelMu sync.Mutex
 	tunnel   tunnelState
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
-	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/rhizome-net/rhizome/bgp/topology"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
-	"github.com/rhizome-net/rhizome/ipam"
 )
 
 // pass recomputes the whole desired state from the caches and the IPAM
@@ -30,9 +28,8 @@ func (a *agent) pass(ctx context.Context) {
 		return
 	}
 	a.ready.Set("ipam", "")
-	vxlan, ipip := usesEncap(snap.Pools)
-	vxlanAddr, vxlanChanged := a.tunnelAddress(ctx, tunnelVXLAN, vxlan)
-	ipipAddr, ipipChanged := a.tunnelAddress(ctx, tunnelIPIP, ipip)
+	vxlanAddr, vxlanChanged := a.tunnelAddress(ctx, tunnelVXLAN, snap.Pools)
+	ipipAddr, ipipChanged := a.tunnelAddress(ctx, tunnelIPIP, snap.Pools)
 	if vxlanChanged || ipipChanged {
 		// The tunnel address may have claimed this node's first block:
 		// route and advertise what the IPAM holds now, so that one pass
@@ -149,73 +146,4 @@ func newRhizomeNode(node *corev1.Node, spec v1alpha1.RhizomeNodeSpec) *v1alpha1.
 		},
 		Spec: spec,
 	}
-}
-
-// tunnelKind names a tunnel device that gets an address of our blocks.
-type tunnelKind string
-
-const (
-	tunnelVXLAN tunnelKind = "vxlan"
-	tunnelIPIP  tunnelKind = "ipip"
-)
-
-// tunnelHandlePrefix starts the IPAM handles of tunnel addresses; CNI
-// garbage collection never touches them.
-const tunnelHandlePrefix = ipam.TunnelHandlePrefix
-
-type tunnelState struct {
-	addrs map[tunnelKind]netip.Addr
-	// checked records that an unneeded tunnel's handle was released once
-	// in this run (a previous run may have held it).
-	checked map[tunnelKind]bool
-}
-
-func (a *agent) tunnelHandle(k tunnelKind) string {
-	return tunnelHandlePrefix + string(k) + "." + a.cfg.NodeName
-}
-
-// tunnelAddress returns the address of a tunnel device, allocating it from
-// this node's blocks (as Calico does) while a pool needs that tunnel, and
-// releasing it when none does. The address is the VTEP address other nodes
-// route through (VXLAN) and the source of traffic the node itself sends into
-// the tunnel. changed reports an allocation or release.
-func (a *agent) tunnelAddress(ctx context.Context, k tunnelKind, needed bool) (addr netip.Addr, changed bool) {
-	a.tunnelMu.Lock()
-	defer a.tunnelMu.Unlock()
-	if a.tunnel.addrs == nil {
-		a.tunnel.addrs = map[tunnelKind]netip.Addr{}
-		a.tunnel.checked = map[tunnelKind]bool{}
-	}
-	have := a.tunnel.addrs[k]
-	if needed && have.IsValid() && !slices.Contains(a.ipam.HandleAddresses(a.tunnelHandle(k)), have) {
-		// Released behind the agent's back (a forced rhizomectl ipam
-		// release, a restore from backup): the address may go to a pod
-		// while the tunnel device still holds it. Take one again.
-		a.log.Warn("the tunnel address is no longer allocated to this node; allocating one again",
-			"op", "tunnel", "tunnel", string(k), "address", have.String())
-		delete(a.tunnel.addrs, k)
-		have = netip.Addr{}
-	}
-	switch {
-	case needed && have.IsValid():
-		return have, false
-	case needed:
-		res, err := a.ipam.Allocate(ctx, ipam.Request{Handle: a.tunnelHandle(k), Families: []int{4}})
-		if err != nil || len(res.Addresses) == 0 {
-			a.log.Warn("allocating a tunnel address", "op", "tunnel", "tunnel", string(k), "error", err)
-			return netip.Addr{}, false
-		}
-		a.tunnel.addrs[k] = res.Addresses[0].Addr
-		a.log.Info("tunnel address allocated", "tunnel", string(k), "address", res.Addresses[0].Addr.String())
-		return res.Addresses[0].Addr, true
-	case have.IsValid() || !a.tunnel.checked[k]:
-		if err := a.ipam.Release(ctx, a.tunnelHandle(k)); err != nil {
-			a.log.Warn("releasing a tunnel address", "op", "tunnel", "tunnel", string(k), "error", err)
-			return have, false
-		}
-		delete(a.tunnel.addrs, k)
-		a.tunnel.checked[k] = true
-		return netip.Addr{}, true
-	}
-	return netip.Addr{}, false
 }

@@ -75,8 +75,10 @@ var (
 type world struct {
 	t   *testing.T
 	ctx context.Context
-	// pool is the cluster's one IP pool (default 10.244.0.0/16).
+	// pool is the cluster's first IP pool (default 10.244.0.0/16), named
+	// "default"; more are further pools, each named after its CIDR.
 	pool netip.Prefix
+	more []netip.Prefix
 
 	nodes, rzNodes, configs, peers, pools, secrets cache.Indexer
 
@@ -119,6 +121,15 @@ func withPool(cidr string) func(*world) {
 	return func(w *world) { w.pool = netip.MustParsePrefix(cidr) }
 }
 
+// withMorePools adds IP pools after the first, without encapsulation.
+func withMorePools(cidrs ...string) func(*world) {
+	return func(w *world) {
+		for _, c := range cidrs {
+			w.more = append(w.more, netip.MustParsePrefix(c))
+		}
+	}
+}
+
 // newWorld returns a cluster with node n1 (this agent's) and one IP pool
 // without encapsulation, and starts the agent.
 func newWorld(t *testing.T, opts ...func(*world)) *world {
@@ -140,10 +151,13 @@ func newWorld(t *testing.T, opts ...func(*world)) *world {
 	for _, o := range opts {
 		o(w)
 	}
-	w.ipam = ipam.NewFake(t, self, w.pool)
+	w.ipam = ipam.NewFake(t, self, append([]netip.Prefix{w.pool}, w.more...)...)
 	w.api.PrependReactor("*", "rhizomenodes", w.apiReactor)
 	w.addNode(self)
 	w.setPool(v1alpha1.EncapNever, v1alpha1.EncapNever, false)
+	for _, p := range w.more {
+		w.updatePool(ipam.Pool{Name: p.String(), CIDR: p, Allocatable: true, VXLANMode: v1alpha1.EncapNever, IPIPMode: v1alpha1.EncapNever})
+	}
 	w.start()
 	t.Cleanup(w.stopAgent)
 	return w
@@ -369,12 +383,19 @@ func (w *world) publishRaw(name string, spec v1alpha1.RhizomeNodeSpec) {
 // (routes read it from the IPAM's view), as an IPPool edit reaches both.
 func (w *world) setPool(vxlan, ipip v1alpha1.EncapMode, nat bool) {
 	w.t.Helper()
-	p := &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: "default"},
-		Spec: v1alpha1.IPPoolSpec{CIDR: w.pool.String(), VXLANMode: vxlan, IPIPMode: ipip, NATOutgoing: nat}}
-	if err := w.pools.Update(p); err != nil {
+	w.updatePool(ipam.Pool{Name: "default", CIDR: w.pool, Allocatable: true, VXLANMode: vxlan, IPIPMode: ipip, NATOutgoing: nat})
+}
+
+// updatePool edits one pool (named by p.CIDR) in the API and the IPAM; a
+// pool that is not Allocatable is disabled.
+func (w *world) updatePool(p ipam.Pool) {
+	w.t.Helper()
+	obj := &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: p.Name},
+		Spec: v1alpha1.IPPoolSpec{CIDR: p.CIDR.String(), VXLANMode: p.VXLANMode, IPIPMode: p.IPIPMode, NATOutgoing: p.NATOutgoing, Disabled: !p.Allocatable}}
+	if err := w.pools.Update(obj); err != nil {
 		w.t.Fatal(err)
 	}
-	w.ipam.SetPool(ipam.Pool{Name: "default", CIDR: w.pool, Allocatable: true, VXLANMode: vxlan, IPIPMode: ipip, NATOutgoing: nat})
+	w.ipam.SetPool(p)
 }
 
 // allocate is a pod of this node getting an address (CNI ADD).
