@@ -90,7 +90,7 @@ func TestPassTunnelAddressDrains(t *testing.T) {
 				}
 			}},
 		{name: "enabled again: a tunnel address again",
-			do: func(w *world) { w.setPool(v1alpha1.EncapCrossSubnet, v1alpha1.EncapNever, false) },
+			do:   func(w *world) { w.setPool(v1alpha1.EncapCrossSubnet, v1alpha1.EncapNever, false) },
 			want: with(base, tun0...)},
 		// A migration: a new VXLAN pool, the old one disabled with a pod
 		// still in it. The tunnel address moves to the new pool at once
