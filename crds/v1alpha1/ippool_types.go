@@ -100,21 +100,27 @@ type IPPoolSpec struct {
 	DisableBGPExport bool `json:"disableBGPExport,omitempty"`
 }
 
-// IPPoolStatus is the observed use of an IPPool, written by the agents.
+// IPPoolStatus is the observed use of an IPPool, written by the agents. Its
+// counts are always present, 0 included.
 type IPPoolStatus struct {
+	// The counts have no omitempty: 0 addresses in use is what an uninstall
+	// waits for (`kubectl wait --for=jsonpath={.status.addressesInUse}=0`,
+	// docs/install.md), and kubectl's JSONPath wait never matches a field
+	// that is absent.
+
 	// Blocks is the number of blocks the pool can hold.
 	// +optional
-	Blocks int64 `json:"blocks,omitempty"`
+	Blocks int64 `json:"blocks"`
 	// BlocksInUse is the number of blocks that exist (claimed by a node or
 	// still holding addresses).
 	// +optional
-	BlocksInUse int64 `json:"blocksInUse,omitempty"`
+	BlocksInUse int64 `json:"blocksInUse"`
 	// AddressesInUse is the number of allocated addresses.
 	// +optional
-	AddressesInUse int64 `json:"addressesInUse,omitempty"`
+	AddressesInUse int64 `json:"addressesInUse"`
 	// AddressesFree is the number of addresses that can still be allocated.
 	// +optional
-	AddressesFree int64 `json:"addressesFree,omitempty"`
+	AddressesFree int64 `json:"addressesFree"`
 	// Conditions include Exhausted (no address left) and Valid.
 	// +optional
 	// +listType=map
