@@ -26,6 +26,20 @@ func TestOverlaysApplyServerSide(t *testing.T) {
 	if out, err := cp.Kubectl(ctx, nil, "create", "namespace", "rhizome-system"); err != nil && !strings.Contains(string(out), "AlreadyExists") {
 		t.Fatal(err)
 	}
+	// deploy/cleanup, the host half of an uninstall, in its own namespace.
+	if out, err := cp.Kubectl(ctx, nil, "create", "namespace", "rhizome-cleanup"); err != nil && !strings.Contains(string(out), "AlreadyExists") {
+		t.Fatal(err)
+	}
+	t.Run("cleanup", func(t *testing.T) {
+		rendered, err := cp.Kubectl(ctx, nil, "kustomize", "cleanup")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := cp.Kubectl(ctx, rendered, "apply", "--dry-run=server", "--server-side", "--field-manager=rhizome-test", "-f", "-")
+		if err != nil || !strings.Contains(string(out), "daemonset.apps/rhizome-cleanup") {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	})
 	for _, overlay := range []string{"mesh", "route-reflector", "tor"} {
 		t.Run(overlay, func(t *testing.T) {
 			rendered, err := cp.Kubectl(ctx, nil, "kustomize", "overlays/"+overlay)

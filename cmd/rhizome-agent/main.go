@@ -66,6 +66,7 @@ func newCommand() *cobra.Command {
 		},
 	}
 	cmd.SetVersionTemplate("{{.Name}} {{.Version}}\n")
+	cmd.AddCommand(newCleanupCommand())
 	f := cmd.Flags()
 	f.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "name of this node's Node object (default $NODE_NAME)")
 	f.StringVar(&cfg.Kubeconfig, "kubeconfig", "", "kubeconfig path; empty for in-cluster configuration")

@@ -1,0 +1,65 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestCleanupRefusesWhileAnAgentAnswers: with an agent listening on the
+// socket, Cleanup waits for it to go, then refuses and touches nothing
+// (the CNI files stay); the agent leaving during the wait lets it go on.
+func TestCleanupRefusesWhileAnAgentAnswers(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "agent.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.(*net.UnixListener).SetUnlinkOnClose(false) // as an agent killed with SIGKILL leaves it
+	conf := filepath.Join(dir, "net.d")
+	if err := os.MkdirAll(conf, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conflist := filepath.Join(conf, "10-rhizome.conflist")
+	if err := os.WriteFile(conflist, []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := CleanupConfig{AgentSocket: sock, AgentTimeout: 700 * time.Millisecond, CNIBinDir: dir, CNIConfDir: conf,
+		RouteTable: 254, RouteProtocol: 114, VXLANDevice: "vxlan.rhizome"}
+	start := time.Now()
+	_, err = Cleanup(context.Background(), cfg)
+	if !errors.Is(err, ErrAgentRunning) {
+		t.Fatalf("Cleanup with an agent answering: %v, want ErrAgentRunning", err)
+	}
+	if waited := time.Since(start); waited < 700*time.Millisecond {
+		t.Errorf("refused after %s, before the timeout", waited)
+	}
+	if _, err := os.Stat(conflist); err != nil {
+		t.Errorf("a refused cleanup removed the conflist: %v", err)
+	}
+
+	// A socket file that is not a socket is not the agent's: no wait, kept.
+	notSock := filepath.Join(dir, "plain")
+	if err := os.WriteFile(notSock, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if stale, err := waitAgentGone(context.Background(), notSock, time.Minute); stale || err != nil {
+		t.Errorf("a plain file: stale %v, %v", stale, err)
+	}
+	// The agent stops (its listener closed, the socket file left behind,
+	// as after SIGKILL): the file is stale.
+	go func() { time.Sleep(300 * time.Millisecond); l.Close() }()
+	if _, err := os.Lstat(sock); err != nil {
+		t.Fatal(err)
+	}
+	stale, err := waitAgentGone(context.Background(), sock, 5*time.Second)
+	if err != nil || !stale {
+		t.Fatalf("after the agent left: stale %v, %v; want a stale socket", stale, err)
+	}
+}
