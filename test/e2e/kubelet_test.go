@@ -46,8 +46,8 @@ func upKubelet(t *testing.T, o lab.Options) *lab.Lab {
 }
 
 // TestKubeletMeshInstall is a user's first hour on the mesh overlay: one
-// apply, pods across nodes and racks, 200 pods of churn and a rolling
-// upgrade under 10 ms pings.
+// apply, pods across nodes and racks, 200 pods of churn, a rolling upgrade
+// under 10 ms pings, and the uninstall with deploy/cleanup's DaemonSet.
 func TestKubeletMeshInstall(t *testing.T) {
 	l := upKubelet(t, lab.Options{Nodes: 3, Racks: 2, ToR: "none", Mode: "mesh", Pods: 2})
 	steps := []struct {
@@ -58,6 +58,7 @@ func TestKubeletMeshInstall(t *testing.T) {
 		{"node-address", requirePodsReachNode},
 		{"churn", kubeChurn},
 		{"upgrade", kubeUpgrade},
+		{"uninstall", func(t *testing.T, l *lab.Lab) { kubeUninstall(t, l, false) }},
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, func(t *testing.T) { s.fn(t, l) }) {
@@ -69,7 +70,8 @@ func TestKubeletMeshInstall(t *testing.T) {
 // TestKubeletToRInstall installs the tor overlay behind BIRD ToRs (MD5
 // sessions with the overlay's example password): the DaemonSet rolls out,
 // every node's session with its ToR is established and pods in different
-// racks reach each other through the ToRs.
+// racks reach each other through the ToRs; then the uninstall, with the
+// hosts cleaned by hand.
 func TestKubeletToRInstall(t *testing.T) {
 	l := upKubelet(t, lab.Options{Nodes: 3, Racks: 2, ToR: "bird", Mode: "mesh", Pods: 1})
 	for _, r := range l.Plan.Racks {
@@ -93,6 +95,7 @@ func TestKubeletToRInstall(t *testing.T) {
 		})
 	}
 	requireKubeMatrix(t, l)
+	t.Run("uninstall", func(t *testing.T) { kubeUninstall(t, l, true) })
 }
 
 // requireKubeMatrix pings every workload pod from every other one.

@@ -20,9 +20,8 @@ func TestInstallDocMatchesTheLab(t *testing.T) {
 		"kubectl wait --for=condition=Established crd -l app.kubernetes.io/part-of=rhizome",
 		"kubectl apply -k deploy/overlays/mesh",
 	}
-	for _, argv := range UninstallCommands("mesh") {
-		want = append(want, strings.Join(argv, " "))
-	}
+	want = append(want, UninstallSteps("mesh")...)
+	want = append(want, CleanupSteps...)
 	want = append(want, strings.Split(NodeCleanupScript, "\n")...)
 	for _, w := range want {
 		if !strings.Contains(doc, w) {
