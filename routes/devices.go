@@ -119,11 +119,14 @@ func (d *kernelDevices) Ensure(spec DeviceSpec) (DeviceStatus, error) {
 		}
 	}
 	if spec.IPIP != nil {
-		if err := d.ensureIPIP(spec.IPIP, &st); err != nil {
+		if err := d.ensureIPIP(spec.IPIP, spec.PoolCIDRs, &st); err != nil {
 			errs = append(errs, err)
 		}
 	} else if l, err := d.h.LinkByName(IPIPDevice); err == nil {
 		st.Links.IPIP = l.Attrs().Index
+		if err := d.dropPoolAddresses(l, netip.Addr{}, spec.PoolCIDRs); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return st, errors.Join(errs...)
 }
@@ -197,8 +200,10 @@ func (d *kernelDevices) ensureVXLAN(spec *VXLANSpec, under netlink.Link, st *Dev
 	return nil
 }
 
-// ensureIPIP sets up tunl0, creating it if the ipip module did not.
-func (d *kernelDevices) ensureIPIP(spec *IPIPSpec, st *DeviceStatus) error {
+// ensureIPIP sets up tunl0, creating it if the ipip module did not. Of
+// the addresses on it, those inside the pools other than spec.Address are
+// tunnel addresses we gave back: removed.
+func (d *kernelDevices) ensureIPIP(spec *IPIPSpec, pools []netip.Prefix, st *DeviceStatus) error {
 	l, err := d.h.LinkByName(IPIPDevice)
 	if err != nil {
 		if err := d.h.LinkAdd(&netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: IPIPDevice}}); err != nil {
@@ -214,6 +219,9 @@ func (d *kernelDevices) ensureIPIP(spec *IPIPSpec, st *DeviceStatus) error {
 			return fmt.Errorf("setting MTU %d on %s: %w", mtu, IPIPDevice, err)
 		}
 	}
+	if err := d.dropPoolAddresses(l, spec.Address, pools); err != nil {
+		return err
+	}
 	if spec.Address.IsValid() {
 		if err := d.ownAddress(l, netip.PrefixFrom(spec.Address, 32), false); err != nil {
 			return err
@@ -226,6 +234,28 @@ func (d *kernelDevices) ensureIPIP(spec *IPIPSpec, st *DeviceStatus) error {
 	}
 	st.Links.IPIP = l.Attrs().Index
 	st.Devices = append(st.Devices, DeviceInfo{Name: IPIPDevice, Type: "ipip", MTU: mtu, Address: spec.Address.String()})
+	return nil
+}
+
+// dropPoolAddresses removes from l the IPv4 addresses inside one of the
+// pools, except keep.
+func (d *kernelDevices) dropPoolAddresses(l netlink.Link, keep netip.Addr, pools []netip.Prefix) error {
+	if len(pools) == 0 {
+		return nil
+	}
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return d.h.AddrList(l, unix.AF_INET) })
+	if err != nil {
+		return fmt.Errorf("addresses of %s: %w", l.Attrs().Name, err)
+	}
+	for _, a := range addrs {
+		p := prefixOf(a.IPNet)
+		if p.Addr() == keep || !slices.ContainsFunc(pools, func(c netip.Prefix) bool { return c.Contains(p.Addr()) }) {
+			continue
+		}
+		if err := d.h.AddrDel(l, &a); err != nil {
+			return fmt.Errorf("removing the released tunnel address %s from %s: %w", p, l.Attrs().Name, err)
+		}
+	}
 	return nil
 }
 

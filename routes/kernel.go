@@ -47,8 +47,14 @@ type DeviceSpec struct {
 	VXLAN       *VXLANSpec
 	RemoveVXLAN bool
 	// IPIP configures tunl0; nil leaves it alone (it is the kernel's
-	// fallback device, shared with anyone else using ipip: never deleted).
+	// fallback device, shared with anyone else using ipip: never deleted)
+	// but for our released addresses on it (PoolCIDRs).
 	IPIP *IPIPSpec
+	// PoolCIDRs are the pools' CIDRs. An address of a pool on tunl0 that
+	// is not IPIP.Address is a tunnel address the agent gave back (the
+	// pool may hand it to a pod, which this node would then take for
+	// itself): it is removed. Other addresses on tunl0 are not ours.
+	PoolCIDRs []netip.Prefix
 }
 
 // VXLANSpec describes the VXLAN device.

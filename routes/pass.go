@@ -136,6 +136,9 @@ func (r *Reconciler) deviceSpec() DeviceSpec {
 	if !r.stateSet {
 		return spec
 	}
+	for _, p := range r.state.Pools {
+		spec.PoolCIDRs = append(spec.PoolCIDRs, p.CIDR)
+	}
 	vx, ipip := r.encapsInUse()
 	if vx {
 		spec.VXLAN = &VXLANSpec{Name: r.cfg.VXLANDevice, VNI: r.cfg.VXLANVNI, Port: r.cfg.VXLANPort,

@@ -337,6 +337,37 @@ func TestKernelIPIP(t *testing.T) {
 				return ""
 			})
 			ping(t, n1.pod, n3.podIP)
+
+			// The tunnel address moves, then is given back: each address
+			// the agent no longer holds leaves tunl0 (the pool may hand it
+			// to a pod); an address outside the pools is not ours and stays.
+			l.ip(n1.ns, "addr", "add", "192.0.2.77/32", "dev", "tunl0")
+			poolAddrs := func() string {
+				var in []string
+				for _, f := range strings.Fields(l.ip(n1.ns, "-4", "-o", "addr", "show", "dev", "tunl0")) {
+					if strings.HasPrefix(f, "10.244.") || f == "192.0.2.77/32" {
+						in = append(in, f)
+					}
+				}
+				return strings.Join(in, " ")
+			}
+			s := l.state(n1, pool)
+			s.IPIPAddress = netip.MustParseAddr("10.244.1.9")
+			must(t, n1.r.SetState(s))
+			eventually(t, "tunl0 holds the new tunnel address only", func() string {
+				if got := poolAddrs(); got != "192.0.2.77/32 10.244.1.9/32" && got != "10.244.1.9/32 192.0.2.77/32" {
+					return got
+				}
+				return ""
+			})
+			s.IPIPAddress = netip.Addr{}
+			must(t, n1.r.SetState(s))
+			eventually(t, "the given-back address gone from tunl0, the foreign one kept", func() string {
+				if got := poolAddrs(); got != "192.0.2.77/32" {
+					return got
+				}
+				return ""
+			})
 		})
 	}
 }
