@@ -16,7 +16,7 @@ import (
 // an agent's does on a restart), and checks that Cleanup finds it all,
 // removes it all on the second call, finds nothing on the third, and never
 // touches what is not the route programmer's: routes of another protocol,
-// another table's routes of protocol 114, another nftables table, a dummy
+// another table's routes of protocol 114, another nftables table, a bridge
 // device that has the VXLAN device's name in another node.
 func TestCleanupRemovesWhatTheProgrammerLeft(t *testing.T) {
 	l := newLab(t)
@@ -34,7 +34,7 @@ func TestCleanupRemovesWhatTheProgrammerLeft(t *testing.T) {
 		t.Fatalf("nft: %v: %s", err, out)
 	}
 	l.ip(n2.ns, "link", "del", "vxlan.rhizome")
-	l.ip(n2.ns, "link", "add", "vxlan.rhizome", "type", "dummy")
+	l.ip(n2.ns, "link", "add", "vxlan.rhizome", "type", "bridge") // no dummy module here
 	foreign := func() []string {
 		return []string{
 			l.ip(n1.ns, "route", "show", "proto", "static"),
@@ -79,13 +79,13 @@ func TestCleanupRemovesWhatTheProgrammerLeft(t *testing.T) {
 		t.Errorf("a second cleanup found %+v (%v)", found, err)
 	}
 
-	// n2's vxlan.rhizome is a dummy device now: not ours.
+	// n2's vxlan.rhizome is a bridge now: not ours.
 	found, err = Cleanup(CleanupOptions{NSPath: n2.ns.Path(), Table: 254, Protocol: 114, VXLANDevice: DefaultVXLANDevice})
 	must(t, err)
 	if found.VXLANDevice != "" {
-		t.Errorf("the cleanup took n2's dummy device for ours: %+v", found)
+		t.Errorf("the cleanup took n2's bridge for ours: %+v", found)
 	}
 	if out := l.ip(n2.ns, "link", "show", "vxlan.rhizome"); !strings.Contains(out, "vxlan.rhizome") {
-		t.Errorf("n2's dummy device is gone")
+		t.Errorf("n2's bridge is gone")
 	}
 }
