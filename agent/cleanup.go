@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -31,6 +32,9 @@ type CleanupConfig struct {
 	// killed with SIGKILL) is removed.
 	AgentSocket  string
 	AgentTimeout time.Duration
+	// GoBGPSocket is GoBGP's API socket (DefaultGoBGPAPIAddress): removed
+	// if nobody answers on it, and its directory with it once empty.
+	GoBGPSocket string
 	// RouteTable, RouteProtocol and VXLANDevice name the route programmer's
 	// state (routes.CleanupOptions).
 	RouteTable    uint32
@@ -77,15 +81,50 @@ func Cleanup(ctx context.Context, cfg CleanupConfig) (CleanupReport, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if stale {
-		rep.Files = append(rep.Files, cfg.AgentSocket)
+	if err := cleanupSockets(ctx, cfg, stale, &rep); err != nil {
+		errs = append(errs, err)
+	}
+	return rep, errors.Join(errs...)
+}
+
+// cleanupSockets removes the agent's socket if it is stale (agentStale,
+// from waitAgentGone), GoBGP's API socket if nobody answers on it, and
+// GoBGP's directory once empty, adding them to rep.Files.
+func cleanupSockets(ctx context.Context, cfg CleanupConfig, agentStale bool, rep *CleanupReport) error {
+	var errs []error
+	remove := func(path string) {
+		rep.Files = append(rep.Files, path)
 		if !cfg.DryRun {
-			if err := os.Remove(cfg.AgentSocket); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, err)
 			}
 		}
 	}
-	return rep, errors.Join(errs...)
+	if agentStale {
+		remove(cfg.AgentSocket)
+	}
+	if cfg.GoBGPSocket != "" {
+		// The agent that served it is gone (waited for above).
+		gobgpStale, err := waitAgentGone(ctx, cfg.GoBGPSocket, 0)
+		if err != nil {
+			errs = append(errs, err)
+		} else if gobgpStale {
+			remove(cfg.GoBGPSocket)
+		}
+		// Its directory (the agent's own, mode 0700) once it is empty.
+		dir := filepath.Dir(cfg.GoBGPSocket)
+		left := 0
+		if entries, err := os.ReadDir(dir); err == nil {
+			left = len(entries)
+			if cfg.DryRun && gobgpStale {
+				left--
+			}
+			if left == 0 {
+				remove(dir)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // waitAgentGone waits until nothing answers on the agent's socket, for at

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -61,5 +62,67 @@ func TestCleanupRefusesWhileAnAgentAnswers(t *testing.T) {
 	stale, err := waitAgentGone(context.Background(), sock, 5*time.Second)
 	if err != nil || !stale {
 		t.Fatalf("after the agent left: stale %v, %v; want a stale socket", stale, err)
+	}
+}
+
+// TestCleanupRemovesStaleSockets: the agent's socket and GoBGP's, left by
+// an agent killed with SIGKILL, go, and so does GoBGP's directory once
+// empty; a dry run reports them and removes nothing; a directory holding
+// something else is kept.
+func TestCleanupRemovesStaleSockets(t *testing.T) {
+	dir := t.TempDir()
+	stale := func(path string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.(*net.UnixListener).SetUnlinkOnClose(false)
+		l.Close()
+	}
+	agentSock, gobgpSock := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "gobgp", "gobgp.sock")
+	stale(agentSock)
+	stale(gobgpSock)
+	files := func(dryRun bool) []string {
+		t.Helper()
+		stale, err := waitAgentGone(context.Background(), agentSock, time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep CleanupReport
+		errs := cleanupSockets(context.Background(), CleanupConfig{AgentSocket: agentSock, GoBGPSocket: gobgpSock, DryRun: dryRun}, stale, &rep)
+		if errs != nil {
+			t.Fatal(errs)
+		}
+		return rep.Files
+	}
+	want := []string{agentSock, gobgpSock, filepath.Dir(gobgpSock)}
+	if got := files(true); !slices.Equal(got, want) {
+		t.Fatalf("dry run found %v, want %v", got, want)
+	}
+	if _, err := os.Lstat(gobgpSock); err != nil {
+		t.Fatalf("a dry run removed GoBGP's socket: %v", err)
+	}
+	if got := files(false); !slices.Equal(got, want) {
+		t.Fatalf("removed %v, want %v", got, want)
+	}
+	for _, p := range want {
+		if _, err := os.Lstat(p); err == nil {
+			t.Errorf("%s left", p)
+		}
+	}
+	if got := files(false); len(got) != 0 {
+		t.Errorf("a second cleanup found %v", got)
+	}
+	// Something else in GoBGP's directory: the directory stays.
+	stale(gobgpSock)
+	if err := os.WriteFile(filepath.Join(dir, "gobgp", "notes"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := files(false); !slices.Equal(got, []string{gobgpSock}) {
+		t.Errorf("with another file beside GoBGP's socket: removed %v", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,7 +21,8 @@ import (
 func newCleanupCommand() *cobra.Command {
 	cfg := agent.CleanupConfig{
 		AgentSocket: agentapi.DefaultSocket, AgentTimeout: time.Minute,
-		RouteTable: v1alpha1.DefaultRouteTable, RouteProtocol: v1alpha1.DefaultRouteProtocol, VXLANDevice: routes.DefaultVXLANDevice,
+		GoBGPSocket: strings.TrimPrefix(agent.DefaultGoBGPAPIAddress, "unix://"),
+		RouteTable:  v1alpha1.DefaultRouteTable, RouteProtocol: v1alpha1.DefaultRouteProtocol, VXLANDevice: routes.DefaultVXLANDevice,
 		CNIBinDir: "/opt/cni/bin", CNIConfDir: "/etc/cni/net.d",
 	}
 	var check, wait bool
@@ -64,6 +66,7 @@ refuses); deploy/cleanup runs it on every node. Nothing else is touched.`,
 	f.BoolVar(&check, "check", false, "only look: print what is left and exit 1 if anything is")
 	f.BoolVar(&wait, "wait", false, "after success, stay until SIGTERM (a DaemonSet's pod is then Ready on a clean node)")
 	f.StringVar(&cfg.AgentSocket, "agent-socket", cfg.AgentSocket, "the agent's socket: while an agent answers there, wait for it to stop")
+	f.StringVar(&cfg.GoBGPSocket, "gobgp-socket", cfg.GoBGPSocket, "GoBGP's API socket: removed with its directory if nobody answers on it")
 	f.DurationVar(&cfg.AgentTimeout, "agent-timeout", cfg.AgentTimeout, "how long to wait for a running agent to stop")
 	f.Uint32Var(&cfg.RouteTable, "route-table", cfg.RouteTable, "the agent's kernel route table (BGPConfiguration routeTable)")
 	f.Uint8Var(&cfg.RouteProtocol, "route-protocol", cfg.RouteProtocol, "the agent's kernel route protocol (BGPConfiguration routeProtocol)")
@@ -72,4 +75,3 @@ refuses); deploy/cleanup runs it on every node. Nothing else is touched.`,
 	f.StringVar(&cfg.CNIConfDir, "cni-conf-dir", cfg.CNIConfDir, "where 10-rhizome.conflist is")
 	return cmd
 }
-
