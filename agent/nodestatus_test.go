@@ -2,6 +2,7 @@ package agent
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -88,7 +89,9 @@ func TestNodeStatus(t *testing.T) {
 	// false across status ticks, until a pass gives it one it accepts.
 	// (The condition used to come back true at the next tick, from the
 	// last kernel pass alone.)
-	w.setPool("Sometimes", v1alpha1.EncapNever, false)
+	w.run.routes.mu.Lock()
+	w.run.routes.refuse = errors.New(`desired state: pool 10.244.0.0/16: unknown encapsulation mode "Sometimes"`)
+	w.run.routes.mu.Unlock()
 	w.pass()
 	for tick := range 2 {
 		ag.writeStatus(w.ctx)
@@ -100,7 +103,9 @@ func TestNodeStatus(t *testing.T) {
 	if c := cond(s, "Ready"); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "routes: desired state") {
 		t.Errorf("Ready with a refused state: %+v", c)
 	}
-	w.setPool(v1alpha1.EncapCrossSubnet, v1alpha1.EncapNever, false)
+	w.run.routes.mu.Lock()
+	w.run.routes.refuse = nil
+	w.run.routes.mu.Unlock()
 	w.pass()
 	ag.writeStatus(w.ctx)
 	s, n = lastStatus(t, w)

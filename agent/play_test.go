@@ -22,10 +22,20 @@ type recordedRoutes struct {
 	states  []routes.State
 	refused []error
 	remote  map[netip.Prefix][]netip.Addr
+	// refuse, if set, is returned for every state, as the route
+	// programmer refuses one it finds invalid (every input the agent
+	// builds states from is checked before, so only a bug gets there).
+	refuse error
 }
 
 func (r *recordedRoutes) SetState(s routes.State) error {
-	err := r.Reconciler.SetState(s)
+	r.mu.Lock()
+	refuse := r.refuse
+	r.mu.Unlock()
+	err := refuse
+	if err == nil {
+		err = r.Reconciler.SetState(s)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err != nil {

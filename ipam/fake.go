@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/rhizome-net/rhizome/ipam/blockmath"
+	"github.com/rhizome-net/rhizome/ipam/pools"
 )
 
 // TB is the part of testing.TB the fake uses to fail a test on misuse, so
@@ -34,7 +35,10 @@ type Fake struct {
 	notReady bool
 	layouts  []blockmath.Layout
 	// pools are the routing attributes of each layout's pool, same order.
-	pools   []Pool
+	pools []Pool
+	// invalid marks the pools SetPool gave a spec the real view ignores
+	// (pools.From): left out of the snapshot and of allocation.
+	invalid map[netip.Prefix]bool
 	blocks  map[netip.Prefix]*fakeBlock
 	handles map[string][]netip.Addr
 	busy    map[string]bool
@@ -80,7 +84,10 @@ func (f *Fake) SetStrictAffinity(strict bool) { f.mu.Lock(); f.strict = strict; 
 // SetPool changes one pool's attributes (name, encapsulation modes,
 // natOutgoing, disableBGPExport, allocatable), as an edit of the IPPool
 // would, and signals the subscribers. Its CIDR names it; the block size
-// cannot change (the API refuses that edit).
+// cannot change (the API refuses that edit). Encapsulation the real view
+// refuses (an unknown mode, both enabled, IPIP on IPv6) makes the pool
+// invalid, as there: it leaves the snapshot and takes no allocation until
+// a valid SetPool.
 func (f *Fake) SetPool(p Pool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -95,6 +102,11 @@ func (f *Fake) SetPool(p Pool) {
 		}
 		p.BlockBits = f.pools[i].BlockBits
 		f.pools[i] = p
+		if f.invalid == nil {
+			f.invalid = map[netip.Prefix]bool{}
+		}
+		_, _, err := pools.EncapModes(p.IPIPMode, p.VXLANMode, p.CIDR)
+		f.invalid[p.CIDR] = err != nil
 		f.signal()
 		return
 	}
@@ -178,7 +190,7 @@ func (f *Fake) Allocate(ctx context.Context, req Request) (Result, error) {
 	for _, fam := range fams {
 		var ls []blockmath.Layout
 		for i, l := range f.layouts {
-			if l.Pool().Addr().Is4() == (fam == 4) && f.pools[i].Allocatable {
+			if l.Pool().Addr().Is4() == (fam == 4) && f.pools[i].Allocatable && !f.invalid[l.Pool()] {
 				ls = append(ls, l)
 			}
 		}
@@ -365,12 +377,16 @@ func (f *Fake) Snapshot() Snapshot {
 	if f.notReady {
 		return s
 	}
-	s.Pools = slices.Clone(f.pools)
+	for _, p := range f.pools {
+		if !f.invalid[p.CIDR] {
+			s.Pools = append(s.Pools, p)
+		}
+	}
 	for _, p := range f.sortedBlocks() {
 		b := f.blocks[p]
 		blk := Block{CIDR: p, Node: b.node, Allocated: len(b.holder)}
 		for i, l := range f.layouts {
-			if l.Contains(p) {
+			if l.Contains(p) && !f.invalid[l.Pool()] {
 				blk.Pool = f.pools[i].Name
 			}
 		}

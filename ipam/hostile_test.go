@@ -60,6 +60,12 @@ func TestHostileBlocksAreSkipped(t *testing.T) {
 			ObjectMeta: metav1.ObjectMeta{Name: "pool", CreationTimestamp: metav1.NewTime(time.Unix(500, 0))},
 			Spec:       v1alpha1.IPPoolSpec{CIDR: "10.0.0.0/16", BlockSize: &bs},
 		},
+		// A pool with a mode the CRD's enum refuses, past it (issue 15):
+		// ignored whole, the valid pool beside it served.
+		&v1alpha1.IPPool{
+			ObjectMeta: metav1.ObjectMeta{Name: "sometimes", CreationTimestamp: metav1.NewTime(time.Unix(500, 0))},
+			Spec:       v1alpha1.IPPoolSpec{CIDR: "10.1.0.0/16", BlockSize: &bs, VXLANMode: "Sometimes"},
+		},
 		hostileBlock("", "10.0.0.0/26", node, "10.0.0.0"),
 		hostileBlock("", "0.0.0.0/0", node, "10.0.0.1"),
 		hostileBlock("", "fd00::/64", node, "fd00::1"),
@@ -114,6 +120,12 @@ func TestHostileBlocksAreSkipped(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(gauge(t, reg, "rhizome_ipam_invalid_blocks")); n != 6 {
 		t.Errorf("rhizome_ipam_invalid_blocks = %v, want 6", n)
+	}
+	if len(s.Pools) != 1 || s.Pools[0].Name != "pool" {
+		t.Errorf("routing view has pools %+v, want only pool", s.Pools)
+	}
+	if n := testutil.ToFloat64(gauge(t, reg, "rhizome_ipam_invalid_pools")); n != 1 {
+		t.Errorf("rhizome_ipam_invalid_pools = %v, want 1", n)
 	}
 	cancel()
 	if err := <-done; err != nil {

@@ -72,9 +72,18 @@ func (a *NodeAllocator) registerInvalid(r prometheus.Registerer) error {
 			return float64(f())
 		})
 	}
+	pools := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "rhizome", Subsystem: "ipam", Name: "invalid_pools",
+		Help: "IPPools this agent ignores (no allocation, no tunnel, no route through them): a spec the CRD's rules refuse, or a cidr overlapping an older pool. The IPPool's Valid condition and an InvalidPool Event say why.",
+	}, func() float64 {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return float64(len(a.pools.Invalid))
+	})
 	for _, c := range []prometheus.Collector{
 		count("malformed", func() int { return len(a.invalid) }),
 		count("overlap", func() int { a.sorted(); return a.shadowed }),
+		pools,
 	} {
 		if err := r.Register(c); err != nil {
 			return err

@@ -111,6 +111,10 @@ func convert(ip *v1alpha1.IPPool) (Pool, error) {
 	if err != nil {
 		return Pool{}, err
 	}
+	ipip, vxlan, err := EncapModes(ip.Spec.IPIPMode, ip.Spec.VXLANMode, cidr)
+	if err != nil {
+		return Pool{}, err
+	}
 	sel := labels.Everything()
 	if ip.Spec.NodeSelector != nil {
 		if sel, err = metav1.LabelSelectorAsSelector(ip.Spec.NodeSelector); err != nil {
@@ -125,10 +129,38 @@ func convert(ip *v1alpha1.IPPool) (Pool, error) {
 		Deleting:         ip.DeletionTimestamp != nil,
 		NATOutgoing:      ip.Spec.NATOutgoing,
 		DisableBGPExport: ip.Spec.DisableBGPExport,
-		IPIPMode:         cmp.Or(ip.Spec.IPIPMode, v1alpha1.EncapNever),
-		VXLANMode:        cmp.Or(ip.Spec.VXLANMode, v1alpha1.EncapNever),
+		IPIPMode:         ipip,
+		VXLANMode:        vxlan,
 		created:          ip.CreationTimestamp.Time,
 	}, nil
+}
+
+// EncapModes checks a pool's encapsulation as the CRD's enum and rules do
+// (an older CRD without them, or an object restored past admission, lets
+// anything through): each mode Never, Always or CrossSubnet (unset is
+// Never), not both enabled, IPIP on IPv4 only. A pool that fails is left
+// out whole, as any invalid pool: the agents neither allocate from it nor
+// make a tunnel for it, and keep routing every valid pool (the route
+// programmer would otherwise refuse the whole desired state).
+func EncapModes(ipip, vxlan v1alpha1.EncapMode, cidr netip.Prefix) (v1alpha1.EncapMode, v1alpha1.EncapMode, error) {
+	ipip, vxlan = cmp.Or(ipip, v1alpha1.EncapNever), cmp.Or(vxlan, v1alpha1.EncapNever)
+	for _, m := range []struct {
+		field string
+		mode  v1alpha1.EncapMode
+	}{{"ipipMode", ipip}, {"vxlanMode", vxlan}} {
+		switch m.mode {
+		case v1alpha1.EncapNever, v1alpha1.EncapAlways, v1alpha1.EncapCrossSubnet:
+		default:
+			return "", "", fmt.Errorf("%s %q is not an encapsulation mode (Never, Always or CrossSubnet)", m.field, m.mode)
+		}
+	}
+	if ipip != v1alpha1.EncapNever && vxlan != v1alpha1.EncapNever {
+		return "", "", fmt.Errorf("ipipMode %s and vxlanMode %s: at most one of them may be enabled", ipip, vxlan)
+	}
+	if ipip != v1alpha1.EncapNever && !cidr.Addr().Is4() {
+		return "", "", fmt.Errorf("ipipMode %s on an IPv6 pool: IPIP is IPv4 only", ipip)
+	}
+	return ipip, vxlan, nil
 }
 
 // All returns the valid pools, IPv4 first, each family in address order.

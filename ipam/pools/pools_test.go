@@ -65,6 +65,25 @@ func TestFrom(t *testing.T) {
 			wantInvalid: map[string]string{"bad": "cidr", "host": "host bits", "big": "more than 4096"},
 		},
 		{
+			// Past the CRD's enum (an older CRD, a restore): the pool is
+			// left out whole, never half used (TestPassAPIErrors in agent).
+			name: "encapsulation the CRD refuses",
+			in: []*v1alpha1.IPPool{
+				pool("sometimes", "10.1.0.0/16", 1, func(p *v1alpha1.IPPool) { p.Spec.VXLANMode = "Sometimes" }),
+				pool("lower", "10.2.0.0/16", 1, func(p *v1alpha1.IPPool) { p.Spec.IPIPMode = "always" }),
+				pool("both", "10.3.0.0/16", 1, func(p *v1alpha1.IPPool) {
+					p.Spec.IPIPMode, p.Spec.VXLANMode = v1alpha1.EncapAlways, v1alpha1.EncapCrossSubnet
+				}),
+				pool("ipip6", "fd00::/56", 1, func(p *v1alpha1.IPPool) { p.Spec.IPIPMode = v1alpha1.EncapCrossSubnet }),
+				pool("fine", "10.4.0.0/16", 1, func(p *v1alpha1.IPPool) { p.Spec.VXLANMode = v1alpha1.EncapAlways }),
+			},
+			wantValid: "fine",
+			wantInvalid: map[string]string{
+				"sometimes": `vxlanMode "Sometimes" is not an encapsulation mode`, "lower": `ipipMode "always"`,
+				"both": "at most one", "ipip6": "IPv4 only",
+			},
+		},
+		{
 			name:        "an invalid pool does not hide a valid one it overlaps",
 			in:          []*v1alpha1.IPPool{pool("bad", "10.1.0.0/16", 5, blockSize(33)), pool("good", "10.1.0.0/16", 1)},
 			wantValid:   "good",
