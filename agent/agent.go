@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/rhizome-net/rhizome/agent/agentapi"
 	"github.com/rhizome-net/rhizome/agent/localapi"
 	"github.com/rhizome-net/rhizome/agent/ribsink"
 	"github.com/rhizome-net/rhizome/bgp"
@@ -91,7 +92,10 @@ type agent struct {
 	// state ("" = accepted); only the loop's goroutine touches it.
 	routesRefused string
 
-	lastPass  atomic.Int64
+	lastPass atomic.Int64
+	// attached is set once attach gave the agent its parts: /status
+	// (served from the start) reads them only after.
+	attached  atomic.Bool
 	published v1alpha1.RhizomeNodeSpec
 	status    *nodeStatusWriter
 }
@@ -124,7 +128,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			}
 		}()
 	}
-	goRun("health server", func() error { return serveHealth(ctx, cfg.HealthAddress, a.ready, a.alive, reg, log) })
+	goRun("health server", func() error { return serveHealth(ctx, cfg.HealthAddress, a.ready, a.alive, reg, a.statusView, log) })
 
 	caches, err := startCaches(ctx, c, cfg, a.sig.Signal, log)
 	if err != nil {
@@ -227,6 +231,14 @@ loop:
 	cancel()
 	wg.Wait()
 	return loopErr
+}
+
+// statusView is /status: the local API's answer, nil before attach.
+func (a *agent) statusView() *agentapi.StatusResponse {
+	if !a.attached.Load() {
+		return nil
+	}
+	return (&nodeState{a: a}).Status()
 }
 
 // alive is /healthz: the loop must have turned recently.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rhizome-net/rhizome/agent/agentapi"
 	"github.com/rhizome-net/rhizome/agent/localapi"
+	"github.com/rhizome-net/rhizome/internal/version"
 	"github.com/rhizome-net/rhizome/ipam"
 	"github.com/rhizome-net/rhizome/routes"
 )
@@ -109,7 +110,9 @@ func (s *nodeState) NetworkConfig() (int, bool, string) {
 
 func (s *nodeState) Status() *agentapi.StatusResponse {
 	a := s.a
-	resp := &agentapi.StatusResponse{NodeName: a.cfg.NodeName}
+	v := version.Get()
+	resp := &agentapi.StatusResponse{NodeName: a.cfg.NodeName, Build: &agentapi.Build{
+		Version: v.Version, Revision: v.Revision, BuildDate: v.BuildDate, GoVersion: v.GoVersion, Platform: v.Platform}}
 	nr := a.ready.NotReady()
 	resp.Ready = len(nr) == 0
 	resp.NotReadyReason = strings.Join(nr, "; ")

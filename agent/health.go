@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/rhizome-net/rhizome/agent/agentapi"
+	"github.com/rhizome-net/rhizome/internal/version"
 )
 
 // readiness collects named conditions; the agent is ready when all hold.
@@ -70,13 +75,13 @@ func newRegistry() *prometheus.Registry {
 }
 
 // serveHealth serves /healthz (the process is alive and its loop turns),
-// /readyz and /metrics until ctx ends.
-func serveHealth(ctx context.Context, addr string, ready *readiness, alive func() error, reg *prometheus.Registry, log *slog.Logger) error {
+// /readyz, /metrics, /status and /version until ctx ends.
+func serveHealth(ctx context.Context, addr string, ready *readiness, alive func() error, reg *prometheus.Registry, status statusFunc, log *slog.Logger) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listening for health and metrics on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: healthHandler(ready, alive, reg), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: healthHandler(ready, alive, reg, status), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -90,8 +95,14 @@ func serveHealth(ctx context.Context, addr string, ready *readiness, alive func(
 	return nil
 }
 
-// healthHandler serves /healthz, /readyz and /metrics.
-func healthHandler(ready *readiness, alive func() error, reg *prometheus.Registry) http.Handler {
+// statusFunc is the node's status for /status; nil while the agent starts.
+type statusFunc func() *agentapi.StatusResponse
+
+// healthHandler serves /healthz, /readyz and /metrics, and the read-only
+// views rhizomectl --node reaches through the API server's pod proxy:
+// /status (the local API's StatusResponse as protojson: sessions, routes,
+// blocks; no secrets) and /version (this build, as internal/version.Info).
+func healthHandler(ready *readiness, alive func() error, reg *prometheus.Registry, status statusFunc) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if err := alive(); err != nil {
@@ -108,5 +119,23 @@ func healthHandler(ready *readiness, alive func() error, reg *prometheus.Registr
 		fmt.Fprintln(w, "ok")
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+		st := status()
+		if st == nil {
+			http.Error(w, "the agent is starting", http.StatusServiceUnavailable)
+			return
+		}
+		b, err := protojson.Marshal(st)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
+	})
+	mux.HandleFunc("/version", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(version.Get())
+	})
 	return mux
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"errors"
 	"io"
 	"maps"
@@ -12,8 +13,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/encoding/protojson"
 
+	"github.com/rhizome-net/rhizome/agent/agentapi"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/internal/version"
 )
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {
@@ -29,7 +33,8 @@ func TestHealthEndpoints(t *testing.T) {
 	var aliveErr error
 	reg := newRegistry()
 	newAgentMetrics(reg, r)
-	h := healthHandler(r, func() error { return aliveErr }, reg)
+	var status *agentapi.StatusResponse
+	h := healthHandler(r, func() error { return aliveErr }, reg, func() *agentapi.StatusResponse { return status })
 
 	if code, body := get(t, h, "/readyz"); code != http.StatusServiceUnavailable || body != "not ready:\ncaches: starting\nipam: starting\n" {
 		t.Errorf("/readyz while starting: %d %q", code, body)
@@ -55,6 +60,23 @@ func TestHealthEndpoints(t *testing.T) {
 	aliveErr = errors.New("no reconcile pass for 16m0s")
 	if code, body := get(t, h, "/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "no reconcile pass") {
 		t.Errorf("/healthz when the loop is stuck: %d %q", code, body)
+	}
+
+	// /status is the local API's answer as protojson, 503 before the agent
+	// has its parts; /version is this build.
+	if code, body := get(t, h, "/status"); code != http.StatusServiceUnavailable || !strings.Contains(body, "starting") {
+		t.Errorf("/status while starting: %d %q", code, body)
+	}
+	status = &agentapi.StatusResponse{NodeName: "node-1", Sessions: []*agentapi.Session{{Peer: "10.0.1.11", State: "Established"}}}
+	code, body := get(t, h, "/status")
+	var got agentapi.StatusResponse
+	if err := protojson.Unmarshal([]byte(body), &got); code != http.StatusOK || err != nil || got.GetNodeName() != "node-1" || got.GetSessions()[0].GetPeer() != "10.0.1.11" {
+		t.Errorf("/status: %d %q %v", code, body, err)
+	}
+	code, body = get(t, h, "/version")
+	var v version.Info
+	if err := json.Unmarshal([]byte(body), &v); code != http.StatusOK || err != nil || v != version.Get() {
+		t.Errorf("/version: %d %q %v", code, body, err)
 	}
 }
 

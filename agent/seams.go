@@ -101,4 +101,5 @@ func (a *agent) attach(p parts) {
 	a.routeProtocol, a.routeTable = p.RouteProtocol, p.RouteTable
 	a.status = newNodeStatusWriter(p.RhizomeNodes, a.cfg.NodeName, a.log)
 	a.rzNodes = p.RhizomeNodes
+	a.attached.Store(true)
 }

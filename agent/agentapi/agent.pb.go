@@ -623,7 +623,9 @@ type StatusResponse struct {
 	// Prefixes the agent wants but another protocol's route holds.
 	Conflicts []string `protobuf:"bytes,17,rep,name=conflicts,proto3" json:"conflicts,omitempty"`
 	// Routes the agent could not install, with the reason.
-	RouteErrors   []string `protobuf:"bytes,18,rep,name=route_errors,json=routeErrors,proto3" json:"route_errors,omitempty"`
+	RouteErrors []string `protobuf:"bytes,18,rep,name=route_errors,json=routeErrors,proto3" json:"route_errors,omitempty"`
+	// The agent's build (internal/version).
+	Build         *Build `protobuf:"bytes,19,opt,name=build,proto3" json:"build,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -784,6 +786,90 @@ func (x *StatusResponse) GetRouteErrors() []string {
 	return nil
 }
 
+func (x *StatusResponse) GetBuild() *Build {
+	if x != nil {
+		return x.Build
+	}
+	return nil
+}
+
+// Build is a binary's identity, as internal/version.Info names it.
+type Build struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       string                 `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Revision      string                 `protobuf:"bytes,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	BuildDate     string                 `protobuf:"bytes,3,opt,name=build_date,json=buildDate,proto3" json:"build_date,omitempty"`
+	GoVersion     string                 `protobuf:"bytes,4,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
+	Platform      string                 `protobuf:"bytes,5,opt,name=platform,proto3" json:"platform,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Build) Reset() {
+	*x = Build{}
+	mi := &file_agent_agentapi_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Build) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Build) ProtoMessage() {}
+
+func (x *Build) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_agentapi_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Build.ProtoReflect.Descriptor instead.
+func (*Build) Descriptor() ([]byte, []int) {
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Build) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *Build) GetRevision() string {
+	if x != nil {
+		return x.Revision
+	}
+	return ""
+}
+
+func (x *Build) GetBuildDate() string {
+	if x != nil {
+		return x.BuildDate
+	}
+	return ""
+}
+
+func (x *Build) GetGoVersion() string {
+	if x != nil {
+		return x.GoVersion
+	}
+	return ""
+}
+
+func (x *Build) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
 type Device struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -797,7 +883,7 @@ type Device struct {
 
 func (x *Device) Reset() {
 	*x = Device{}
-	mi := &file_agent_agentapi_agent_proto_msgTypes[12]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +895,7 @@ func (x *Device) String() string {
 func (*Device) ProtoMessage() {}
 
 func (x *Device) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentapi_agent_proto_msgTypes[12]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +908,7 @@ func (x *Device) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Device.ProtoReflect.Descriptor instead.
 func (*Device) Descriptor() ([]byte, []int) {
-	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{12}
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Device) GetName() string {
@@ -873,7 +959,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_agent_agentapi_agent_proto_msgTypes[13]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -885,7 +971,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentapi_agent_proto_msgTypes[13]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -898,7 +984,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{13}
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Session) GetPeer() string {
@@ -984,7 +1070,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_agent_agentapi_agent_proto_msgTypes[14]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -996,7 +1082,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_agent_agentapi_agent_proto_msgTypes[14]
+	mi := &file_agent_agentapi_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1009,7 +1095,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{14}
+	return file_agent_agentapi_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Route) GetPrefix() string {
@@ -1075,7 +1161,7 @@ const file_agent_agentapi_agent_proto_rawDesc = "" +
 	"\x03mtu\x18\x02 \x01(\x05R\x03mtu\x12\x14\n" +
 	"\x05ready\x18\x03 \x01(\bR\x05ready\x12(\n" +
 	"\x10not_ready_reason\x18\x04 \x01(\tR\x0enotReadyReason\"\x0f\n" +
-	"\rStatusRequest\"\xa1\x05\n" +
+	"\rStatusRequest\"\xd0\x05\n" +
 	"\x0eStatusResponse\x12\x1b\n" +
 	"\tnode_name\x18\x01 \x01(\tR\bnodeName\x12\x1b\n" +
 	"\trouter_id\x18\x02 \x01(\tR\brouterId\x12\x1b\n" +
@@ -1096,7 +1182,16 @@ const file_agent_agentapi_agent_proto_rawDesc = "" +
 	"routeTable\x122\n" +
 	"\adevices\x18\x10 \x03(\v2\x18.rhizome.agent.v1.DeviceR\adevices\x12\x1c\n" +
 	"\tconflicts\x18\x11 \x03(\tR\tconflicts\x12!\n" +
-	"\froute_errors\x18\x12 \x03(\tR\vrouteErrors\"\\\n" +
+	"\froute_errors\x18\x12 \x03(\tR\vrouteErrors\x12-\n" +
+	"\x05build\x18\x13 \x01(\v2\x17.rhizome.agent.v1.BuildR\x05build\"\x97\x01\n" +
+	"\x05Build\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\tR\brevision\x12\x1d\n" +
+	"\n" +
+	"build_date\x18\x03 \x01(\tR\tbuildDate\x12\x1d\n" +
+	"\n" +
+	"go_version\x18\x04 \x01(\tR\tgoVersion\x12\x1a\n" +
+	"\bplatform\x18\x05 \x01(\tR\bplatform\"\\\n" +
 	"\x06Device\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x10\n" +
@@ -1141,7 +1236,7 @@ func file_agent_agentapi_agent_proto_rawDescGZIP() []byte {
 	return file_agent_agentapi_agent_proto_rawDescData
 }
 
-var file_agent_agentapi_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_agent_agentapi_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_agent_agentapi_agent_proto_goTypes = []any{
 	(*AllocateRequest)(nil),        // 0: rhizome.agent.v1.AllocateRequest
 	(*AllocateResponse)(nil),       // 1: rhizome.agent.v1.AllocateResponse
@@ -1155,31 +1250,33 @@ var file_agent_agentapi_agent_proto_goTypes = []any{
 	(*NetworkConfigResponse)(nil),  // 9: rhizome.agent.v1.NetworkConfigResponse
 	(*StatusRequest)(nil),          // 10: rhizome.agent.v1.StatusRequest
 	(*StatusResponse)(nil),         // 11: rhizome.agent.v1.StatusResponse
-	(*Device)(nil),                 // 12: rhizome.agent.v1.Device
-	(*Session)(nil),                // 13: rhizome.agent.v1.Session
-	(*Route)(nil),                  // 14: rhizome.agent.v1.Route
+	(*Build)(nil),                  // 12: rhizome.agent.v1.Build
+	(*Device)(nil),                 // 13: rhizome.agent.v1.Device
+	(*Session)(nil),                // 14: rhizome.agent.v1.Session
+	(*Route)(nil),                  // 15: rhizome.agent.v1.Route
 }
 var file_agent_agentapi_agent_proto_depIdxs = []int32{
-	13, // 0: rhizome.agent.v1.StatusResponse.sessions:type_name -> rhizome.agent.v1.Session
-	14, // 1: rhizome.agent.v1.StatusResponse.routes:type_name -> rhizome.agent.v1.Route
-	12, // 2: rhizome.agent.v1.StatusResponse.devices:type_name -> rhizome.agent.v1.Device
-	0,  // 3: rhizome.agent.v1.Agent.Allocate:input_type -> rhizome.agent.v1.AllocateRequest
-	2,  // 4: rhizome.agent.v1.Agent.Release:input_type -> rhizome.agent.v1.ReleaseRequest
-	4,  // 5: rhizome.agent.v1.Agent.GarbageCollect:input_type -> rhizome.agent.v1.GarbageCollectRequest
-	5,  // 6: rhizome.agent.v1.Agent.Lookup:input_type -> rhizome.agent.v1.LookupRequest
-	8,  // 7: rhizome.agent.v1.Agent.NetworkConfig:input_type -> rhizome.agent.v1.NetworkConfigRequest
-	10, // 8: rhizome.agent.v1.Agent.Status:input_type -> rhizome.agent.v1.StatusRequest
-	1,  // 9: rhizome.agent.v1.Agent.Allocate:output_type -> rhizome.agent.v1.AllocateResponse
-	3,  // 10: rhizome.agent.v1.Agent.Release:output_type -> rhizome.agent.v1.ReleaseResponse
-	7,  // 11: rhizome.agent.v1.Agent.GarbageCollect:output_type -> rhizome.agent.v1.GarbageCollectResponse
-	6,  // 12: rhizome.agent.v1.Agent.Lookup:output_type -> rhizome.agent.v1.LookupResponse
-	9,  // 13: rhizome.agent.v1.Agent.NetworkConfig:output_type -> rhizome.agent.v1.NetworkConfigResponse
-	11, // 14: rhizome.agent.v1.Agent.Status:output_type -> rhizome.agent.v1.StatusResponse
-	9,  // [9:15] is the sub-list for method output_type
-	3,  // [3:9] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	14, // 0: rhizome.agent.v1.StatusResponse.sessions:type_name -> rhizome.agent.v1.Session
+	15, // 1: rhizome.agent.v1.StatusResponse.routes:type_name -> rhizome.agent.v1.Route
+	13, // 2: rhizome.agent.v1.StatusResponse.devices:type_name -> rhizome.agent.v1.Device
+	12, // 3: rhizome.agent.v1.StatusResponse.build:type_name -> rhizome.agent.v1.Build
+	0,  // 4: rhizome.agent.v1.Agent.Allocate:input_type -> rhizome.agent.v1.AllocateRequest
+	2,  // 5: rhizome.agent.v1.Agent.Release:input_type -> rhizome.agent.v1.ReleaseRequest
+	4,  // 6: rhizome.agent.v1.Agent.GarbageCollect:input_type -> rhizome.agent.v1.GarbageCollectRequest
+	5,  // 7: rhizome.agent.v1.Agent.Lookup:input_type -> rhizome.agent.v1.LookupRequest
+	8,  // 8: rhizome.agent.v1.Agent.NetworkConfig:input_type -> rhizome.agent.v1.NetworkConfigRequest
+	10, // 9: rhizome.agent.v1.Agent.Status:input_type -> rhizome.agent.v1.StatusRequest
+	1,  // 10: rhizome.agent.v1.Agent.Allocate:output_type -> rhizome.agent.v1.AllocateResponse
+	3,  // 11: rhizome.agent.v1.Agent.Release:output_type -> rhizome.agent.v1.ReleaseResponse
+	7,  // 12: rhizome.agent.v1.Agent.GarbageCollect:output_type -> rhizome.agent.v1.GarbageCollectResponse
+	6,  // 13: rhizome.agent.v1.Agent.Lookup:output_type -> rhizome.agent.v1.LookupResponse
+	9,  // 14: rhizome.agent.v1.Agent.NetworkConfig:output_type -> rhizome.agent.v1.NetworkConfigResponse
+	11, // 15: rhizome.agent.v1.Agent.Status:output_type -> rhizome.agent.v1.StatusResponse
+	10, // [10:16] is the sub-list for method output_type
+	4,  // [4:10] is the sub-list for method input_type
+	4,  // [4:4] is the sub-list for extension type_name
+	4,  // [4:4] is the sub-list for extension extendee
+	0,  // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_agent_agentapi_agent_proto_init() }
@@ -1193,7 +1290,7 @@ func file_agent_agentapi_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_agentapi_agent_proto_rawDesc), len(file_agent_agentapi_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

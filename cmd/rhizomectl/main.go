@@ -1,8 +1,11 @@
-// Command rhizomectl inspects and operates Rhizome; see package ctl.
+// Command rhizomectl inspects and operates Rhizome; see package ctl. The
+// same binary is the kubectl plugin kubectl-rhizome (make build installs
+// it under both names).
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -15,7 +18,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := ctl.NewCommand().ExecuteContext(ctx); err != nil {
+		code := 1
+		var ee *ctl.ExitError
+		if errors.As(err, &ee) {
+			code = ee.Code
+		}
 		fmt.Fprintln(os.Stderr, "rhizomectl:", err)
-		os.Exit(1)
+		stop()
+		os.Exit(code)
 	}
 }
