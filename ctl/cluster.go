@@ -18,13 +18,18 @@ type clusterClients struct {
 }
 
 // clients loads the kubeconfig the way kubectl does: --kubeconfig, then
-// $KUBECONFIG, then ~/.kube/config, then the in-cluster configuration.
+// $KUBECONFIG, then ~/.kube/config, then the in-cluster configuration;
+// --context picks a context other than the current one. The clients are
+// made once per command.
 func (g *globals) clients() (*clusterClients, error) {
+	if g.cc != nil {
+		return g.cc, nil
+	}
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
 	if g.kubeconfig != "" {
 		rules.ExplicitPath = g.kubeconfig
 	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: g.context}).ClientConfig()
 	if err != nil {
 		home, _ := os.UserHomeDir()
 		return nil, fmt.Errorf("no cluster configuration (tried --kubeconfig, $KUBECONFIG, %s, in-cluster): %w", filepath.Join(home, ".kube", "config"), err)
@@ -38,5 +43,6 @@ func (g *globals) clients() (*clusterClients, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &clusterClients{kube: kube, rz: rz}, nil
+	g.cc = &clusterClients{kube: kube, rz: rz}
+	return g.cc, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/rhizome-net/rhizome/agent/agentapi"
 	"github.com/rhizome-net/rhizome/agent/localapi"
+	"github.com/rhizome-net/rhizome/ctl/doctor"
+	"sigs.k8s.io/yaml"
 )
 
 type fixedState struct{ st *agentapi.StatusResponse }
@@ -79,16 +82,77 @@ func TestStatusPeersRoutes(t *testing.T) {
 	if err != nil || !strings.Contains(out, "10.244.1.0/26") || !strings.Contains(out, "10.0.1.11") {
 		t.Errorf("routes: %v\n%s", err, out)
 	}
-	out, err = run(t, "--socket", sock, "bgp", "peers", "-o", "json")
+	out, err = run(t, "--socket", sock, "status", "-o", "json")
 	var doc map[string]any
 	if err != nil || json.Unmarshal([]byte(out), &doc) != nil || doc["routerId"] != "10.0.1.10" {
-		t.Errorf("json: %v\n%s", err, out)
+		t.Errorf("status -o json: %v\n%s", err, out)
+	}
+	// bgp peers and routes are lists with the RhizomeNode status's names,
+	// the same in JSON and YAML.
+	for _, format := range []string{"json", "yaml"} {
+		out, err = run(t, "--socket", sock, "bgp", "peers", "-o", format)
+		var peers struct {
+			Items []map[string]any `json:"items"`
+		}
+		if err == nil {
+			err = yaml.Unmarshal([]byte(out), &peers) // YAML is a superset of JSON
+		}
+		if err != nil || len(peers.Items) != 2 || peers.Items[0]["peer"] != "10.0.1.1" || peers.Items[1]["peerAS"] != float64(64512) ||
+			peers.Items[1]["node"] != "node-1" || peers.Items[1]["prefixesAdvertised"] != float64(1) || peers.Items[0]["lastError"] == nil {
+			t.Errorf("bgp peers -o %s: %v\n%s", format, err, out)
+		}
+	}
+	out, err = run(t, "--socket", sock, "routes", "-o", "json")
+	var rl struct {
+		Items []routeRow `json:"items"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &rl) != nil || len(rl.Items) != 1 || rl.Items[0].Prefix != "10.244.1.0/26" || rl.Items[0].NextHops[0] != "10.0.1.11" {
+		t.Errorf("routes -o json: %v\n%s", err, out)
+	}
+	out, err = run(t, "--socket", sock, "bgp", "peers", "-o", "wide")
+	if err != nil || !strings.Contains(out, "SOURCE") || !strings.Contains(out, "LAST ERROR") || !strings.Contains(out, "node-2") {
+		t.Errorf("bgp peers -o wide: %v\n%s", err, out)
+	}
+	out, err = run(t, "--socket", sock, "status", "-o", "wide")
+	if err != nil || !strings.Contains(out, "Underlay") {
+		t.Errorf("status -o wide: %v\n%s", err, out)
+	}
+	if out, err := run(t, "--socket", sock, "routes", "-o", "xml"); err == nil || !strings.Contains(err.Error(), "want json, yaml, wide") {
+		t.Errorf("routes -o xml: err %v, output %q; want a refusal naming the formats", err, out)
 	}
 }
 
+// Without a local agent and without a cluster, status says both: no
+// socket, and no cluster for the cluster-wide view it falls back to.
 func TestAgentNotRunning(t *testing.T) {
-	_, err := run(t, "--socket", filepath.Join(t.TempDir(), "missing.sock"), "status")
+	dir := t.TempDir()
+	_, err := run(t, "--socket", filepath.Join(dir, "missing.sock"), "--kubeconfig", filepath.Join(dir, "missing.kubeconfig"), "status")
+	if err == nil || !strings.Contains(err.Error(), "not running") || !strings.Contains(err.Error(), "no cluster") {
+		t.Fatalf("error = %v, want one saying the agent is not running and no cluster is configured", err)
+	}
+	_, err = run(t, "--socket", filepath.Join(dir, "missing.sock"), "routes")
 	if err == nil || !strings.Contains(err.Error(), "not running") {
-		t.Fatalf("error = %v, want one saying the agent is not running", err)
+		t.Fatalf("routes: error = %v, want one saying the agent is not running", err)
+	}
+}
+
+// The doctor's exit code follows its worst finding.
+func TestDoctorExitCodes(t *testing.T) {
+	for _, c := range []struct {
+		findings []doctor.Finding
+		code     int
+	}{
+		{nil, 0},
+		{[]doctor.Finding{{Check: "return-path", Severity: doctor.Warning}}, 2},
+		{[]doctor.Finding{{Check: "return-path", Severity: doctor.Warning}, {Check: "firewall", Severity: doctor.Error}}, 3},
+	} {
+		err := doctorExit("node-1", c.findings)
+		var ee *ExitError
+		switch {
+		case c.code == 0 && err != nil:
+			t.Errorf("%v: exit error %v, want none", c.findings, err)
+		case c.code != 0 && (!errors.As(err, &ee) || ee.Code != c.code):
+			t.Errorf("%v: %v, want exit code %d", c.findings, err, c.code)
+		}
 	}
 }

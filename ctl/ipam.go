@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"sort"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -18,6 +18,48 @@ import (
 	"github.com/rhizome-net/rhizome/internal/kubecore/fromclientset"
 	"github.com/rhizome-net/rhizome/ipam"
 )
+
+// poolRow is one pool in rhizomectl pools -o json|yaml.
+type poolRow struct {
+	Name           string   `json:"name"`
+	CIDR           string   `json:"cidr"`
+	BlockSize      string   `json:"blockSize"`
+	Encapsulation  string   `json:"encapsulation"`
+	NATOutgoing    bool     `json:"natOutgoing"`
+	State          string   `json:"state"`
+	Blocks         int64    `json:"blocks"`
+	BlocksInUse    int64    `json:"blocksInUse"`
+	AddressesInUse int64    `json:"addressesInUse"`
+	AddressesFree  int64    `json:"addressesFree"`
+	Conditions     []string `json:"conditions"`
+}
+
+func poolRowOf(p *v1alpha1.IPPool) poolRow {
+	r := poolRow{Name: p.Name, CIDR: p.Spec.CIDR, BlockSize: "default", Encapsulation: "none", NATOutgoing: p.Spec.NATOutgoing, State: "enabled",
+		Blocks: int64(p.Status.Blocks), BlocksInUse: int64(p.Status.BlocksInUse), AddressesInUse: int64(p.Status.AddressesInUse),
+		AddressesFree: int64(p.Status.AddressesFree), Conditions: []string{}}
+	if p.Spec.BlockSize != nil {
+		r.BlockSize = fmt.Sprint(*p.Spec.BlockSize)
+	}
+	if p.Spec.VXLANMode != "" && p.Spec.VXLANMode != v1alpha1.EncapNever {
+		r.Encapsulation = "vxlan " + string(p.Spec.VXLANMode)
+	}
+	if p.Spec.IPIPMode != "" && p.Spec.IPIPMode != v1alpha1.EncapNever {
+		r.Encapsulation = "ipip " + string(p.Spec.IPIPMode)
+	}
+	if p.Spec.Disabled {
+		r.State = "disabled"
+	}
+	if p.DeletionTimestamp != nil {
+		r.State = "deleting"
+	}
+	for _, cnd := range p.Status.Conditions {
+		if cnd.Status == metav1.ConditionTrue {
+			r.Conditions = append(r.Conditions, cnd.Type)
+		}
+	}
+	return r
+}
 
 func (g *globals) poolsCommand() *cobra.Command {
 	return &cobra.Command{
@@ -33,39 +75,39 @@ func (g *globals) poolsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tCIDR\tBLOCK\tENCAP\tNAT\tSTATE\tBLOCKS USED\tADDRESSES USED\tFREE\tCONDITIONS")
-			for _, p := range pools.Items {
-				block := "default"
-				if p.Spec.BlockSize != nil {
-					block = fmt.Sprint(*p.Spec.BlockSize)
-				}
-				encap := "none"
-				if p.Spec.VXLANMode != "" && p.Spec.VXLANMode != v1alpha1.EncapNever {
-					encap = "vxlan " + string(p.Spec.VXLANMode)
-				}
-				if p.Spec.IPIPMode != "" && p.Spec.IPIPMode != v1alpha1.EncapNever {
-					encap = "ipip " + string(p.Spec.IPIPMode)
-				}
-				state := "enabled"
-				if p.Spec.Disabled {
-					state = "disabled"
-				}
-				if p.DeletionTimestamp != nil {
-					state = "deleting"
-				}
-				var conds []string
-				for _, cnd := range p.Status.Conditions {
-					if cnd.Status == metav1.ConditionTrue {
-						conds = append(conds, cnd.Type)
-					}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%d/%d\t%d\t%d\t%s\n", p.Name, p.Spec.CIDR, block, encap, p.Spec.NATOutgoing, state,
-					p.Status.BlocksInUse, p.Status.Blocks, p.Status.AddressesInUse, p.Status.AddressesFree, strings.Join(conds, ","))
+			rows := make([]poolRow, 0, len(pools.Items))
+			for i := range pools.Items {
+				rows = append(rows, poolRowOf(&pools.Items[i]))
 			}
-			return tw.Flush()
+			return g.emit(listOf(rows), func(w io.Writer, wide bool) error {
+				fmt.Fprintln(w, "NAME\tCIDR\tBLOCK\tENCAP\tNAT\tSTATE\tBLOCKS USED\tADDRESSES USED\tFREE\tCONDITIONS")
+				for _, r := range rows {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%v\t%s\t%d/%d\t%d\t%d\t%s\n", r.Name, r.CIDR, r.BlockSize, r.Encapsulation, r.NATOutgoing, r.State,
+						r.BlocksInUse, r.Blocks, r.AddressesInUse, r.AddressesFree, strings.Join(r.Conditions, ","))
+				}
+				return nil
+			})
 		},
 	}
+}
+
+// blockRow and allocationRow are rhizomectl ipam show's documents.
+type blockRow struct {
+	CIDR       string `json:"cidr"`
+	Affinity   string `json:"affinity,omitempty"`
+	Allocated  int    `json:"allocated"`
+	Borrowed   int64  `json:"borrowed"`
+	EmptySince string `json:"emptySince,omitempty"`
+}
+
+type allocationRow struct {
+	Address   string `json:"address"`
+	Block     string `json:"block"`
+	Affinity  string `json:"affinity,omitempty"`
+	Node      string `json:"node,omitempty"`
+	Namespace string `json:"namespace,omitempty"`
+	Pod       string `json:"pod,omitempty"`
+	Handle    string `json:"handle"`
 }
 
 func (g *globals) ipamCommand() *cobra.Command {
@@ -87,36 +129,48 @@ func (g *globals) ipamCommand() *cobra.Command {
 			}
 			items := blocks.Items
 			sort.Slice(items, func(i, j int) bool { return lessCIDR(items[i].Spec.CIDR, items[j].Spec.CIDR) })
-			tw := tabwriter.NewWriter(g.out, 0, 4, 2, ' ', 0)
-			if allocations {
-				fmt.Fprintln(tw, "ADDRESS\tBLOCK\tBLOCK OWNER\tALLOCATED BY\tPOD\tHANDLE")
-			} else {
-				fmt.Fprintln(tw, "BLOCK\tOWNER\tALLOCATED\tBORROWED\tEMPTY SINCE")
-			}
+			var brows []blockRow
+			var arows []allocationRow
 			for _, b := range items {
 				if node != "" && b.Spec.Affinity != node && !allocatedBy(&b, node) {
 					continue
 				}
 				if !allocations {
-					empty := "-"
+					r := blockRow{CIDR: b.Spec.CIDR, Affinity: b.Spec.Affinity, Allocated: len(b.Spec.Allocations), Borrowed: int64(b.Status.Borrowed)}
 					if b.Spec.EmptySince != nil {
-						empty = b.Spec.EmptySince.Format("2006-01-02T15:04:05Z")
+						r.EmptySince = b.Spec.EmptySince.UTC().Format("2006-01-02T15:04:05Z")
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", b.Spec.CIDR, orDash(b.Spec.Affinity), len(b.Spec.Allocations), b.Status.Borrowed, empty)
+					brows = append(brows, r)
 					continue
 				}
 				for _, al := range b.Spec.Allocations {
 					if node != "" && al.Node != node && b.Spec.Affinity != node {
 						continue
 					}
-					pod := "-"
-					if al.Pod != "" {
-						pod = al.Namespace + "/" + al.Pod
-					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", al.Address, b.Spec.CIDR, orDash(b.Spec.Affinity), orDash(al.Node), pod, al.Handle)
+					arows = append(arows, allocationRow{Address: al.Address, Block: b.Spec.CIDR, Affinity: b.Spec.Affinity, Node: al.Node,
+						Namespace: al.Namespace, Pod: al.Pod, Handle: al.Handle})
 				}
 			}
-			return tw.Flush()
+			if allocations {
+				return g.emit(listOf(arows), func(w io.Writer, _ bool) error {
+					fmt.Fprintln(w, "ADDRESS\tBLOCK\tBLOCK OWNER\tALLOCATED BY\tPOD\tHANDLE")
+					for _, r := range arows {
+						pod := "-"
+						if r.Pod != "" {
+							pod = r.Namespace + "/" + r.Pod
+						}
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Address, r.Block, orDash(r.Affinity), orDash(r.Node), pod, r.Handle)
+					}
+					return nil
+				})
+			}
+			return g.emit(listOf(brows), func(w io.Writer, _ bool) error {
+				fmt.Fprintln(w, "BLOCK\tOWNER\tALLOCATED\tBORROWED\tEMPTY SINCE")
+				for _, r := range brows {
+					fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\n", r.CIDR, orDash(r.Affinity), r.Allocated, r.Borrowed, orDash(r.EmptySince))
+				}
+				return nil
+			})
 		},
 	}
 	show.Flags().StringVar(&node, "node", "", "only blocks owned by, or addresses allocated by, this node")
@@ -135,13 +189,23 @@ func (g *globals) ipamCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for _, f := range findings {
-				fmt.Fprintf(g.out, "%s: %s\n", f.Kind, f.Message)
+			err = g.emit(struct {
+				Findings []finding `json:"findings"`
+			}{append([]finding{}, findings...)}, func(w io.Writer, _ bool) error {
+				for _, f := range findings {
+					fmt.Fprintf(w, "%s: %s\n", f.Kind, f.Message)
+				}
+				if len(findings) == 0 {
+					fmt.Fprintln(w, "ipam check: no leaks or inconsistencies")
+				}
+				return nil
+			})
+			if err != nil {
+				return err
 			}
 			if len(findings) > 0 {
 				return fmt.Errorf("%d problem(s) found", len(findings))
 			}
-			fmt.Fprintln(g.out, "ipam check: no leaks or inconsistencies")
 			return nil
 		},
 	}
@@ -167,12 +231,15 @@ func (g *globals) ipamCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			pod := "no pod"
-			if rel.Pod != "" {
-				pod = "pod " + rel.Namespace + "/" + rel.Pod
-			}
-			fmt.Fprintf(g.out, "released %s (block %s, handle %s, %s, node %s)\n", rel.Addr, rel.Block, rel.Handle, pod, orDash(rel.Node))
-			return nil
+			doc := allocationRow{Address: rel.Addr.String(), Block: rel.Block, Node: rel.Node, Namespace: rel.Namespace, Pod: rel.Pod, Handle: rel.Handle}
+			return g.emit(doc, func(w io.Writer, _ bool) error {
+				pod := "no pod"
+				if rel.Pod != "" {
+					pod = "pod " + rel.Namespace + "/" + rel.Pod
+				}
+				_, err := fmt.Fprintf(w, "released %s (block %s, handle %s, %s, node %s)\n", rel.Addr, rel.Block, rel.Handle, pod, orDash(rel.Node))
+				return err
+			})
 		},
 	}
 	release.Flags().BoolVar(&force, "force", false, "release even if the address's pod still exists")
@@ -207,8 +274,8 @@ func lessCIDR(a, b string) bool {
 
 // finding is one problem ipam check reports.
 type finding struct {
-	Kind    string
-	Message string
+	Kind    string `json:"kind"`
+	Message string `json:"message"`
 }
 
 // checkIPAM cross-checks IPAMBlocks against IPPools, Nodes and Pods.

@@ -20,13 +20,25 @@ import (
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 )
 
+// Severity grades a finding; rhizomectl doctor's exit code follows the
+// worst one (docs/troubleshooting.md).
+type Severity string
+
+const (
+	// Error: pod traffic is broken or will be (no route, packets dropped).
+	Error Severity = "error"
+	// Warning: something is degraded, unverified or likely to break.
+	Warning Severity = "warning"
+)
+
 // Finding is one problem, explained.
 type Finding struct {
-	// Check names the check that found it (forwarding, rp_filter, mtu,
-	// bgp, pools, nat, peer-routes, pod-routes, route-conflict, agent).
-	Check string
+	// Check names the check that found it (see checks).
+	Check string `json:"check"`
+	// Severity is error or warning.
+	Severity Severity `json:"severity"`
 	// Message says what is wrong and how to fix it, in one sentence.
-	Message string
+	Message string `json:"message"`
 }
 
 func (f Finding) String() string { return f.Check + ": " + f.Message }
@@ -44,8 +56,14 @@ type Input struct {
 	// Cluster objects; nil without API access (the checks that need them
 	// are skipped and a finding says so).
 	Cluster *Cluster
-	// ProbeTimeout bounds TCP probes of BGP peers (default 2s).
+	// ProbeTimeout bounds TCP probes of BGP peers and each ICMP probe
+	// (default 2s).
 	ProbeTimeout time.Duration
+	// CNIConfDir is the container runtime's CNI configuration directory
+	// (empty: the CNI check is skipped).
+	CNIConfDir string
+	// NoProbes skips the checks that send packets (probe, path-mtu).
+	NoProbes bool
 }
 
 // Cluster are the objects the doctor needs from the API server.
@@ -60,18 +78,18 @@ func Run(ctx context.Context, in Input) []Finding {
 		in.ProbeTimeout = 2 * time.Second
 	}
 	var out []Finding
-	add := func(check, format string, args ...any) {
-		out = append(out, Finding{Check: check, Message: fmt.Sprintf(format, args...)})
+	add := func(check string, sev Severity, format string, args ...any) {
+		out = append(out, Finding{Check: check, Severity: sev, Message: fmt.Sprintf(format, args...)})
 	}
 	if in.Agent == nil {
-		add("agent", "the rhizome agent of this node does not answer (%v): nothing is advertised or routed for this node until it runs; check its pod with kubectl -n rhizome-system get pods -o wide and its logs", in.AgentErr)
+		add("agent", Error, "the rhizome agent of this node does not answer (%v): nothing is advertised or routed for this node until it runs; check its pod with kubectl -n rhizome-system get pods -o wide and its logs", in.AgentErr)
 	}
 	if in.Cluster == nil {
-		add("cluster", "the API server could not be read, so pools, blocks and pod routes were not checked; pass --kubeconfig or run where in-cluster credentials exist")
+		add("cluster", Warning, "the API server could not be read, so pools, blocks and pod routes were not checked; pass --kubeconfig or run where in-cluster credentials exist")
 	}
 	for _, c := range checks {
 		for _, f := range c.run(ctx, &in) {
-			out = append(out, Finding{Check: c.name, Message: f})
+			out = append(out, Finding{Check: c.name, Severity: c.severity, Message: f})
 		}
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Check < out[j].Check })
@@ -79,22 +97,42 @@ func Run(ctx context.Context, in Input) []Finding {
 }
 
 type check struct {
-	name string
-	run  func(context.Context, *Input) []string
+	name     string
+	severity Severity
+	run      func(context.Context, *Input) []string
 }
 
 // checks run in this order; each returns one sentence per finding.
 var checks = []check{
-	{"forwarding", checkForwarding},
-	{"rp_filter", checkRPFilter},
-	{"mtu", checkMTU},
-	{"bgp", checkBGP},
-	{"pools", checkPools},
-	{"nat", checkNAT},
-	{"peer-routes", checkPeerRoutes},
-	{"pod-routes", checkPodRoutes},
-	{"route-conflict", checkConflicts},
-	{"route-errors", checkRouteErrors},
+	{"forwarding", Error, checkForwarding},
+	{"firewall", Error, checkFirewall},
+	{"rp_filter", Warning, checkRPFilter},
+	{"mtu", Error, checkMTU},
+	{"kernel-modules", Error, checkModules},
+	{"cni-config", Error, checkCNIConfig},
+	{"bgp", Error, checkBGP},
+	{"pools", Error, checkPools},
+	{"nat", Error, checkNAT},
+	{"return-path", Warning, checkReturnPath},
+	{"peer-routes", Error, checkPeerRoutes},
+	{"pod-routes", Error, checkPodRoutes},
+	{"pod-interfaces", Error, checkPodInterfaces},
+	{"route-conflict", Warning, checkConflicts},
+	{"route-errors", Error, checkRouteErrors},
+	{"probe", Error, checkProbe},
+	{"path-mtu", Error, checkPathMTU},
+}
+
+// Worst is the worst severity among findings, "" for none.
+func Worst(fs []Finding) Severity {
+	var w Severity
+	for _, f := range fs {
+		if f.Severity == Error {
+			return Error
+		}
+		w = f.Severity
+	}
+	return w
 }
 
 func joinLimited(items []string, n int) string {

@@ -32,6 +32,16 @@ type Kernel interface {
 	Masquerading(table string) (bool, error)
 	// DialTCP opens (and closes) a TCP connection, for probing peers.
 	DialTCP(ctx context.Context, addr string, timeout time.Duration) error
+	// ForwardChains lists nftables chains with their rules, the forward
+	// hook's base chains marked.
+	ForwardChains() ([]fwChain, error)
+	// LegacyForward is the legacy iptables FORWARD chain, if that table is
+	// in use (see kernel_more.go).
+	LegacyForward() (lines []string, loaded bool, err error)
+	// Module reports whether a kernel module is loaded or can be.
+	Module(name string) (loaded, available, known bool)
+	// Ping sends one ICMP echo and waits for its reply.
+	Ping(ctx context.Context, dst netip.Addr, size int, df bool, timeout time.Duration) error
 }
 
 // Link is an interface.
@@ -76,6 +86,8 @@ func NewKernel(nsPath string) (Kernel, error) {
 type kernel struct {
 	nsPath string
 	h      *netlink.Handle
+	// root is where /sys/module and /lib/modules are read ("" = /).
+	root string
 }
 
 // in runs fn on a thread in the kernel's namespace (sysctls, sockets).
