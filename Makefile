@@ -30,9 +30,14 @@ TEST_TIMEOUT ?= 30m
 ##@ Build
 
 .PHONY: build
-build: ## Build every binary (cmd/*) into bin/
+build: ## Build every binary (cmd/*) into bin/, and rhizomectl again as the kubectl plugin bin/kubectl-rhizome
 	@mkdir -p $(BIN)
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN)/ $(addprefix ./cmd/,$(BINARIES))
+	@# kubectl runs kubectl-rhizome for `kubectl rhizome ...`, and completes
+	@# it through kubectl_complete-rhizome (kubectl 1.26+).
+	ln -f $(BIN)/rhizomectl $(BIN)/kubectl-rhizome
+	printf '#!/bin/sh\nexec kubectl-rhizome __complete "$$@"\n' > $(BIN)/kubectl_complete-rhizome
+	chmod +x $(BIN)/kubectl_complete-rhizome
 
 .PHONY: image
 image: ## Rhizome's image for linux/amd64+arm64, offline and reproducible, into bin/image/rhizome (IMAGE=ref PLATFORMS=...); last line REF@sha256:...

@@ -53,6 +53,9 @@ type Options struct {
 	// NodeRestriction, so kubelets run with their own node credentials
 	// (NodeKubeconfig).
 	Controllers bool
+	// APIServerArgs are further kube-apiserver flags (the lab's egress
+	// selector).
+	APIServerArgs []string
 }
 
 // ControlPlane is a running etcd and kube-apiserver.
@@ -74,6 +77,7 @@ type ControlPlane struct {
 	pki         *pki
 	nodeBins    NodeBinaries
 	kapiArgs    []string
+	extraArgs   []string
 	ownDir      bool
 	etcd, kapi  *exec.Cmd
 	kcm, sched  *exec.Cmd
@@ -117,7 +121,7 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if !opts.Detach {
 		cleanupLeftovers(log)
 	}
-	cp := &ControlPlane{Binaries: bins, Dir: opts.Dir, stopTimeout: 20 * time.Second, controllers: opts.Controllers}
+	cp := &ControlPlane{Binaries: bins, Dir: opts.Dir, stopTimeout: 20 * time.Second, controllers: opts.Controllers, extraArgs: opts.APIServerArgs}
 	if opts.Controllers {
 		if cp.nodeBins, err = EnsureNodeBinaries(ctx, log); err != nil {
 			return nil, err
@@ -222,6 +226,7 @@ func (cp *ControlPlane) startOnce(ctx context.Context, log io.Writer, tokens str
 	} else {
 		cp.kapiArgs = append(cp.kapiArgs, "--authorization-mode=RBAC", "--disable-admission-plugins=ServiceAccount")
 	}
+	cp.kapiArgs = append(cp.kapiArgs, cp.extraArgs...)
 	cp.kapi, err = cp.launch(detach, "kube-apiserver", cp.Binaries.APIServer, cp.kapiArgs...)
 	if err != nil {
 		return err

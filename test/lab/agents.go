@@ -51,7 +51,7 @@ func (l *Lab) startAgent(name string) error {
 		"--kubeconfig", l.agentKubeconfig(),
 		"--namespace", AgentNamespace,
 		"--agent-socket", l.agentSocket(name),
-		"--health-address", agentHealthAddr,
+		"--health-address", agentHTTPListen,
 		"--gobgp-api-address", gobgpAPIAddr,
 		"--status-interval", "1s",
 		"--log-level", "info")

@@ -129,7 +129,7 @@ func (l *Lab) applyClusterConfig(ctx context.Context, c *labClients) error {
 }
 
 // registerNode creates the Node object of a lab node, with its address in
-// status as a kubelet would report it.
+// status as a kubelet would report it, and its agent's pod (agentpods.go).
 func (l *Lab) registerNode(ctx context.Context, c *labClients, n NodePlan) error {
 	labels := map[string]string{
 		"kubernetes.io/hostname": n.Name,
@@ -152,5 +152,8 @@ func (l *Lab) registerNode(ctx context.Context, c *labClients, n NodePlan) error
 	if _, err := c.kube.CoreV1().Nodes().UpdateStatus(ctx, created, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("setting the address of Node %s: %w", n.Name, err)
 	}
-	return nil
+	if err := l.writeConflist(n.Name); err != nil {
+		return err
+	}
+	return l.registerAgentPod(ctx, c, n)
 }

@@ -55,7 +55,7 @@ func NewCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newUpCommand(), newDownCommand(), newStatusCommand(), newExecCommand(),
-		newPodsCommand(), newEnvCommand(), newMatrixCommand(), newControlPlaneCommand(), newAPIProxyCommand())
+		newPodsCommand(), newEnvCommand(), newMatrixCommand(), newControlPlaneCommand(), newAPIProxyCommand(), newEgressCommand())
 	return root
 }
 
@@ -189,9 +189,27 @@ func newExecCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return syscall.Exec(bin, argv, os.Environ())
+			return syscall.Exec(bin, argv, execEnv(l, target))
 		},
 	}
+}
+
+// execEnv is the environment of rhizome-lab exec: the lab's binaries first
+// on PATH, and for a node what rhizomectl reads to find that node's agent
+// socket, log and CNI directory and the lab's API server (reachable from
+// the node's namespace through its API proxy) without flags.
+func execEnv(l *Lab, target string) []string {
+	env := append(os.Environ(), "PATH="+binDir()+":"+os.Getenv("PATH"))
+	if l.State.Kubeconfig != "" {
+		env = append(env, "KUBECONFIG="+l.State.Kubeconfig)
+	}
+	if _, ok := l.Plan.Node(target); ok {
+		env = append(env, "RHIZOME_AGENT_SOCKET="+l.agentSocket(target), "RHIZOME_NODE_NAME="+target, "RHIZOME_CNI_CONF_DIR="+l.cniConfDir(target))
+		if !l.State.Options.Kubelet {
+			env = append(env, "RHIZOME_AGENT_LOG="+l.agentLog(target))
+		}
+	}
+	return env
 }
 
 func newStatusCommand() *cobra.Command {

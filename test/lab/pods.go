@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -33,8 +34,45 @@ func (l *Lab) runtime(node string) *cniruntime.Runtime {
 	return cniruntime.New(l.nodeNS(node), []string{l.cniBinDir()}, filepath.Join(l.nodeDir(node), "cni-cache"))
 }
 
+// cniConfDir is the node's /etc/cni/net.d: the lab writes Rhizome's
+// conflist there as the install does, and wires pods with whatever sorts
+// first in it, as container runtimes do.
+// In kubelet mode it is the node's own /etc/cni/net.d, where the
+// DaemonSet's install-cni writes.
+func (l *Lab) cniConfDir(node string) string {
+	if l.State != nil && l.State.Options.Kubelet {
+		return l.backing(node, "/etc/cni/net.d")
+	}
+	return filepath.Join(l.nodeDir(node), "cni-net.d")
+}
+
+// writeConflist installs the node's 10-rhizome.conflist.
+func (l *Lab) writeConflist(node string) error {
+	if err := os.MkdirAll(l.cniConfDir(node), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(l.cniConfDir(node), cni.ConflistName), cni.Conflist(cni.ConflistOptions{AgentSocket: l.agentSocket(node)}), 0o644)
+}
+
+// conflist is the network configuration a runtime would use on the node:
+// the first file of its CNI directory in lexical order (libcni's).
 func (l *Lab) conflist(node string) (*libcni.NetworkConfigList, error) {
-	return libcni.ConfListFromBytes(cni.Conflist(cni.ConflistOptions{AgentSocket: l.agentSocket(node)}))
+	files, err := libcni.ConfFiles(l.cniConfDir(node), []string{".conf", ".conflist", ".json"})
+	if err != nil {
+		return nil, err
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("no CNI configuration in %s", l.cniConfDir(node))
+	}
+	sort.Strings(files)
+	if filepath.Ext(files[0]) == ".conflist" {
+		return libcni.ConfListFromFile(files[0])
+	}
+	conf, err := libcni.ConfFromFile(files[0])
+	if err != nil {
+		return nil, err
+	}
+	return libcni.ConfListFromConf(conf)
 }
 
 // AddPod creates a pod on a node as a runtime would: a network namespace, a

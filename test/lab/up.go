@@ -86,11 +86,19 @@ func (l *Lab) Up(ctx context.Context, o Options) error {
 		}
 	}
 
-	l.step("control plane: starting kube-apiserver and etcd (binaries from the cache)")
+	l.step("control plane: starting kube-apiserver and etcd (binaries from the cache), its egress into the nodes")
 	if o.Kubelet {
 		l.step("control plane: with kube-controller-manager and kube-scheduler (a first build takes minutes)")
 	}
-	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: filepath.Join(l.Dir, "controlplane"), Log: io.Discard, Detach: true, Controllers: o.Kubelet, SkipCRDs: o.Kubelet})
+	if err := l.startEgress(); err != nil {
+		return err
+	}
+	egress, err := l.egressConfig()
+	if err != nil {
+		return err
+	}
+	cp, err := controlplane.Start(ctx, controlplane.Options{Dir: filepath.Join(l.Dir, "controlplane"), Log: io.Discard, Detach: true,
+		Controllers: o.Kubelet, SkipCRDs: o.Kubelet, APIServerArgs: egress})
 	if err != nil {
 		return err
 	}
