@@ -449,6 +449,5 @@ func must(t *testing.T, err error) {
 	}
 }
 
-
 // podPoolName is the lab's pool (test/lab/cluster.go).
 const podPoolName = "default-ipv4"
