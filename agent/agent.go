@@ -97,6 +97,13 @@ type agent struct {
 	// (served from the start) reads them only after.
 	attached  atomic.Bool
 	published v1alpha1.RhizomeNodeSpec
+	// events reports session changes and route failures on the
+	// RhizomeNode (nil in tests without them); routeErrs is the last
+	// set of failing routes it reported (loop goroutine only).
+	events    *nodeEvents
+	routeErrs routeErrorState
+	// allocDuration observes the local API's allocations (nil: none).
+	allocDuration *prometheus.HistogramVec
 	status    *nodeStatusWriter
 }
 
@@ -170,6 +177,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	goRun("ipam", func() error { return alloc.Run(ctx) })
 	ipamChanged := alloc.Subscribe()
 
+	a.allocDuration = metrics.allocDuration
+	a.events = newNodeEvents(&kubecore.Recorder{Events: c.kube.Events, Component: "rhizome-agent", Host: cfg.NodeName, Logger: log},
+		func() kubecore.Object {
+			n, err := caches.RhizomeNodes.Get(cfg.NodeName)
+			if err != nil {
+				return nil
+			}
+			return n
+		})
 	gcTuner := burstgc.New(burstgc.Config{Percent: cfg.BurstGOGC, HeapCap: uint64(cfg.BurstHeapCapMiB) << 20, Logger: log})
 	defer gcTuner.Close()
 	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -182,6 +198,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Logger:     log,
 		Registerer: reg,
 		APIAddress: cfg.GoBGPAPIAddress,
+		// Session changes become Events (rate-limited, events.go).
+		OnSessionChange: a.events.sessionChanged,
 	})
 	goRun("bgp", func() error { bgpRec.Run(ctx); return nil })
 	statusWriter := reconcile.NewStatusWriter(c.rz, cfg.NodeName, cfg.StatusInterval, log)

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/rhizome-net/rhizome/agent/agentapi"
 	"github.com/rhizome-net/rhizome/agent/localapi"
@@ -31,7 +32,15 @@ func (i *ipamAllocator) Allocate(ctx context.Context, req localapi.AllocateReque
 		return nil, false, fmt.Errorf("handle %q is reserved for the agent's tunnel addresses", req.Handle)
 	}
 	existing := i.holds(req.Handle)
+	start := time.Now()
 	res, err := i.a.ipam.Allocate(ctx, ipam.Request{Handle: req.Handle, Namespace: req.Namespace, Pod: req.Pod, PodUID: req.PodUID})
+	if h := i.a.allocDuration; h != nil {
+		result := "ok"
+		if err != nil {
+			result = "error"
+		}
+		h.WithLabelValues(result).Observe(time.Since(start).Seconds())
+	}
 	switch {
 	case errors.Is(err, ipam.ErrExhausted):
 		return nil, false, fmt.Errorf("%w: %w", localapi.ErrExhausted, err)

@@ -18,8 +18,9 @@ import (
 // agentMetrics are the agent's own metrics; the components register theirs
 // (rhizome_bgp_*, rhizome_routes_*, rhizome_ipam_*) on the same registry.
 type agentMetrics struct {
-	passDuration prometheus.Histogram
-	ready        *prometheus.GaugeVec
+	passDuration  prometheus.Histogram
+	ready         *prometheus.GaugeVec
+	allocDuration *prometheus.HistogramVec
 }
 
 func newAgentMetrics(reg prometheus.Registerer, r *readiness) *agentMetrics {
@@ -33,8 +34,18 @@ func newAgentMetrics(reg prometheus.Registerer, r *readiness) *agentMetrics {
 			Namespace: "rhizome", Subsystem: "agent", Name: "ready",
 			Help: "1 when the readiness condition holds, 0 when not (caches, node, ipam, routes, bgp).",
 		}, []string{"condition"}),
+		// What a pod's CNI ADD waits for: the local API's allocation,
+		// usually one compare-and-swap of a block (docs/benchmarks.md).
+		allocDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "rhizome", Subsystem: "ipam", Name: "allocation_duration_seconds",
+			Help:    "Duration of address allocations for pods through the local API, by result (ok, error).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}, []string{"result"}),
 	}
-	reg.MustRegister(m.passDuration, readinessCollector{r: r, desc: m.ready}, apiRequests, newBuildInfo())
+	// Both results exist from the start, so rates and alerts see zeros.
+	m.allocDuration.WithLabelValues("ok")
+	m.allocDuration.WithLabelValues("error")
+	reg.MustRegister(m.passDuration, readinessCollector{r: r, desc: m.ready}, apiRequests, newBuildInfo(), m.allocDuration)
 	return m
 }
 

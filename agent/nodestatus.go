@@ -95,6 +95,14 @@ func (a *agent) writeStatus(ctx context.Context) {
 	}
 	rs := a.routes.Status()
 	a.setRoutesReadiness(rs)
+	if a.events != nil {
+		errs := make(map[string]string, len(rs.RouteErrors))
+		for p, e := range rs.RouteErrors {
+			errs[p.String()] = e
+		}
+		a.events.routeErrors(&a.routeErrs, errs)
+		a.events.flush()
+	}
 	if bs, err := a.bgp.Status(ctx); err != nil {
 		a.ready.Set("bgp", err.Error())
 	} else if !bs.Running {

@@ -38,6 +38,7 @@ func (g holdTimerGuard) HandleEndOfRIB(peer netip.Addr, f bgp.Family) {
 
 func (g holdTimerGuard) HandlePeerState(e bgp.PeerEvent) {
 	g.rib.HandlePeerState(e)
+	g.r.sessionChanged(e)
 	if e.Previous == bgp.StateEstablished && e.State != bgp.StateEstablished && holdTimerExpired(e.Reason) {
 		go g.r.hardReset(e.Peer, e.Reason, "peer's hold timer expired: its routes are dropped, not kept for graceful restart")
 	}

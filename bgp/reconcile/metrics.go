@@ -2,22 +2,50 @@ package reconcile
 
 import (
 	"context"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rhizome-net/rhizome/bgp"
+	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 )
+
+// hostOfPeer is the address part of a session's peer key ("10.0.0.1" or
+// "10.0.0.1:1790").
+func hostOfPeer(peer string) string {
+	if ap, err := netip.ParseAddrPort(peer); err == nil {
+		return ap.Addr().String()
+	}
+	return peer
+}
 
 // collector exports the BGP status as Prometheus metrics, computed at
 // scrape time from the same snapshot as the RhizomeNode status, so that a
 // removed session's series disappear with it.
+//
+// Series stay bounded as the cluster grows, as BFD's do (bfd_metrics.go):
+// sessions to other nodes (mesh, route reflection) are exported only in
+// aggregate, by kind and state — in a 500-node mesh, per-peer series would
+// be 499 per node and 250,000 in all — and per-peer series exist only for
+// external peers, whose number operators choose.
 type collector struct {
 	r *Reconciler
 
 	up, state, received, accepted, advertised, rejected, established, total, converged *prometheus.Desc
+	peers, prefixes, flaps, peerFlaps                                                  *prometheus.Desc
 	routesSet, routesWithdrawn, batches                                                *prometheus.Desc
 }
+
+// sessionStates are the states rhizome_bgp_peers always exports (0 when no
+// session is in them), so that alerts see a 0 rather than no series.
+var sessionStates = func() []string {
+	out := []string{StateNotStarted}
+	for s := bgp.StateIdle; s <= bgp.StateEstablished; s++ {
+		out = append(out, s.String())
+	}
+	return out
+}()
 
 func newCollector(r *Reconciler) *collector {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
@@ -25,11 +53,15 @@ func newCollector(r *Reconciler) *collector {
 	}
 	return &collector{
 		r:               r,
-		up:              d("session_up", "1 if the BGP session is established.", "peer", "kind"),
-		state:           d("session_state", "BGP session state: 0 not started, 1 idle, 2 connect, 3 active, 4 opensent, 5 openconfirm, 6 established.", "peer", "kind"),
-		received:        d("prefixes_received", "Prefixes the peer sent that the node holds.", "peer", "kind"),
-		accepted:        d("prefixes_accepted", "Received prefixes that passed import policy.", "peer", "kind"),
-		advertised:      d("prefixes_advertised", "Prefixes sent to the peer.", "peer", "kind"),
+		up:              d("session_up", "1 if the BGP session to an external peer is established.", "peer", "kind"),
+		state:           d("session_state", "State of the BGP session to an external peer: 0 not started, 1 idle, 2 connect, 3 active, 4 opensent, 5 openconfirm, 6 established.", "peer", "kind"),
+		received:        d("prefixes_received", "Prefixes an external peer sent that the node holds.", "peer", "kind"),
+		accepted:        d("prefixes_accepted", "Prefixes received from an external peer that passed import policy.", "peer", "kind"),
+		advertised:      d("prefixes_advertised", "Prefixes sent to an external peer.", "peer", "kind"),
+		peers:           d("peers", "BGP sessions by kind (mesh, rr, external) and state.", "kind", "state"),
+		prefixes:        d("kind_prefixes", "Prefixes over all sessions of a kind: received, accepted (import policy) or advertised.", "kind", "direction"),
+		flaps:           d("flaps_total", "BGP sessions that left Established, by kind.", "kind"),
+		peerFlaps:       d("session_flaps_total", "Times the BGP session to an external peer left Established.", "peer"),
 		rejected:        d("prefixes_rejected", "Held prefixes that import policy rejected, by reason.", "reason"),
 		established:     d("sessions_established", "Established BGP sessions."),
 		total:           d("sessions", "Desired BGP sessions, those not started included."),
@@ -41,7 +73,8 @@ func newCollector(r *Reconciler) *collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.state, c.received, c.accepted, c.advertised, c.rejected, c.established, c.total, c.converged, c.routesSet, c.routesWithdrawn, c.batches} {
+	for _, d := range []*prometheus.Desc{c.up, c.state, c.received, c.accepted, c.advertised, c.rejected, c.established, c.total, c.converged,
+		c.peers, c.prefixes, c.flaps, c.peerFlaps, c.routesSet, c.routesWithdrawn, c.batches} {
 		ch <- d
 	}
 }
@@ -65,7 +98,28 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	g := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
+	byState := map[v1alpha1.SessionKind]map[string]int{}
+	type sums struct{ received, accepted, advertised int64 }
+	byKind := map[v1alpha1.SessionKind]*sums{}
+	for _, k := range bfdKinds {
+		byState[k], byKind[k] = map[string]int{}, &sums{}
+	}
 	for _, s := range st.Sessions {
+		if byState[s.Kind] == nil {
+			continue
+		}
+		state := s.State
+		if _, ok := stateValues[state]; !ok {
+			state = bgp.StateUnknown.String()
+		}
+		byState[s.Kind][state]++
+		k := byKind[s.Kind]
+		k.received += s.PrefixesReceived
+		k.accepted += s.PrefixesAccepted
+		k.advertised += s.PrefixesAdvertised
+		if s.Kind != v1alpha1.SessionExternal {
+			continue
+		}
 		kind := string(s.Kind)
 		up := 0.0
 		if s.State == bgp.StateEstablished.String() {
@@ -76,6 +130,36 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		g(c.received, float64(s.PrefixesReceived), s.Peer, kind)
 		g(c.accepted, float64(s.PrefixesAccepted), s.Peer, kind)
 		g(c.advertised, float64(s.PrefixesAdvertised), s.Peer, kind)
+	}
+	for _, k := range bfdKinds {
+		for _, state := range sessionStates {
+			g(c.peers, float64(byState[k][state]), string(k), state)
+		}
+		if n := byState[k][bgp.StateUnknown.String()]; n > 0 {
+			g(c.peers, float64(n), string(k), bgp.StateUnknown.String())
+		}
+		s := byKind[k]
+		g(c.prefixes, float64(s.received), string(k), "received")
+		g(c.prefixes, float64(s.accepted), string(k), "accepted")
+		g(c.prefixes, float64(s.advertised), string(k), "advertised")
+	}
+	c.r.flaps.mu.Lock()
+	flaps := make(map[v1alpha1.SessionKind]uint64, len(c.r.flaps.byKind))
+	for k, n := range c.r.flaps.byKind {
+		flaps[k] = n
+	}
+	peerFlaps := make(map[string]uint64, len(c.r.flaps.byPeer))
+	for p, n := range c.r.flaps.byPeer {
+		peerFlaps[p.String()] = n
+	}
+	c.r.flaps.mu.Unlock()
+	for _, k := range bfdKinds {
+		ch <- prometheus.MustNewConstMetric(c.flaps, prometheus.CounterValue, float64(flaps[k]), string(k))
+	}
+	for _, s := range st.Sessions {
+		if s.Kind == v1alpha1.SessionExternal {
+			ch <- prometheus.MustNewConstMetric(c.peerFlaps, prometheus.CounterValue, float64(peerFlaps[hostOfPeer(s.Peer)]), s.Peer)
+		}
 	}
 	for reason, n := range st.Rejected {
 		g(c.rejected, float64(n), reason)

@@ -64,6 +64,10 @@ type Config struct {
 	// says why (it is shown in those sessions' status).
 	BFD            bfd.Sessions
 	BFDUnavailable string
+	// OnSessionChange, if set, is told every session state change (the
+	// agent's Events). It is called on the speaker's event goroutine and
+	// must not block.
+	OnSessionChange func(SessionChange)
 }
 
 // State is the cluster state one Reconcile applies.
@@ -103,6 +107,10 @@ type Reconciler struct {
 	stopped      bool
 
 	status *statusCache
+	// kinds is the kind of each desired session, for the speaker's event
+	// handler (which may not take mu); flaps counts sessions going down.
+	kinds atomic.Pointer[sessionKinds]
+	flaps flapCounters
 	// current is the running speaker for the RIB's read-backs. It is not
 	// guarded by mu: the RIB reads back while handling an event, and a
 	// Reconcile holding mu may be waiting for the RIB.
@@ -130,6 +138,7 @@ func New(cfg Config) *Reconciler {
 		bfdApplied:  make(map[netip.Addr]bfd.Peer),
 		bfdErrs:     make(map[netip.Addr]string),
 		bfdFailures: make(map[v1alpha1.SessionKind]uint64),
+		flaps:       flapCounters{byKind: map[v1alpha1.SessionKind]uint64{}, byPeer: map[netip.Addr]uint64{}},
 	}
 	r.rib = rib.New(rib.Config{
 		Speaker:         receiver{r},
@@ -238,12 +247,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, st State) error {
 
 	started := make(map[netip.Addr]topology.Session, len(d.Sessions))
 	infos := make(map[netip.Addr]rib.PeerInfo, len(d.Sessions))
+	kinds := make([]sessionKind, 0, len(d.Sessions))
 	for _, s := range d.Sessions {
+		kinds = append(kinds, sessionKind{s.Peer.Address, s.Kind})
 		if s.NotStarted == "" {
 			started[s.Peer.Address] = s
 			infos[s.Peer.Address] = rib.PeerInfo{EBGP: s.Peer.ASN != s.Peer.LocalASN}
 		}
 	}
+	r.publishKinds(kinds)
 	originated := make([]netip.Prefix, len(ads))
 	for i, a := range ads {
 		originated[i] = a.Prefix

@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -276,18 +277,25 @@ func TestStatusAndMetrics(t *testing.T) {
 	}
 
 	// Metrics follow the same snapshot.
+	// Node sessions only in aggregate; per-peer series for the external
+	// peer alone.
 	metrics := gather(t, f.reg)
-	if n := len(metrics["rhizome_bgp_session_up"]); n != 3 {
-		t.Errorf("session_up series = %d, want 3", n)
+	if n := len(metrics["rhizome_bgp_session_up"]); n != 1 {
+		t.Errorf("session_up series = %d, want 1 (the external peer's)", n)
 	}
 	wantMetrics := map[string]float64{
 		`rhizome_bgp_prefixes_rejected{reason="not-in-pool"}`:          1,
 		`rhizome_bgp_prefixes_rejected{reason="own-block"}`:            1,
 		`rhizome_bgp_sessions_established{}`:                           1,
-		`rhizome_bgp_session_up{kind="mesh",peer="10.0.1.2"}`:          1,
+		`rhizome_bgp_session_up{kind="external",peer="10.0.1.254"}`:    0,
 		`rhizome_bgp_session_state{kind="external",peer="10.0.1.254"}`: 3,
-		`rhizome_bgp_prefixes_accepted{kind="mesh",peer="10.0.1.2"}`:   1,
-		`rhizome_bgp_prefixes_received{kind="mesh",peer="10.0.1.2"}`:   3,
+		`rhizome_bgp_peers{kind="mesh",state="Established"}`:           1,
+		`rhizome_bgp_peers{kind="external",state="Active"}`:            1,
+		`rhizome_bgp_peers{kind="rr",state="Established"}`:             0,
+		`rhizome_bgp_kind_prefixes{direction="accepted",kind="mesh"}`:  1,
+		`rhizome_bgp_kind_prefixes{direction="received",kind="mesh"}`:  3,
+		`rhizome_bgp_flaps_total{kind="mesh"}`:                         0,
+		`rhizome_bgp_session_flaps_total{peer="10.0.1.254"}`:           0,
 		`rhizome_bgp_rib_routes_set_total{}`:                           1,
 	}
 	for k, v := range wantMetrics {
@@ -326,6 +334,86 @@ func TestStatusAndMetrics(t *testing.T) {
 	if s := f.status(); s.Total != 1 {
 		t.Errorf("sessions after the nodes left: %+v", s.Sessions)
 	}
+}
+
+// Sessions leaving Established are counted by kind (and by peer for
+// external ones) and reported to OnSessionChange, from the speaker's
+// events; a session being removed is not a flap.
+func TestSessionFlaps(t *testing.T) {
+	var mu sync.Mutex
+	var changes []SessionChange
+	f := newFixture(t)
+	f.r.cfg.OnSessionChange = func(c SessionChange) { mu.Lock(); changes = append(changes, c); mu.Unlock() }
+	st := baseState()
+	st.Peers = []*v1alpha1.BGPPeer{torPeer()}
+	st.Secret = func(string, string) (string, error) { return "pw", nil }
+	f.reconcile(st)
+	b, tor := netip.MustParseAddr("10.0.1.2"), netip.MustParseAddr("10.0.1.254")
+	for range 3 {
+		f.sp().SetState(b, bgp.StateEstablished, false, "")
+		f.sp().SetState(b, bgp.StateIdle, false, "connection reset by peer")
+	}
+	f.sp().SetState(tor, bgp.StateEstablished, false, "")
+	f.sp().SetState(tor, bgp.StateActive, false, "notification received: cease")
+	for _, c := range []struct {
+		key  string
+		want float64
+	}{
+		{`rhizome_bgp_flaps_total{kind="mesh"}`, 3},
+		{`rhizome_bgp_flaps_total{kind="external"}`, 1},
+		{`rhizome_bgp_flaps_total{kind="rr"}`, 0},
+		{`rhizome_bgp_session_flaps_total{peer="10.0.1.254"}`, 1},
+	} {
+		if got := metricValue(gather(t, f.reg), c.key); got != c.want {
+			t.Errorf("%s = %v, want %v", c.key, got, c.want)
+		}
+	}
+	mu.Lock()
+	var downs int
+	for _, c := range changes {
+		if c.From == "Established" {
+			downs++
+		}
+	}
+	n, last := len(changes), changes[len(changes)-1]
+	mu.Unlock()
+	if downs != 4 || last.Peer != tor || last.Kind != v1alpha1.SessionExternal || last.From != "Established" || last.To != "Active" || !strings.Contains(last.Reason, "cease") {
+		t.Errorf("%d changes (%d from Established), last %+v", n, downs, last)
+	}
+}
+
+// A 500-node mesh: each agent's BGP series do not grow with the cluster.
+func TestBGPSeriesBounded(t *testing.T) {
+	count := func(nodes int) int {
+		f := newFixture(t)
+		st := baseState()
+		st.Nodes = st.Nodes[:1]
+		for i := 2; i <= nodes; i++ {
+			st.Nodes = append(st.Nodes, node(fmt.Sprintf("n%d", i), fmt.Sprintf("10.1.%d.%d", i/250, i%250+1)))
+		}
+		f.reconcile(st)
+		n := 0
+		for name, ms := range gather(t, f.reg) {
+			if strings.HasPrefix(name, "rhizome_bgp_") {
+				n += len(ms)
+			}
+		}
+		return n
+	}
+	small, large := count(3), count(500)
+	if small != large || large > 60 {
+		t.Errorf("rhizome_bgp_* series per agent: %d with 3 nodes, %d with 500; want the same, bounded", small, large)
+	}
+}
+
+func metricValue(m map[string][]sample, key string) float64 {
+	name, _, _ := strings.Cut(key, "{")
+	for _, s := range m[name] {
+		if s.key == key {
+			return s.value
+		}
+	}
+	return -1
 }
 
 func TestParseMD5Stats(t *testing.T) {

@@ -11,6 +11,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -18,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 
 	"github.com/rhizome-net/rhizome/agent"
 	"github.com/rhizome-net/rhizome/internal/version"
@@ -58,8 +60,7 @@ func newCommand() *cobra.Command {
 			if err := cfg.Validate(); err != nil {
 				return err
 			}
-			log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel})).
-				With("node", cfg.NodeName)
+			log := newLogger(os.Stderr, cfg.LogLevel, cfg.NodeName)
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			return agent.Run(ctx, cfg, log)
@@ -84,6 +85,16 @@ func newCommand() *cobra.Command {
 	f.IntVar(&cfg.BurstGOGC, "burst-gogc", cfg.BurstGOGC, "Go GC target (GOGC) while a peer sends a large table; -1 keeps GOGC unchanged")
 	f.IntVar(&cfg.BurstHeapCapMiB, "burst-heap-cap-mib", 0, "bound on the heap goal during such a burst, MiB (default: half of GOMEMLIMIT if set, else 1024)")
 	return cmd
+}
+
+// newLogger is the agent's JSON logger. client-go logs through klog (watch
+// errors, throttling, leader election); klog is routed into the same
+// logger, so every line the agent writes is one JSON object with the same
+// keys (component "client-go" for those).
+func newLogger(w io.Writer, level slog.Level, node string) *slog.Logger {
+	log := slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: level})).With("node", node)
+	klog.SetSlogLogger(log.With("component", "client-go"))
+	return log
 }
 
 func parseOptionalAddr(s, flag string) (netip.Addr, error) {
