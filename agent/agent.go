@@ -104,7 +104,7 @@ type agent struct {
 	routeErrs routeErrorState
 	// allocDuration observes the local API's allocations (nil: none).
 	allocDuration *prometheus.HistogramVec
-	status    *nodeStatusWriter
+	status        *nodeStatusWriter
 }
 
 // Run runs the agent until ctx ends. Stopping leaves kernel routes in place
