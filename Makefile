@@ -67,6 +67,14 @@ lint: ## gofmt, go vet (all build tags), staticcheck, and third_party/gobgp = up
 	@# The generated client is left to its generator (it uses deprecated
 	@# client-go fields that code-generator itself still emits).
 	$(GO) tool -modfile=hack/tools/go.mod staticcheck -tags $(LINT_TAGS) $$($(GO) list ./... | grep -v /crds/client/)
+	$(MAKE) --no-print-directory lint-monitoring
+
+MONITORING := $(CURDIR)/deploy/components/monitoring
+.PHONY: lint-monitoring
+lint-monitoring: ## Validate the monitoring component: alert rules with Prometheus' rule parser (as promtool check rules), objects against the Prometheus Operator's types, dashboard queries parse
+	$(GO) -C hack/promcheck run . rules $(MONITORING)/prometheusrule.yaml
+	$(GO) -C hack/promcheck run . objects $(MONITORING)/servicemonitor.yaml $(MONITORING)/prometheusrule.yaml
+	$(GO) -C hack/promcheck run . selectors $(MONITORING)/prometheusrule.yaml $(MONITORING)/dashboards/rhizome.json > /dev/null
 
 ##@ Local control plane
 

@@ -5,10 +5,16 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"sigs.k8s.io/yaml"
 
 	"github.com/rhizome-net/rhizome/test/controlplane"
 )
@@ -95,5 +101,67 @@ func TestInstallOnAFreshCluster(t *testing.T) {
 	}
 	if strings.Contains(string(out), "kind: CustomResourceDefinition") {
 		t.Error("the mesh overlay holds CRDs again: its first apply on a fresh cluster cannot create the IPPool")
+	}
+}
+
+// TestMonitoringComponent renders the mesh overlay with the monitoring
+// component, as docs/operations.md tells users to, and applies what this
+// API server knows (the Service, the dashboard's ConfigMap) with
+// --dry-run=server; the ServiceMonitor and PrometheusRule need the
+// Prometheus Operator's CRDs, which make lint-monitoring checks against the
+// operator's Go types instead.
+func TestMonitoringComponent(t *testing.T) {
+	cp := controlplane.ForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if out, err := cp.Kubectl(ctx, nil, "create", "namespace", "rhizome-system"); err != nil && !strings.Contains(string(out), "AlreadyExists") {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	abs, err := filepath.Abs(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := "resources:\n- " + filepath.Join(abs, "overlays/mesh") + "\ncomponents:\n- " + filepath.Join(abs, "components/monitoring") + "\n"
+	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := cp.Kubectl(ctx, nil, "kustomize", "--load-restrictor=LoadRestrictionsNone", dir)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, rendered)
+	}
+	var known [][]byte
+	kinds := map[string]bool{}
+	for _, doc := range bytes.Split(rendered, []byte("\n---\n")) {
+		var m struct {
+			APIVersion string `json:"apiVersion"`
+			Kind       string `json:"kind"`
+			Metadata   struct {
+				Name   string            `json:"name"`
+				Labels map[string]string `json:"labels"`
+			} `json:"metadata"`
+			Data map[string]string `json:"data"`
+		}
+		if err := yaml.Unmarshal(doc, &m); err != nil {
+			t.Fatal(err)
+		}
+		kinds[m.Kind+"/"+m.Metadata.Name] = true
+		if m.Kind == "ConfigMap" && m.Metadata.Name == "rhizome-dashboard" {
+			if m.Metadata.Labels["grafana_dashboard"] != "1" || !json.Valid([]byte(m.Data["rhizome.json"])) {
+				t.Errorf("dashboard ConfigMap: labels %v, dashboard valid JSON: %v", m.Metadata.Labels, json.Valid([]byte(m.Data["rhizome.json"])))
+			}
+		}
+		if !strings.HasPrefix(m.APIVersion, "monitoring.coreos.com/") {
+			known = append(known, doc)
+		}
+	}
+	for _, want := range []string{"Service/rhizome-agent-metrics", "ServiceMonitor/rhizome-agent", "PrometheusRule/rhizome", "ConfigMap/rhizome-dashboard", "DaemonSet/rhizome-agent"} {
+		if !kinds[want] {
+			t.Errorf("rendered install lacks %s", want)
+		}
+	}
+	out, err := cp.Kubectl(ctx, bytes.Join(known, []byte("\n---\n")), "apply", "--dry-run=server", "--server-side", "--field-manager=rhizome-test", "-f", "-")
+	if err != nil || !strings.Contains(string(out), "service/rhizome-agent-metrics") || !strings.Contains(string(out), "configmap/rhizome-dashboard") {
+		t.Fatalf("%v\n%s", err, out)
 	}
 }
