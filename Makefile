@@ -153,28 +153,32 @@ e2e: deps build controlplane kubelet-binaries image ## End-to-end and fault scen
 N ?= 10000,100000
 REPS ?= 3
 .PHONY: bench-routes
-bench-routes: deps ## Route install/withdraw: BIRD, FRR, ip -batch, batched netlink, Rhizome (N=10000,100000 REPS=3; root)
+bench-routes: deps ## Route install/withdraw: BIRD, FRR, ip -batch, batched netlink, Rhizome (N=10000,100000 REPS=3; root); results and chart in docs/bench
 	@mkdir -p $(BIN)
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/routebench ./test/bench/cmd/routebench
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/rhizome-bench-receiver ./test/bench/cmd/rhizome-bench-receiver
-	$(BIN)/routebench -n $(N) -reps $(REPS)
+	$(BIN)/routebench -n $(N) -reps $(REPS) -json $(CURDIR)/docs/bench/routes.json -svg $(CURDIR)/docs/bench/routes.svg
 
 .PHONY: bench-cni
-bench-cni: deps build controlplane ## CNI ADD/DEL latency p50/p99 and pods/s on one node, real agent and API server (PODS=100; root)
-	RHIZOME_BENCH_PODS=$(or $(PODS),100) $(GO) test -count=1 -timeout 30m -tags e2e -run '^$$' -bench BenchmarkCNIAddDel -benchtime 1x ./test/e2e/
+bench-cni: deps build controlplane ## CNI ADD/DEL latency p50/p99 and pods/s on one node, real agent and API server (PODS=100; root); appended to docs/bench
+	RHIZOME_BENCH_OUT=$(CURDIR)/docs/bench RHIZOME_BENCH_PODS=$(or $(PODS),100) $(GO) test -count=1 -timeout 30m -tags e2e -run '^$$' -bench BenchmarkCNIAddDel -benchtime 1x ./test/e2e/
 
 .PHONY: bench-bgp
-bench-bgp: deps build controlplane ## Block propagation in a 10-node mesh, p50/p99 over 50 trials, idle agent RSS (root)
-	$(GO) test -count=1 -timeout 30m -tags e2e -run '^$$' -bench BenchmarkBlockPropagation -benchtime 1x ./test/e2e/
+bench-bgp: deps build controlplane ## Block propagation in a 10-node mesh, p50/p99 over 50 trials, idle agent RSS (root); appended to docs/bench
+	RHIZOME_BENCH_OUT=$(CURDIR)/docs/bench $(GO) test -count=1 -timeout 30m -tags e2e -run '^$$' -bench BenchmarkBlockPropagation -benchtime 1x ./test/e2e/
 
 .PHONY: bench-scale
-bench-scale: deps build controlplane ## 30-node mesh and 100 nodes with 2 route reflectors: convergence and RSS, plot in docs/ (root)
-	RHIZOME_SCALE_OUT=$(CURDIR)/docs $(GO) test -count=1 -timeout 90m -tags e2e -run '^$$' -bench BenchmarkScale -benchtime 1x ./test/e2e/
+bench-scale: deps build controlplane ## 30-node mesh and 100 nodes with 2 route reflectors: convergence and RSS, results and chart in docs/bench (root)
+	RHIZOME_SCALE_OUT=$(CURDIR)/docs/bench $(GO) test -count=1 -timeout 90m -tags e2e -run '^$$' -bench BenchmarkScale -benchtime 1x ./test/e2e/
 
 .PHONY: bench-ipam
 bench-ipam: controlplane ## IPAM allocations/s, API writes and conflicts per allocation (1 and 8 nodes)
 	KUBEBUILDER_ASSETS=$$($(BIN)/rhizome-lab controlplane build 2>/dev/null) \
 	  $(GO) test -count=1 -timeout 30m -tags integration -run '^$$' -bench IPAM -benchtime 2000x ./ipam/
+
+.PHONY: bench-charts
+bench-charts: ## Re-render docs/bench/*.svg from the benches' JSON results (no benchmark runs)
+	$(GO) run ./test/bench/cmd/benchcharts -dir docs/bench
 
 ##@ Help
 

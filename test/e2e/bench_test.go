@@ -3,9 +3,11 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	rzclient "github.com/rhizome-net/rhizome/crds/client/clientset/versioned"
 	rzinformers "github.com/rhizome-net/rhizome/crds/client/informers/externalversions"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/test/bench/chart"
 	"github.com/rhizome-net/rhizome/test/lab"
 )
 
@@ -81,6 +84,30 @@ func BenchmarkCNIAddDel(b *testing.B) {
 	fmt.Printf("cni n=%d add_p50_ms=%.1f add_p99_ms=%.1f del_p50_ms=%.1f del_p99_ms=%.1f pods_per_s=%.0f pods_per_s_with_runtime_work=%.0f\n",
 		n, ms(percentile(adds, 0.5)), ms(percentile(adds, 0.99)), ms(percentile(dels, 0.5)), ms(percentile(dels, 0.99)),
 		float64(n)/sum.Seconds(), float64(n)/wall.Seconds())
+	appendResult(b, "cni", chart.CNIResult{Label: time.Now().UTC().Format("2006-01-02"), Pods: n,
+		AddP50ms: ms(percentile(adds, 0.5)), AddP99ms: ms(percentile(adds, 0.99)), DelP50ms: ms(percentile(dels, 0.5)), DelP99ms: ms(percentile(dels, 0.99)),
+		PodsPerSec: float64(n) / sum.Seconds()}, chart.CNISVG)
+}
+
+// appendResult adds a run's result to $RHIZOME_BENCH_OUT/NAME.json (the
+// history docs/benchmarks.md shows) and renders NAME.svg from the whole.
+func appendResult[T any](b *testing.B, name string, r T, render func([]T) string) {
+	out := os.Getenv("RHIZOME_BENCH_OUT")
+	if out == "" {
+		return
+	}
+	var all []T
+	path := filepath.Join(out, name+".json")
+	if err := chart.ReadJSON(path, &all); err != nil && !errors.Is(err, os.ErrNotExist) {
+		b.Fatal(err)
+	}
+	all = append(all, r)
+	if err := chart.WriteJSON(path, all); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, name+".svg"), []byte(render(all)), 0o644); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // routeWatch records when each node's kernel first holds a route for a
@@ -209,6 +236,8 @@ func BenchmarkBlockPropagation(b *testing.B) {
 	b.ReportMetric(rss[len(rss)/2], "idle-rss-median-MiB")
 	fmt.Printf("propagation nodes=%d trials=%d p50_ms=%.1f p99_ms=%.1f max_ms=%.1f idle_rss_mib_median=%.1f idle_rss_mib_max=%.1f\n",
 		nodes, trials, ms(percentile(lat, 0.5)), ms(percentile(lat, 0.99)), ms(percentile(lat, 1)), rss[len(rss)/2], rss[len(rss)-1])
+	appendResult(b, "propagation", chart.PropagationResult{Label: time.Now().UTC().Format("2006-01-02"), Nodes: nodes, Trials: trials,
+		P50ms: ms(percentile(lat, 0.5)), P99ms: ms(percentile(lat, 0.99)), MaxMs: ms(percentile(lat, 1))}, chart.PropagationSVG)
 }
 
 func w2done(b testing.TB) chan struct{} {

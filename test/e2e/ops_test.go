@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -230,7 +231,141 @@ func TestOperatorCLI(t *testing.T) {
 	})
 
 	t.Run("doctor", func(t *testing.T) { doctorFaults(t, l) })
+	t.Run("monitoring queries resolve against a live agent", func(t *testing.T) { monitoringQueries(t, l) })
 }
+
+// monitoringQueries resolves every series selector of the shipped alert
+// rules and dashboard against node-1's live /metrics: the metric exists and
+// some series satisfies the selector's label matchers (labels Prometheus
+// adds when scraping are not the agent's, and `up` is Prometheus' own). The
+// per-peer series exist for external peers only, so node-1 gets one: a
+// BGPPeer towards its rack's router, where no BGP speaker listens (the
+// session stays Active, its series exist).
+func monitoringQueries(t *testing.T, l *lab.Lab) {
+	ctx := ctxFor(t, 5*time.Minute)
+	rz := rzClient(t, l)
+	peer := &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "ops-external"}, Spec: v1alpha1.BGPPeerSpec{
+		PeerIP: l.Plan.Racks[0].ToRAddr.Addr().String(), ASNumber: ptrTo(int64(65099)), Node: "node-1"}}
+	if _, err := rz.RhizomeV1alpha1().BGPPeers().Create(ctx, peer, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer rz.RhizomeV1alpha1().BGPPeers().Delete(context.Background(), peer.Name, metav1.DeleteOptions{})
+	var series map[string]float64
+	eventually(t, time.Minute, "node-1 exports the external peer's series", func() (bool, string) {
+		var err error
+		series, err = l.AgentMetrics(ctx, "node-1")
+		if err != nil {
+			return false, err.Error()
+		}
+		for k := range series {
+			if strings.HasPrefix(k, "rhizome_bgp_session_up{") && strings.Contains(k, `kind="external"`) {
+				return true, ""
+			}
+		}
+		return false, "no rhizome_bgp_session_up for an external peer yet"
+	})
+	cmd := exec.CommandContext(ctx, "go", "-C", "../../hack/promcheck", "run", ".", "selectors",
+		mustAbs(t, "../../deploy/components/monitoring/prometheusrule.yaml"), mustAbs(t, "../../deploy/components/monitoring/dashboards/rhizome.json"))
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("promcheck selectors: %v", err)
+	}
+	var sels []struct {
+		Metric   string
+		Matchers []string
+		Source   string
+	}
+	if err := json.Unmarshal(out, &sels); err != nil {
+		t.Fatal(err)
+	}
+	if len(sels) < 40 {
+		t.Fatalf("only %d selectors in the rules and the dashboard", len(sels))
+	}
+	scrapeLabels := map[string]bool{"job": true, "instance": true, "node": true, "pod": true, "namespace": true}
+	for _, sel := range sels {
+		if sel.Metric == "up" {
+			continue
+		}
+		if !anySeriesMatches(series, sel.Metric, sel.Matchers, scrapeLabels) {
+			t.Errorf("%s: %s%v selects nothing on a live agent", sel.Source, sel.Metric, sel.Matchers)
+		}
+	}
+}
+
+var matcherRE = regexp.MustCompile(`^([a-zA-Z_][a-zA-Z0-9_]*)(=~|!~|!=|=)"(.*)"$`)
+
+func anySeriesMatches(series map[string]float64, metric string, matchers []string, ignore map[string]bool) bool {
+	for key := range series {
+		name, rest, _ := strings.Cut(key, "{")
+		if name != metric {
+			continue
+		}
+		labels := map[string]string{}
+		for _, kv := range splitLabels(strings.TrimSuffix(rest, "}")) {
+			k, v, _ := strings.Cut(kv, "=")
+			labels[k] = strings.Trim(v, `"`)
+		}
+		ok := true
+		for _, m := range matchers {
+			g := matcherRE.FindStringSubmatch(m)
+			if g == nil {
+				ok = false
+				break
+			}
+			if ignore[g[1]] {
+				continue
+			}
+			v := labels[g[1]]
+			re := regexp.MustCompile("^(?:" + g[3] + ")$")
+			switch g[2] {
+			case "=":
+				ok = ok && v == g[3]
+			case "!=":
+				ok = ok && v != g[3]
+			case "=~":
+				ok = ok && re.MatchString(v)
+			case "!~":
+				ok = ok && !re.MatchString(v)
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// splitLabels splits a="x",b="y" at the commas between pairs.
+func splitLabels(s string) []string {
+	var out []string
+	inQuote, start := false, 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '"':
+			inQuote = !inQuote
+		case ',':
+			if !inQuote {
+				out = append(out, s[start:i])
+				start = i + 1
+			}
+		}
+	}
+	if start < len(s) {
+		out = append(out, s[start:])
+	}
+	return out
+}
+
+func mustAbs(t *testing.T, p string) string {
+	t.Helper()
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func ptrTo[T any](v T) *T { return &v }
 
 func readTarGz(t *testing.T, path string) map[string]string {
 	t.Helper()

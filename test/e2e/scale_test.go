@@ -21,19 +21,13 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	rzclient "github.com/rhizome-net/rhizome/crds/client/clientset/versioned"
+	"github.com/rhizome-net/rhizome/test/bench/chart"
 	"github.com/rhizome-net/rhizome/test/lab"
 )
 
 // ScaleResult is one scale run, as written to the results file the plot
 // is rendered from.
-type ScaleResult struct {
-	Nodes          int     `json:"nodes"`
-	Mode           string  `json:"mode"`
-	ConvergenceSec float64 `json:"convergenceSeconds"`
-	RSSMedianMiB   float64 `json:"rssMedianMiB"`
-	RSSMaxMiB      float64 `json:"rssMaxMiB"`
-	Blocks         int     `json:"blocks"`
-}
+type ScaleResult = chart.ScaleResult
 
 // BenchmarkScale starts large labs — RHIZOME_SCALE_RUNS, default
 // "30:mesh,100:rr" (100 nodes with two route reflectors) — and measures the
@@ -67,7 +61,7 @@ func BenchmarkScale(b *testing.B) {
 		if err := os.WriteFile(filepath.Join(out, "scale.json"), append(j, '\n'), 0o644); err != nil {
 			b.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(out, "scale.svg"), []byte(scaleSVG(results)), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(out, "scale.svg"), []byte(chart.ScaleSVG(results)), 0o644); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -158,36 +152,4 @@ func converged(handles map[string]*netlink.Handle, blocks map[netip.Prefix]strin
 		}
 	}
 	return true
-}
-
-// scaleSVG renders the results as two bar charts: convergence time and
-// median agent RSS per run.
-func scaleSVG(rs []ScaleResult) string {
-	const w, h, pad, barW = 640, 300, 50, 60
-	maxConv, maxRSS := 1.0, 1.0
-	for _, r := range rs {
-		maxConv = max(maxConv, r.ConvergenceSec)
-		maxRSS = max(maxRSS, r.RSSMaxMiB)
-	}
-	var sb strings.Builder
-	fmt.Fprintf(&sb, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="12">`+"\n", w, h)
-	fmt.Fprintf(&sb, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
-	chart := func(x0 int, title, unit string, val func(ScaleResult) float64, top float64, color string) {
-		fmt.Fprintf(&sb, `<text x="%d" y="20" font-weight="bold">%s</text>`+"\n", x0, title)
-		base := h - pad
-		fmt.Fprintf(&sb, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="black"/>`+"\n", x0, base, x0+w/2-pad, base)
-		for i, r := range rs {
-			v := val(r)
-			bh := int(v / top * float64(base-40))
-			x := x0 + 10 + i*(barW+20)
-			fmt.Fprintf(&sb, `<rect x="%d" y="%d" width="%d" height="%d" fill="%s"/>`+"\n", x, base-bh, barW, bh, color)
-			fmt.Fprintf(&sb, `<text x="%d" y="%d">%.1f %s</text>`+"\n", x, base-bh-4, v, unit)
-			fmt.Fprintf(&sb, `<text x="%d" y="%d">%d nodes</text>`+"\n", x, base+15, r.Nodes)
-			fmt.Fprintf(&sb, `<text x="%d" y="%d">%s</text>`+"\n", x, base+30, r.Mode)
-		}
-	}
-	chart(10, "Convergence (agents start → all routes)", "s", func(r ScaleResult) float64 { return r.ConvergenceSec }, maxConv, "#4a7ab5")
-	chart(w/2+10, "Agent RSS (median)", "MiB", func(r ScaleResult) float64 { return r.RSSMedianMiB }, maxRSS, "#c2703d")
-	sb.WriteString("</svg>\n")
-	return sb.String()
 }

@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rhizome-net/rhizome/test/bench/chart"
 	"github.com/rhizome-net/rhizome/test/netns"
 )
 
@@ -67,6 +68,8 @@ func matrix(args []string) error {
 	quiet := fs.Duration("quiet-max", time.Minute, "before each run, wait up to this long for the machine to be quiet")
 	keep := fs.Bool("keep", false, "keep the logs of successful runs")
 	out := fs.String("o", "", "also append result lines to this file")
+	jsonOut := fs.String("json", "", "write the medians and ranges per receiver and size to this JSON file")
+	svgOut := fs.String("svg", "", "render them as an SVG chart into this file (docs/benchmarks.md)")
 	rhizome := fs.String("rhizome-bin", "", "the rhizome receiver (default: rhizome-bench-receiver next to this binary)")
 	rhizomeArgs := fs.String("rhizome-args", "", "extra flags for the rhizome receiver, space-separated (e.g. -gc 400)")
 	rhizomeBArgs := fs.String("rhizome-b-args", "", "flags of receiver rhizome-b: the rhizome receiver again, for an A/B comparison in one invocation (add rhizome-b to -receivers)")
@@ -148,6 +151,9 @@ func matrix(args []string) error {
 		}
 	}
 	summarize(os.Stdout, results, receivers, counts)
+	if err := writeCharts(*jsonOut, *svgOut, results, receivers, counts); err != nil {
+		return err
+	}
 	if failed > 0 {
 		return fmt.Errorf("%d run(s) failed; logs in %s", failed, rn.dir)
 	}
@@ -167,6 +173,41 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// writeCharts writes the summary as JSON and renders its chart.
+func writeCharts(jsonPath, svgPath string, results []result, receivers []string, counts []int) error {
+	if jsonPath == "" && svgPath == "" {
+		return nil
+	}
+	var rs []chart.RouteResult
+	for _, n := range counts {
+		for _, r := range receivers {
+			var ins, wd, rss, cpu []float64
+			for _, x := range results {
+				if x.receiver == r && x.n == n {
+					ins, wd = append(ins, x.install.Seconds()), append(wd, x.withdraw.Seconds())
+					rss, cpu = append(rss, float64(x.rssKB)/1024), append(cpu, x.cpu)
+				}
+			}
+			if len(ins) == 0 {
+				continue
+			}
+			rs = append(rs, chart.RouteResult{Receiver: r, Routes: n, Runs: len(ins),
+				Install:  chart.Stat{Median: median(ins), Min: slices.Min(ins), Max: slices.Max(ins)},
+				Withdraw: chart.Stat{Median: median(wd), Min: slices.Min(wd), Max: slices.Max(wd)},
+				RSSMiB:   median(rss), CPUSeconds: median(cpu)})
+		}
+	}
+	if jsonPath != "" {
+		if err := chart.WriteJSON(jsonPath, rs); err != nil {
+			return err
+		}
+	}
+	if svgPath != "" {
+		return os.WriteFile(svgPath, []byte(chart.RoutesSVG(rs)), 0o644)
+	}
+	return nil
 }
 
 // summarize prints the medians and Rhizome's ratios as Markdown.
