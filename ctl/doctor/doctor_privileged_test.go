@@ -5,6 +5,9 @@ package doctor
 import (
 	"context"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -33,6 +36,7 @@ func healthyNode(t *testing.T) (*Input, *netns.NS) {
 		{"ip", "link", "set", "vxlan.rhizome", "mtu", "1450", "up"},
 		{"ip", "link", "add", "rzpod1", "mtu", "1450", "type", "veth", "peer", "name", "podside1"},
 		{"ip", "link", "set", "rzpod1", "up"},
+		{"sysctl", "-qw", "net.ipv4.conf.rzpod1.proxy_arp=1"},
 		{"ip", "route", "add", "10.244.0.5/32", "dev", "rzpod1", "scope", "link", "proto", "static"},
 		{"ip", "route", "add", "10.244.1.0/26", "via", "10.0.1.11", "dev", "eth0", "proto", "114"},
 		{"ip", "route", "add", "blackhole", "10.244.0.0/26", "proto", "114"},
@@ -44,9 +48,14 @@ func healthyNode(t *testing.T) (*Input, *netns.NS) {
 	}
 	k, err := NewKernel(node.Path())
 	must(t, err)
+	cniDir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(cniDir, "10-rhizome.conflist"), []byte(`{"cniVersion":"1.0.0","name":"rhizome","plugins":[{"type":"rhizome"},{"type":"portmap"}]}`), 0o644))
 	in := &Input{
-		Node:   "node-1",
-		Kernel: k,
+		Node:       "node-1",
+		Kernel:     k,
+		CNIConfDir: cniDir,
+		// Probes need a second node with a pod; the lab test sends them.
+		NoProbes: true,
 		Agent: &agentapi.StatusResponse{
 			NodeName: "node-1", AsNumber: 64512, NodeAddress: "10.0.1.10/24", UnderlayInterface: "eth0", UnderlayMtu: 1500,
 			PodMtu: 1450, RouteProtocol: 114, RouteTable: 254,
@@ -132,12 +141,39 @@ func TestEachFaultIsNamed(t *testing.T) {
 			"nat", "set natOutgoing but nftables table inet rhizome-nat has no masquerade rule"},
 		{"peer block missing", func(_ *Input, n *netns.NS) { sh(n, "ip", "route", "del", "10.244.1.0/26") },
 			"peer-routes", "no route to other nodes' blocks 10.244.1.0/26 (node node-2)"},
-		{"pod route missing", func(_ *Input, n *netns.NS) { sh(n, "ip", "route", "del", "10.244.0.5/32") },
-			"pod-routes", "no route back to pod(s) default/web (10.244.0.5)"},
 		{"foreign route in the way", func(in *Input, n *netns.NS) {
 			sh(n, "ip", "route", "replace", "10.244.1.0/26", "via", "10.0.1.11", "dev", "eth0", "proto", "static")
 			in.Agent.Conflicts = []string{"10.244.1.0/26"}
 		}, "route-conflict", "a route for 10.244.1.0/26 of protocol static is in the kernel"},
+		{"nftables forward policy drop", func(_ *Input, n *netns.NS) {
+			sh(n, "nft", "add table inet fw; add chain inet fw fwd { type filter hook forward priority 0; policy drop; }; add rule inet fw fwd ct state established,related accept; add rule inet fw fwd tcp dport 22 accept")
+		}, "firewall", "the policy drop of chain inet fw fwd"},
+		{"nftables drop rule for pod traffic", func(_ *Input, n *netns.NS) {
+			sh(n, "nft", "add table ip fw; add chain ip fw fwd { type filter hook forward priority 10; }; add rule ip fw fwd oifname \"rz*\" ip saddr 10.244.0.0/16 counter drop")
+		}, "firewall", "rule handle"},
+		{"iptables FORWARD drop", func(_ *Input, n *netns.NS) { sh(n, "iptables", "-A", "FORWARD", "-s", "10.244.0.0/16", "-j", "DROP") },
+			"firewall", "chain ip filter FORWARD"},
+		{"pod interface without proxy ARP", func(_ *Input, n *netns.NS) { sh(n, "sysctl", "-qw", "net.ipv4.conf.rzpod1.proxy_arp=0") },
+			"pod-interfaces", "rzpod1 have proxy ARP off"},
+		{"another CNI configuration first", func(in *Input, _ *netns.NS) {
+			must(t, os.WriteFile(filepath.Join(in.CNIConfDir, "05-cilium.conflist"), []byte(`{"cniVersion":"1.0.0","name":"cilium","plugins":[{"type":"cilium-cni"}]}`), 0o644))
+		}, "cni-config", "05-cilium.conflist sorts before 10-rhizome.conflist"},
+		{"pool without natOutgoing, no external peer", func(in *Input, _ *netns.NS) { in.Cluster.Pools[0].Spec.NATOutgoing = false },
+			"return-path", "pool default (10.244.0.0/16) has no natOutgoing"},
+	}
+	if _, err := os.Stat("/sys/module/ipip"); err != nil {
+		// This kernel has no ipip module loaded; unless it could load one,
+		// an IPIP pool is a real positive case.
+		if exec.Command("modprobe", "-n", "ipip").Run() != nil {
+			cases = append(cases, struct {
+				name   string
+				inject func(*Input, *netns.NS)
+				check  string
+				want   string
+			}{"IPIP pool on a kernel without ipip", func(in *Input, _ *netns.NS) {
+				in.Cluster.Pools = append(in.Cluster.Pools, v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: "tunnelled"}, Spec: v1alpha1.IPPoolSpec{CIDR: "10.245.0.0/16", IPIPMode: v1alpha1.EncapAlways, NATOutgoing: true}})
+			}, "kernel-modules", "pool(s) tunnelled use ipip encapsulation, but this kernel has no ipip module"})
+		}
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -148,6 +184,24 @@ func TestEachFaultIsNamed(t *testing.T) {
 				t.Fatalf("findings %v\nwant exactly one [%s] containing %q", got, c.check, c.want)
 			}
 		})
+	}
+}
+
+// A pod whose host route is gone is named twice: as a pod without a route
+// back (from the allocations) and as a veth without its route (from the
+// interfaces).
+func TestPodRouteMissing(t *testing.T) {
+	netns.RequireRoot(t)
+	in, node := healthyNode(t)
+	if _, err := node.Exec(context.Background(), "ip", "route", "del", "10.244.0.5/32"); err != nil {
+		t.Fatal(err)
+	}
+	got := Run(context.Background(), *in)
+	if len(got) != 2 || got[0].Check != "pod-interfaces" || got[1].Check != "pod-routes" || !strings.Contains(got[0].Message, "rzpod1 have no host route") {
+		t.Fatalf("findings %v", got)
+	}
+	if Worst(got) != Error {
+		t.Fatalf("worst severity %q", Worst(got))
 	}
 }
 
