@@ -65,14 +65,12 @@ func (l *Lab) conflist(node string) (*libcni.NetworkConfigList, error) {
 		return nil, fmt.Errorf("no CNI configuration in %s", l.cniConfDir(node))
 	}
 	sort.Strings(files)
-	if filepath.Ext(files[0]) == ".conflist" {
-		return libcni.ConfListFromFile(files[0])
+	if filepath.Ext(files[0]) != ".conflist" {
+		// Single-plugin .conf files are deprecated in libcni; the lab's
+		// runtime takes conflists only.
+		return nil, fmt.Errorf("%s sorts first in %s and is not a .conflist", filepath.Base(files[0]), l.cniConfDir(node))
 	}
-	conf, err := libcni.ConfFromFile(files[0])
-	if err != nil {
-		return nil, err
-	}
-	return libcni.ConfListFromConf(conf)
+	return libcni.ConfListFromFile(files[0])
 }
 
 // AddPod creates a pod on a node as a runtime would: a network namespace, a
