@@ -190,10 +190,18 @@ func checkModules(_ context.Context, in *Input) []string {
 			need["vxlan"] = append(need["vxlan"], p.Name)
 		}
 	}
+	// A device of the type proves the kernel has it (built in without
+	// parameters leaves no trace in /sys/module).
+	have := map[string]bool{}
+	if links, err := in.Kernel.Links(); err == nil {
+		for _, l := range links {
+			have[l.Type] = true
+		}
+	}
 	var out []string
 	for _, encap := range []string{"ipip", "vxlan"} {
 		pools := need[encap]
-		if len(pools) == 0 {
+		if len(pools) == 0 || have[encap] {
 			continue
 		}
 		mod := encapModules[encap]

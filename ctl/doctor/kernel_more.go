@@ -96,13 +96,22 @@ func (k *kernel) LegacyForward() (lines []string, loaded bool, err error) {
 	return lines, true, nil
 }
 
-// Module reports a kernel module's state: loaded (or built in, both show
-// in /sys/module), or available to load (modules.dep, modules.builtin of
-// the running kernel); known is false when /lib/modules cannot be read
-// (a container without it mounted), so "not available" cannot be told.
+// Module reports a kernel module's state: loaded (or built in with
+// parameters, both show in /sys/module), or available to load (modules.dep,
+// modules.builtin of the running kernel); a kernel without module support
+// has nothing to load. known is false when /lib/modules cannot be read (a
+// container without it mounted), so "not available" cannot be told.
 func (k *kernel) Module(name string) (loaded, available, known bool) {
 	if _, err := os.Stat(filepath.Join(k.sysRoot(), "sys/module", name)); err == nil {
 		return true, true, true
+	}
+	// A kernel built without module support (no /proc/modules) or with
+	// loading disabled has what it has.
+	if _, err := os.Stat(filepath.Join(k.sysRoot(), "proc/modules")); errors.Is(err, os.ErrNotExist) {
+		return false, false, true
+	}
+	if b, err := os.ReadFile(filepath.Join(k.sysRoot(), "proc/sys/kernel/modules_disabled")); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return false, false, true
 	}
 	var u unix.Utsname
 	if unix.Uname(&u) != nil {
