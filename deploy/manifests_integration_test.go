@@ -122,7 +122,13 @@ func TestMonitoringComponent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := "resources:\n- " + filepath.Join(abs, "overlays/mesh") + "\ncomponents:\n- " + filepath.Join(abs, "components/monitoring") + "\n"
+	// kustomize takes relative paths only.
+	mesh, err1 := filepath.Rel(dir, filepath.Join(abs, "overlays/mesh"))
+	mon, err2 := filepath.Rel(dir, filepath.Join(abs, "components/monitoring"))
+	if err1 != nil || err2 != nil {
+		t.Fatal(err1, err2)
+	}
+	k := "resources:\n- " + mesh + "\ncomponents:\n- " + mon + "\n"
 	if err := os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		t.Fatal(err)
 	}

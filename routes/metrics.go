@@ -36,6 +36,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		driftEvents: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "drift_events_total",
 			Help: "Kernel notifications that showed a change to something Rhizome owns."}),
 	}
+	// Every operation's series exists from the start, so that rates and
+	// alerts see zeros rather than nothing.
+	for _, op := range []string{"create", "replace", "delete"} {
+		m.writes.WithLabelValues(op)
+		m.errors.WithLabelValues(op)
+	}
+	m.errors.WithLabelValues("pass")
 	if reg != nil {
 		reg.MustRegister(m.programmed, m.stale, m.conflicts, m.routeErrors, m.passDuration, m.writes, m.errors, m.driftEvents)
 	}

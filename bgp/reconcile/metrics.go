@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/rhizome-net/rhizome/bgp"
+	"github.com/rhizome-net/rhizome/bgp/policy"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 )
 
@@ -161,8 +162,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(c.peerFlaps, prometheus.CounterValue, float64(peerFlaps[hostOfPeer(s.Peer)]), s.Peer)
 		}
 	}
-	for reason, n := range st.Rejected {
-		g(c.rejected, float64(n), reason)
+	// Every reason is exported, 0 when nothing was rejected for it.
+	for r := policy.Reason(0); int(r) < policy.NumReasons; r++ {
+		if r != policy.Accepted {
+			g(c.rejected, float64(st.Rejected[r.String()]), r.String())
+		}
 	}
 	g(c.established, float64(st.Established))
 	g(c.total, float64(st.Total))

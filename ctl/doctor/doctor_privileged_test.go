@@ -146,10 +146,10 @@ func TestEachFaultIsNamed(t *testing.T) {
 			in.Agent.Conflicts = []string{"10.244.1.0/26"}
 		}, "route-conflict", "a route for 10.244.1.0/26 of protocol static is in the kernel"},
 		{"nftables forward policy drop", func(_ *Input, n *netns.NS) {
-			sh(n, "nft", "add table inet fw; add chain inet fw fwd { type filter hook forward priority 0; policy drop; }; add rule inet fw fwd ct state established,related accept; add rule inet fw fwd tcp dport 22 accept")
-		}, "firewall", "the policy drop of chain inet fw fwd"},
+			sh(n, "nft", "add table inet fw; add chain inet fw fwchain { type filter hook forward priority 0; policy drop; }; add rule inet fw fwchain ct state established,related accept; add rule inet fw fwchain tcp dport 22 accept")
+		}, "firewall", "the policy drop of chain inet fw fwchain"},
 		{"nftables drop rule for pod traffic", func(_ *Input, n *netns.NS) {
-			sh(n, "nft", "add table ip fw; add chain ip fw fwd { type filter hook forward priority 10; }; add rule ip fw fwd oifname \"rz*\" ip saddr 10.244.0.0/16 counter drop")
+			sh(n, "nft", "add table ip fw; add chain ip fw fwchain { type filter hook forward priority 10; }; add rule ip fw fwchain oifname \"rz*\" ip saddr 10.244.0.0/16 counter drop")
 		}, "firewall", "rule handle"},
 		{"iptables FORWARD drop", func(_ *Input, n *netns.NS) { sh(n, "iptables", "-A", "FORWARD", "-s", "10.244.0.0/16", "-j", "DROP") },
 			"firewall", "chain ip filter FORWARD"},

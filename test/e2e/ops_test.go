@@ -417,10 +417,18 @@ func runDoctor(t *testing.T, l *lab.Lab) ([]doctorFinding, int) {
 }
 
 func doctorFaults(t *testing.T, l *lab.Lab) {
+	// The faults' inject and revert run inside subtests with this t: they
+	// report, they do not stop (FailNow is for a test's own goroutine).
 	sh := func(target string, args ...string) {
 		t.Helper()
 		if out, err := l.Exec(context.Background(), target, args...); err != nil {
-			t.Fatalf("%v\n%s", err, out)
+			t.Errorf("%v\n%s", err, out)
+		}
+	}
+	check := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Error(err)
 		}
 	}
 	findings, code := runDoctor(t, l)
@@ -450,7 +458,7 @@ func doctorFaults(t *testing.T, l *lab.Lab) {
 	setNAT := func(on bool) func() {
 		return func() {
 			_, err := pools.Patch(context.Background(), podPoolName, types.MergePatchType, []byte(fmt.Sprintf(`{"spec":{"natOutgoing":%v}}`, on)), metav1.PatchOptions{})
-			must(t, err)
+			check(err)
 		}
 	}
 	otherConf := filepath.Join(l.Dir, "nodes", "node-1", "cni-net.d", "05-other.conflist")
@@ -463,7 +471,7 @@ func doctorFaults(t *testing.T, l *lab.Lab) {
 	cases := []fault{
 		{"nftables forward policy drop",
 			func() {
-				sh("node-1", "nft", "add table inet ops-fw; add chain inet ops-fw fwd { type filter hook forward priority 0; policy drop; }; add rule inet ops-fw fwd ct state established accept")
+				sh("node-1", "nft", "add table inet ops-fw; add chain inet ops-fw fwchain { type filter hook forward priority 0; policy drop; }; add rule inet ops-fw fwchain ct state established accept")
 			},
 			func() { sh("node-1", "nft", "delete", "table", "inet", "ops-fw") },
 			[]string{"firewall"}, 3},
@@ -477,9 +485,9 @@ func doctorFaults(t *testing.T, l *lab.Lab) {
 			[]string{"firewall"}, 3},
 		{"another CNI configuration sorts first",
 			func() {
-				must(t, os.WriteFile(otherConf, []byte(`{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"bridge","bridge":"cni0"}]}`), 0o644))
+				check(os.WriteFile(otherConf, []byte(`{"cniVersion":"1.0.0","name":"other","plugins":[{"type":"bridge","bridge":"cni0"}]}`), 0o644))
 			},
-			func() { must(t, os.Remove(otherConf)) },
+			func() { check(os.Remove(otherConf)) },
 			[]string{"cni-config"}, 3},
 		{"pod interface without proxy ARP",
 			func() { sh("node-1", "sysctl", "-qw", "net.ipv4.conf."+dev1+".proxy_arp=0") },
@@ -510,8 +518,8 @@ func doctorFaults(t *testing.T, l *lab.Lab) {
 		want, code = nil, 0
 	}
 	cases = append(cases, fault{"IPIP pool on this kernel",
-		func() { _, err := pools.Create(context.Background(), ipipPool, metav1.CreateOptions{}); must(t, err) },
-		func() { must(t, pools.Delete(context.Background(), ipipPool.Name, metav1.DeleteOptions{})) },
+		func() { _, err := pools.Create(context.Background(), ipipPool, metav1.CreateOptions{}); check(err) },
+		func() { check(pools.Delete(context.Background(), ipipPool.Name, metav1.DeleteOptions{})) },
 		want, code})
 
 	for _, c := range cases {
