@@ -51,9 +51,32 @@ var diagCommands = []struct {
 	{"kernel/iptables.txt", []string{"iptables-save"}},
 	{"kernel/ip6tables.txt", []string{"ip6tables-save"}},
 	{"kernel/iptables-legacy.txt", []string{"iptables-legacy-save"}},
-	{"bgp/neighbors.txt", []string{"gobgp", "-u", "127.0.0.1", "-p", "50051", "neighbor"}},
-	{"bgp/rib-ipv4.txt", []string{"gobgp", "-u", "127.0.0.1", "-p", "50051", "global", "rib", "-a", "ipv4"}},
-	{"bgp/rib-ipv6.txt", []string{"gobgp", "-u", "127.0.0.1", "-p", "50051", "global", "rib", "-a", "ipv6"}},
+	{"bgp/neighbors.txt", []string{"gobgp", gobgpTarget, "neighbor"}},
+	{"bgp/rib-ipv4.txt", []string{"gobgp", gobgpTarget, "global", "rib", "-a", "ipv4"}},
+	{"bgp/rib-ipv6.txt", []string{"gobgp", gobgpTarget, "global", "rib", "-a", "ipv6"}},
+}
+
+// gobgpTarget stands for the flags that reach the agent's GoBGP API: its
+// unix socket (the agent's default), else 127.0.0.1:50051 (labs and agents
+// started with --gobgp-api-address host:port).
+const gobgpTarget = "<gobgp-target>"
+
+const gobgpSocket = "/var/run/rhizome/gobgp/gobgp.sock"
+
+func gobgpArgs(argv []string) []string {
+	var out []string
+	for _, a := range argv {
+		if a != gobgpTarget {
+			out = append(out, a)
+			continue
+		}
+		if fi, err := os.Stat(gobgpSocket); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			out = append(out, "--target", "unix://"+gobgpSocket)
+		} else {
+			out = append(out, "-u", "127.0.0.1", "-p", "50051")
+		}
+	}
+	return out
 }
 
 // diagSysctls are the network sysctls the data path depends on.
@@ -186,15 +209,16 @@ func (g *globals) collect(ctx context.Context, a *archive, metricsURL string, lo
 // collectLocal: the kernel, GoBGP and the doctor, on this node.
 func (g *globals) collectLocal(ctx context.Context, a *archive, node string) {
 	for _, dc := range diagCommands {
-		if _, err := exec.LookPath(dc.argv[0]); err != nil {
-			a.fail(dc.file, fmt.Errorf("%s is not installed here", dc.argv[0]))
+		argv := gobgpArgs(dc.argv)
+		if _, err := exec.LookPath(argv[0]); err != nil {
+			a.fail(dc.file, fmt.Errorf("%s is not installed here", argv[0]))
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		out, err := exec.CommandContext(cctx, dc.argv[0], dc.argv[1:]...).CombinedOutput()
+		out, err := exec.CommandContext(cctx, argv[0], argv[1:]...).CombinedOutput()
 		cancel()
 		if err != nil {
-			a.fail(strings.Join(dc.argv, " "), fmt.Errorf("%v: %s", err, bytes.TrimSpace(out)))
+			a.fail(strings.Join(argv, " "), fmt.Errorf("%v: %s", err, bytes.TrimSpace(out)))
 		}
 		if len(out) > 0 {
 			a.add(dc.file, out)
