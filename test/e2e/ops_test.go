@@ -22,6 +22,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
@@ -230,6 +231,22 @@ func TestOperatorCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("session events on the RhizomeNodes", func(t *testing.T) {
+		kube := kubeClient(t, l)
+		eventually(t, 30*time.Second, "BGPSessionEstablished events about RhizomeNodes", func() (bool, string) {
+			evs, err := kube.CoreV1().Events("").List(context.Background(), metav1.ListOptions{FieldSelector: "involvedObject.kind=RhizomeNode,reason=BGPSessionEstablished"})
+			if err != nil {
+				return false, err.Error()
+			}
+			nodes := map[string]bool{}
+			for _, e := range evs.Items {
+				if e.Source.Component == "rhizome-agent" && strings.HasPrefix(e.Message, "BGP session with ") {
+					nodes[e.InvolvedObject.Name] = true
+				}
+			}
+			return len(nodes) == 3, fmt.Sprintf("events on %v", nodes)
+		})
+	})
 	t.Run("doctor", func(t *testing.T) { doctorFaults(t, l) })
 	t.Run("monitoring queries resolve against a live agent", func(t *testing.T) { monitoringQueries(t, l) })
 }
@@ -553,6 +570,19 @@ func routeDev(t *testing.T, l *lab.Lab, node, addr string) string {
 		t.Fatalf("no route to %s on %s: %v", addr, node, f)
 	}
 	return f[i+1]
+}
+
+func kubeClient(t *testing.T, l *lab.Lab) kubernetes.Interface {
+	t.Helper()
+	rc, err := clientcmd.BuildConfigFromFlags("", l.State.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func rzClient(t *testing.T, l *lab.Lab) rzclient.Interface {
