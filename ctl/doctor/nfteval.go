@@ -266,30 +266,33 @@ func metaValue(k expr.MetaKey, p fwPacket) []byte {
 	return nil
 }
 
+// payloadValue is the part of the probe's network header a payload
+// expression loads: any range within the addresses (nft and iptables-nft
+// load only the bytes of a prefix, e.g. 2 for a /16); other fields are
+// unknown.
 func payloadValue(e *expr.Payload, p fwPacket) []byte {
 	if e.Base != expr.PayloadBaseNetworkHeader {
 		return nil
 	}
+	var hdr []byte
+	var lo, hi uint32 // the addresses' bytes in the header
 	if p.Src.Is4() {
 		src, dst := p.Src.As4(), p.Dst.As4()
-		switch {
-		case e.Offset == 12 && e.Len == 4:
-			return src[:]
-		case e.Offset == 16 && e.Len == 4:
-			return dst[:]
-		case e.Offset == 12 && e.Len == 8:
-			return append(src[:], dst[:]...)
-		}
+		hdr = make([]byte, 20)
+		copy(hdr[12:], src[:])
+		copy(hdr[16:], dst[:])
+		lo, hi = 12, 20
+	} else {
+		src, dst := p.Src.As16(), p.Dst.As16()
+		hdr = make([]byte, 40)
+		copy(hdr[8:], src[:])
+		copy(hdr[24:], dst[:])
+		lo, hi = 8, 40
+	}
+	if e.Offset < lo || e.Offset+e.Len > hi || e.Len == 0 {
 		return nil
 	}
-	src, dst := p.Src.As16(), p.Dst.As16()
-	switch {
-	case e.Offset == 8 && e.Len == 16:
-		return src[:]
-	case e.Offset == 24 && e.Len == 16:
-		return dst[:]
-	}
-	return nil
+	return hdr[e.Offset : e.Offset+e.Len]
 }
 
 func familyName(f nftables.TableFamily) string {
