@@ -111,7 +111,7 @@ deps: ## Install the Debian packages the tests and the lab use (root)
 	./hack/install-deps.sh
 
 .PHONY: test
-test: deps verify-generated lint controlplane test-unit fuzz test-integration test-ipip-vm e2e ## Everything CI runs (root): lint, unit, fuzz, integration, netns, IPIP VM, e2e
+test: deps verify-generated lint controlplane test-unit fuzz test-image test-integration test-ipip-vm e2e ## Everything CI runs (root): lint, unit, fuzz, image reproducibility, integration, netns, IPIP VM, e2e
 	@echo "make test: all suites passed"
 
 .PHONY: test-unit
