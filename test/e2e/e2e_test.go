@@ -149,11 +149,11 @@ func routeTo(t *testing.T, l *lab.Lab, node, prefix string) string {
 // would, and expects it to find nothing.
 func requireDoctorClean(t *testing.T, l *lab.Lab) {
 	t.Helper()
-	ctl := filepath.Join(binDir(t), "rhizomectl")
+	// Through rhizome-lab exec, as a user runs it: that sets the node's
+	// agent socket and CNI directory (a lab node's is not the host's
+	// /etc/cni/net.d, which may hold anything or nothing).
 	for _, n := range l.Plan.Nodes {
-		out, err := l.Exec(ctxFor(t, time.Minute), n.Name, ctl,
-			"--socket", filepath.Join(l.Dir, "nodes", n.Name, "agent.sock"),
-			"--kubeconfig", l.State.Kubeconfig, "doctor")
+		out, err := ctl(t, l, "lab", "exec", n.Name, "--", "rhizomectl", "doctor")
 		if err != nil || !strings.Contains(string(out), "no problems found") {
 			t.Errorf("doctor on %s: %v\n%s", n.Name, err, out)
 		}
