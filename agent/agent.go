@@ -165,6 +165,17 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("starting the route programmer: %w", err)
 	}
 	defer rt.Close()
+	// Routes of ours already in the kernel were left by a previous run:
+	// this is an agent restart with the forwarding state kept, and BGP
+	// opens its sessions as a restarting speaker (peers keep our routes
+	// until we re-send them).
+	inherited, err := rt.Inherited()
+	if err != nil {
+		log.Warn("listing the routes of a previous run", "op", "start", "error", err)
+	}
+	if inherited > 0 {
+		log.Info("routes of a previous run found: restarting with the forwarding state kept", "op", "start", "routes", inherited)
+	}
 	goRun("route programmer", func() error { return rt.Run(ctx) })
 
 	alloc, err := ipam.New(ipam.Config{
@@ -200,6 +211,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		APIAddress: cfg.GoBGPAPIAddress,
 		// Session changes become Events (rate-limited, events.go).
 		OnSessionChange: a.events.sessionChanged,
+		Restarting:      inherited > 0,
 	})
 	goRun("bgp", func() error { bgpRec.Run(ctx); return nil })
 	statusWriter := reconcile.NewStatusWriter(c.rz, cfg.NodeName, cfg.StatusInterval, log)

@@ -48,6 +48,9 @@ type GoBGP struct {
 	// session state as seen by our own peer watcher
 	states    map[netip.Addr]peerState
 	stopWatch context.CancelFunc
+	// started is when Start succeeded: a Restarting speaker marks the
+	// sessions it configures within their restart time as restarting.
+	started time.Time
 }
 
 type peerState struct {
@@ -132,7 +135,7 @@ func (s *GoBGP) Start(ctx context.Context, g Global) error {
 		srv.Stop()
 		return fmt.Errorf("starting bgp speaker: %w", err)
 	}
-	s.srv, s.global, s.running = srv, g, true
+	s.srv, s.global, s.running, s.started = srv, g, true, time.Now()
 
 	wctx, cancel := context.WithCancel(context.Background())
 	s.stopWatch = cancel
@@ -142,7 +145,7 @@ func (s *GoBGP) Start(ctx context.Context, g Global) error {
 		s.running = false
 		return fmt.Errorf("starting bgp speaker: watching sessions: %w", err)
 	}
-	s.log.Info("bgp speaker started", "op", "start", "asn", g.ASN, "routerID", g.RouterID, "port", port, "api", g.APIAddress)
+	s.log.Info("bgp speaker started", "op", "start", "asn", g.ASN, "routerID", g.RouterID, "port", port, "api", g.APIAddress, "restarting", g.Restarting)
 	return nil
 }
 
@@ -218,7 +221,7 @@ func (s *GoBGP) AddPeer(ctx context.Context, p Peer) error {
 	if exists {
 		return fmt.Errorf("adding peer %s: already configured", p.Address)
 	}
-	if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: toAPIPeer(p)}); err != nil {
+	if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: toAPIPeer(p, s.restarting(p))}); err != nil {
 		return fmt.Errorf("adding peer %s: %w", p.Address, err)
 	}
 	s.mu.Lock()
@@ -248,7 +251,7 @@ func (s *GoBGP) UpdatePeer(ctx context.Context, p Peer) error {
 	if old == p {
 		return nil
 	}
-	if _, err := srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: toAPIPeer(p)}); err != nil {
+	if _, err := srv.UpdatePeer(ctx, &api.UpdatePeerRequest{Peer: toAPIPeer(p, s.restarting(p))}); err != nil {
 		return fmt.Errorf("updating peer %s: %w", p.Address, err)
 	}
 	s.mu.Lock()
@@ -305,8 +308,28 @@ func seconds(d time.Duration) uint64 {
 	return uint64((d + time.Second - 1) / time.Second)
 }
 
-// toAPIPeer converts a Peer to GoBGP's configuration.
-func toAPIPeer(p Peer) *api.Peer {
+// restarting reports whether a session configured now opens as the
+// session of a restarting speaker (see Global.Restarting): the speaker was
+// started as Restarting, the session has graceful restart, and its restart
+// time has not passed since the start.
+func (s *GoBGP) restarting(p Peer) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.global.Restarting && p.GracefulRestart.Enabled && time.Since(s.started) < p.GracefulRestart.restartTime()
+}
+
+func (gr GracefulRestart) restartTime() time.Duration {
+	if gr.RestartTime == 0 {
+		return DefaultRestartTime
+	}
+	return gr.RestartTime
+}
+
+// toAPIPeer converts a Peer to GoBGP's configuration; restarting marks the
+// session as that of a restarting speaker (GoBGP's LocalRestarting: the
+// Restart State and Forwarding State bits in its OPEN, routes deferred
+// until the peers' End-of-RIB).
+func toAPIPeer(p Peer, restarting bool) *api.Peer {
 	fam := familyAPI(p.Family())
 	hold := seconds(p.Timers.Hold)
 	if p.Timers.Hold == HoldTimeDisabled {
@@ -362,11 +385,13 @@ func toAPIPeer(p Peer) *api.Peer {
 		afi.PrefixLimits = &api.PrefixLimit{Family: fam, MaxPrefixes: p.MaxPrefixes}
 	}
 	if gr := p.GracefulRestart; gr.Enabled {
-		rt := gr.RestartTime
-		if rt == 0 {
-			rt = DefaultRestartTime
+		ap.GracefulRestart = &api.GracefulRestart{
+			Enabled:     true,
+			RestartTime: uint32(seconds(gr.restartTime())),
+			// GoBGP's own default is 360 s; see RestartDeferral.
+			DeferralTime:    uint32(seconds(RestartDeferral)),
+			LocalRestarting: restarting,
 		}
-		ap.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(seconds(rt))}
 		afi.MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
 		if gr.LongLivedStaleTime > 0 {
 			ap.GracefulRestart.LonglivedEnabled = true

@@ -156,7 +156,7 @@ func TestToAPIPeer(t *testing.T) {
 		MaxPrefixes: 100, RouteReflectorClient: true, RouteReflectorClusterID: netip.MustParseAddr("224.0.0.1"),
 		GracefulRestart: GracefulRestart{Enabled: true, RestartTime: 30 * time.Second, LongLivedStaleTime: time.Hour},
 	}
-	a := toAPIPeer(p)
+	a := toAPIPeer(p, false)
 	c := a.Conf
 	if c.NeighborAddress != "10.0.0.1" || c.PeerAsn != 65001 || c.LocalAsn != 64512 || c.AuthPassword != "pw" {
 		t.Errorf("conf = %+v", c)
@@ -177,11 +177,14 @@ func TestToAPIPeer(t *testing.T) {
 	if af.PrefixLimits.MaxPrefixes != 100 || !af.MpGracefulRestart.Config.Enabled || af.LongLivedGracefulRestart.Config.RestartTime != 3600 {
 		t.Errorf("afi-safi = %+v", af)
 	}
-	if gr := a.GracefulRestart; !gr.Enabled || gr.RestartTime != 30 || !gr.LonglivedEnabled {
+	if gr := a.GracefulRestart; !gr.Enabled || gr.RestartTime != 30 || !gr.LonglivedEnabled || gr.LocalRestarting || gr.DeferralTime != 30 {
 		t.Errorf("graceful restart = %+v", gr)
 	}
+	if gr := toAPIPeer(p, true).GracefulRestart; !gr.LocalRestarting {
+		t.Errorf("a restarting speaker's session: graceful restart = %+v, want LocalRestarting", gr)
+	}
 
-	g := toAPIPeer(Peer{Address: netip.MustParseAddr("fd00::1"), ASN: 1, TTLSecurityHops: 1, Timers: Timers{Hold: HoldTimeDisabled}})
+	g := toAPIPeer(Peer{Address: netip.MustParseAddr("fd00::1"), ASN: 1, TTLSecurityHops: 1, Timers: Timers{Hold: HoldTimeDisabled}}, true)
 	if !g.TtlSecurity.Enabled || g.TtlSecurity.TtlMin != 255 || g.EbgpMultihop != nil || g.AfiSafis[0].Config.Family.Afi != api.Family_AFI_IP6 {
 		t.Errorf("GTSM peer = %+v", g)
 	}

@@ -146,7 +146,28 @@ type Global struct {
 	// If the address is taken the speaker runs without the API (see
 	// GoBGP.APIError) rather than exiting the process.
 	APIAddress string
+	// Restarting says that this speaker replaces one that ran before with
+	// the node's forwarding state kept (the kernel still holds its routes):
+	// an agent restart. As RFC 4724 4.1 asks of a restarting speaker, its
+	// graceful-restart sessions then open with the Restart State bit and
+	// the Forwarding State bit of each family set, so that peers keep our
+	// routes as stale until we have sent them again (without the F bit
+	// BIRD and FRR flush them the moment the session is up), and it sends
+	// no route to a restarting session until every peer has sent
+	// End-of-RIB (or RestartDeferral has passed for that session), so that
+	// our End-of-RIB follows a complete table. This holds for the sessions
+	// configured within the restart time they advertise; after it no peer
+	// keeps our routes any more.
+	Restarting bool
 }
+
+// RestartDeferral bounds how long a restarting speaker waits for its peers'
+// End-of-RIB before it sends its routes to a session anyway (RFC 4724's
+// selection deferral timer). Peers send a whole table in about a second
+// (100k routes); a peer that never sends End-of-RIB must not hold our
+// routes back for long, and BIRD and FRR keep stale routes well beyond
+// this (restart time 120 s, FRR's stale-path time 360 s).
+const RestartDeferral = 30 * time.Second
 
 // SessionState is the BGP finite-state-machine state of a session.
 type SessionState uint8

@@ -230,6 +230,16 @@ func (r *Reconciler) Close() error {
 	return nil
 }
 
+// Inherited counts the routes of ours the kernel holds right now. Called
+// before Run, they are the routes a previous run of the agent left (it
+// keeps them when it stops): the node kept its forwarding state across an
+// agent restart, which BGP tells its peers (graceful restart's Forwarding
+// State bit).
+func (r *Reconciler) Inherited() (int, error) {
+	l, err := r.k.Table.List()
+	return len(l), err
+}
+
 // VXLANMAC is the MAC of this node's VXLAN device, known from the start;
 // the agent publishes it as RhizomeNode spec.vxlanTunnelMACAddr.
 func (r *Reconciler) VXLANMAC() net.HardwareAddr { return slices.Clone(r.cfg.VXLANMAC) }

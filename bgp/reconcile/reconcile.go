@@ -68,6 +68,12 @@ type Config struct {
 	// agent's Events). It is called on the speaker's event goroutine and
 	// must not block.
 	OnSessionChange func(SessionChange)
+	// Restarting says that the node kept its forwarding state from a
+	// previous run (the agent restarted; the kernel still holds our
+	// routes): the speaker starts as a restarting speaker
+	// (bgp.Global.Restarting), so that peers keep our routes until we have
+	// sent them again.
+	Restarting bool
 }
 
 // State is the cluster state one Reconcile applies.
@@ -233,6 +239,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, st State) error {
 		d.Global.ListenPort = r.cfg.ListenPort
 	}
 	d.Global.APIAddress = r.cfg.APIAddress
+	d.Global.Restarting = r.cfg.Restarting
 	pools, poolProblems := topology.Pools(st.Pools)
 	d.Problems = append(d.Problems, poolProblems...)
 	ads := topology.Advertisements(&d, pools, st.Local)

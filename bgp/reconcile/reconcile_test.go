@@ -66,9 +66,12 @@ type fixture struct {
 	md5      MD5Stats
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureWith(t, nil) }
+
+// newFixtureWith lets a test adjust the Config.
+func newFixtureWith(t *testing.T, adjust func(*Config)) *fixture {
 	f := &fixture{t: t, sink: &sink{}, reg: prometheus.NewRegistry()}
-	f.r = New(Config{
+	cfg := Config{
 		NewSpeaker: func() bgp.Speaker {
 			sp := bgp.NewFake(t)
 			f.speakers = append(f.speakers, sp)
@@ -77,8 +80,24 @@ func newFixture(t *testing.T) *fixture {
 		Sink:       f.sink,
 		Registerer: f.reg,
 		TCPStats:   func() (MD5Stats, error) { return f.md5, nil },
-	})
+	}
+	if adjust != nil {
+		adjust(&cfg)
+	}
+	f.r = New(cfg)
 	return f
+}
+
+// TestReconcileRestarting: an agent that found its routes of a previous run
+// starts its speaker as restarting; one that did not, not.
+func TestReconcileRestarting(t *testing.T) {
+	for _, restarting := range []bool{false, true} {
+		f := newFixtureWith(t, func(c *Config) { c.Restarting = restarting })
+		f.reconcile(baseState())
+		if got := f.sp().Global().Restarting; got != restarting {
+			t.Errorf("Config.Restarting %v: speaker started with Restarting %v", restarting, got)
+		}
+	}
 }
 
 func (f *fixture) sp() *bgp.Fake { return f.speakers[len(f.speakers)-1] }

@@ -34,7 +34,12 @@ func newHitlessLab(t *testing.T, tor string) *hitlessLab {
 		h.blocks = append(h.blocks, blockOf(t, l, n.Name))
 		h.pods[n.Name] = podOn(t, l, n.Name)
 	}
-	requireMatrix(t, l)
+	// The pods' blocks were claimed after the agents were ready; FRR takes
+	// a few seconds more than BIRD to pass them on.
+	eventually(t, 60*time.Second, "every pod reaches every pod", func() (bool, string) {
+		f := lab.PingMatrix(ctxFor(t, time.Minute), l.State.Pods).Failures()
+		return len(f) == 0, strings.Join(f, "; ")
+	})
 	for _, where := range []string{"tor-1", "tor-2", "node-1", "node-2", "node-3", "node-4"} {
 		h.watch.watches = append(h.watch.watches, monitorRoutes(t, l, where))
 	}

@@ -1095,6 +1095,54 @@ func (s *BgpServer) getPossibleBest(peer *peer, family bgp.RouteFamily) []*table
 	return peer.localRib.GetBestPathList(peer.TableID(), peer.AS(), []bgp.RouteFamily{family})
 }
 
+// rhizome: finishLocalRestart ends a local restart (RFC 4724 4.1) once
+// every peer has sent End-of-RIB: each established peer still marked
+// restarting gets our routes and our End-of-RIB, and only those. Upstream
+// cleared the mark on every peer, so a peer that came up later opened
+// without the Restart State and Forwarding State bits and flushed our
+// routes as stale; and it re-sent the whole table to every peer. A peer
+// that is not established keeps its mark: its OPEN still says that we
+// restarted and kept forwarding, and it is served when it comes up (its
+// own End-of-RIB or its deferral timer). It reports whether every peer
+// had sent End-of-RIB.
+func (s *BgpServer) finishLocalRestart() bool {
+	for _, p := range s.neighborMap {
+		if !p.recvedAllEOR() {
+			return false
+		}
+	}
+	for _, p := range s.neighborMap {
+		p.fsm.lock.Lock()
+		restarting := p.fsm.pConf.GracefulRestart.State.LocalRestarting
+		established := p.fsm.state == bgp.BGP_FSM_ESTABLISHED
+		if restarting && established {
+			p.fsm.pConf.GracefulRestart.State.LocalRestarting = false
+		}
+		p.fsm.lock.Unlock()
+		if !restarting || !established {
+			continue
+		}
+		if paths, _ := s.getBestFromLocal(p, p.negotiatedRFList()); len(paths) > 0 {
+			sendfsmOutgoingMsg(p, paths, nil, false)
+		}
+	}
+	return true
+}
+
+// rhizome: anyLocalRestarting reports whether some established peer still
+// waits for the end of a local restart.
+func (s *BgpServer) anyLocalRestarting() bool {
+	for _, p := range s.neighborMap {
+		p.fsm.lock.RLock()
+		waiting := p.fsm.pConf.GracefulRestart.State.LocalRestarting && p.fsm.state == bgp.BGP_FSM_ESTABLISHED
+		p.fsm.lock.RUnlock()
+		if waiting {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *BgpServer) getBestFromLocal(peer *peer, rfList []bgp.RouteFamily) ([]*table.Path, []*table.Path) {
 	pathList := []*table.Path{}
 	filtered := []*table.Path{}
@@ -1747,28 +1795,7 @@ func (s *BgpServer) handleFSMMessage(peer *peer, e *fsmMsg) {
 				// "Restart State" bit set in the received capability and excluding the
 				// ones that do not advertise the graceful restart capability) or (b)
 				// the Selection_Deferral_Timer referred to below has expired.
-				allEnd := func() bool {
-					for _, p := range s.neighborMap {
-						if !p.recvedAllEOR() {
-							return false
-						}
-					}
-					return true
-				}()
-				if allEnd {
-					for _, p := range s.neighborMap {
-						p.fsm.lock.Lock()
-						peerLocalRestarting := p.fsm.pConf.GracefulRestart.State.LocalRestarting
-						p.fsm.pConf.GracefulRestart.State.LocalRestarting = false
-						p.fsm.lock.Unlock()
-						if !p.isGracefulRestartEnabled() && !peerLocalRestarting {
-							continue
-						}
-						paths, _ := s.getBestFromLocal(p, p.configuredRFlist())
-						if len(paths) > 0 {
-							sendfsmOutgoingMsg(p, paths, nil, false)
-						}
-					}
+				if s.finishLocalRestart() {
 					s.logger.Info("sync finished",
 						log.Fields{
 							"Topic": "Server",
@@ -1888,34 +1915,15 @@ func (s *BgpServer) handleFSMMessage(peer *peer, e *fsmMsg) {
 				peer.fsm.lock.RLock()
 				localRestarting := peer.fsm.pConf.GracefulRestart.State.LocalRestarting
 				peer.fsm.lock.RUnlock()
+				// rhizome: an End-of-RIB from any peer may be the last one
+				// that restarting peers wait for, whether or not this peer
+				// is itself still marked restarting.
+				if s.anyLocalRestarting() && s.finishLocalRestart() {
+					s.logger.Info("sync finished",
+						log.Fields{
+							"Topic": "Server"})
+				}
 				if localRestarting {
-					allEnd := func() bool {
-						for _, p := range s.neighborMap {
-							if !p.recvedAllEOR() {
-								return false
-							}
-						}
-						return true
-					}()
-					if allEnd {
-						for _, p := range s.neighborMap {
-							p.fsm.lock.Lock()
-							peerLocalRestarting := p.fsm.pConf.GracefulRestart.State.LocalRestarting
-							p.fsm.pConf.GracefulRestart.State.LocalRestarting = false
-							p.fsm.lock.Unlock()
-							if !p.isGracefulRestartEnabled() && !peerLocalRestarting {
-								continue
-							}
-							paths, _ := s.getBestFromLocal(p, p.negotiatedRFList())
-							if len(paths) > 0 {
-								sendfsmOutgoingMsg(p, paths, nil, false)
-							}
-						}
-						s.logger.Info("sync finished",
-							log.Fields{
-								"Topic": "Server"})
-					}
-
 					// we don't delay non-route-target NLRIs when local-restarting
 					rtc = false
 				}
