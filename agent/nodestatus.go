@@ -103,30 +103,7 @@ func (a *agent) writeStatus(ctx context.Context) {
 		a.events.routeErrors(&a.routeErrs, errs)
 		a.events.flush()
 	}
-	if bs, err := a.bgp.Status(ctx); err != nil {
-		a.ready.Set("bgp", err.Error())
-	} else if !bs.Running {
-		a.ready.Set("bgp", "not started")
-	} else {
-		var down []string
-		for _, s := range bs.Sessions {
-			if s.State != "Established" {
-				why := s.State
-				if s.LastError != "" {
-					why += ": " + s.LastError
-				}
-				down = append(down, s.Peer+" "+why)
-			}
-		}
-		switch {
-		case len(down) > 0:
-			a.ready.Set("bgp", fmt.Sprintf("sessions not established: %s", strings.Join(down, "; ")))
-		case !bs.Converged:
-			a.ready.Set("bgp", "waiting for the peers' End-of-RIB")
-		default:
-			a.ready.Set("bgp", "")
-		}
-	}
+	a.setBGPReadiness(ctx)
 	snap := a.ipam.Snapshot()
 	f := nodeStatusFields{RoutesProgrammed: int64(rs.RoutesProgrammed), Blocks: []string{}, BorrowedAddresses: []string{}, EncapDevices: []v1alpha1.EncapDevice{}}
 	for _, b := range snap.Affine {
@@ -143,6 +120,29 @@ func (a *agent) writeStatus(ctx context.Context) {
 	f.Conditions = append(f.Conditions, condition("Ready", strings.Join(nr, "; "), "AgentReady", "AgentNotReady", "the agent is ready"))
 	if err := a.status.write(ctx, f); err != nil && ctx.Err() == nil {
 		a.log.Warn("writing node status", "op", "status", "error", err)
+	}
+}
+
+// setBGPReadiness sets the bgp condition: the speaker runs and has made
+// its first synchronisation since the agent started (every peer sent its
+// table, or the wait for them timed out), so that this node routes what
+// the cluster announces before it counts as ready. Sessions that are down
+// later — a node or a ToR gone — do not make the node unready: that would
+// make every agent in the cluster NotReady at once and stall every rollout
+// (the most common complaint about Calico's readiness). They show in the
+// BGPReady condition (bgp/reconcile's StatusWriter) and the
+// rhizome_bgp_session_* metrics instead.
+func (a *agent) setBGPReadiness(ctx context.Context) {
+	bs, err := a.bgp.Status(ctx)
+	switch {
+	case err != nil:
+		a.ready.Set("bgp", err.Error())
+	case !bs.Running:
+		a.ready.Set("bgp", "not started")
+	case !bs.Converged:
+		a.ready.Set("bgp", "first synchronisation: waiting for the peers' End-of-RIB")
+	default:
+		a.ready.Set("bgp", "")
 	}
 }
 

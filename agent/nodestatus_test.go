@@ -64,8 +64,9 @@ func TestNodeStatus(t *testing.T) {
 	if c := cond(s, "RoutesSynced"); c.Status != metav1.ConditionTrue || c.Message != "1 routes programmed" {
 		t.Errorf("RoutesSynced: %+v", c)
 	}
-	// n2 is configured but not Established: BGP keeps the node not ready.
-	if c := cond(s, "Ready"); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "bgp: sessions not established: 10.0.0.2") {
+	// n2 is configured but has not sent its table: the first
+	// synchronisation keeps the node not ready.
+	if c := cond(s, "Ready"); c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "bgp: first synchronisation") {
 		t.Errorf("Ready: %+v", c)
 	}
 	since := cond(s, "Ready").LastTransitionTime
@@ -84,6 +85,18 @@ func TestNodeStatus(t *testing.T) {
 		t.Errorf("Ready after convergence: %+v (was since %v)", c, since)
 	}
 	rsSince := cond(s, "RoutesSynced").LastTransitionTime
+
+	// n2 goes away (its node died): this node stays Ready. Its routes are
+	// programmed and its data path works; a session down is another
+	// node's trouble, shown by BGPReady and the session metrics. (Before,
+	// one node down made every agent NotReady.)
+	w.peerLost(n2)
+	ag.writeStatus(w.ctx)
+	s, _ = lastStatus(t, w)
+	if c := cond(s, "Ready"); c.Status != metav1.ConditionTrue {
+		t.Errorf("Ready with a peer down: %+v", c)
+	}
+	w.peerUp(n2, "10.244.1.0/26")
 
 	// A desired state the route programmer refuses keeps RoutesSynced
 	// false across status ticks, until a pass gives it one it accepts.
