@@ -141,7 +141,7 @@ func newWorld(t *testing.T, opts ...func(*world)) *world {
 		apiWrites: map[string]int{}, apiFail: map[string]error{}, apiFailN: map[string]int{},
 		table: routes.NewFakeTable(t),
 		devs: &routes.FakeDevices{UnderlayIndex: 2, UnderlayMTU: 1500,
-			Resolved: map[netip.Addr]routes.NextHop{netip.MustParseAddr(nodeIPs[n3]): {Gateway: gateway, LinkIndex: 2}}},
+			Resolved: map[netip.Addr][]routes.NextHop{netip.MustParseAddr(nodeIPs[n3]): {{Gateway: gateway, LinkIndex: 2}}}},
 		nat: &routes.FakeNAT{},
 		sys: &routes.FakeSysctls{Values: map[string]string{
 			"net/ipv4/ip_forward": "1", "net/ipv4/conf/all/rp_filter": "0", "net/ipv4/conf/eth0/rp_filter": "0",

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // This file turns desired state into kernel routes. It is pure: all it knows
@@ -30,7 +31,7 @@ type compiler struct {
 	links   linkState
 	pools   []Pool
 	vteps   map[netip.Addr]VTEP
-	resolve func(netip.Addr) (NextHop, error)
+	resolve func(netip.Addr) ([]NextHop, error)
 	cache   map[netip.Addr]resolved
 	// one interns single-next-hop slices: most routes have one next hop
 	// and a cluster has few distinct ones, so 100k routes share a handful
@@ -38,8 +39,11 @@ type compiler struct {
 	one map[NextHop][]NextHop
 }
 
+// resolved is how a next hop outside our subnet is reached: the next hops
+// of the kernel's route towards it (several when that route is ECMP),
+// normalized and shared by every route through it.
 type resolved struct {
-	nh  NextHop
+	nhs []NextHop
 	err error
 }
 
@@ -63,8 +67,10 @@ func (c *compiler) encapFor(p netip.Prefix) encap {
 	return encap{mode: encapNone}
 }
 
-// nextHop decides how to reach one BGP next hop under enc.
-func (c *compiler) nextHop(enc encap, nh netip.Addr) (NextHop, error) {
+// nextHops decides how to reach one BGP next hop under enc: usually one
+// kernel next hop, several when the next hop is reached through an ECMP
+// route of the underlay. The slice is shared and must not be modified.
+func (c *compiler) nextHops(enc encap, nh netip.Addr) ([]NextHop, error) {
 	mode := enc.mode
 	if enc.crossSubnet && c.onSubnet(nh) {
 		mode = encapNone
@@ -72,45 +78,86 @@ func (c *compiler) nextHop(enc encap, nh netip.Addr) (NextHop, error) {
 	switch mode {
 	case encapIPIP:
 		if !nh.Is4() {
-			return NextHop{}, fmt.Errorf("next hop %s: IPIP needs an IPv4 next hop", nh)
+			return nil, fmt.Errorf("next hop %s: IPIP needs an IPv4 next hop", nh)
 		}
 		if c.links.IPIP == 0 {
-			return NextHop{}, fmt.Errorf("next hop %s: the IPIP device tunl0 is not available", nh)
+			return nil, fmt.Errorf("next hop %s: the IPIP device tunl0 is not available", nh)
 		}
-		return NextHop{Gateway: nh, LinkIndex: c.links.IPIP, OnLink: true}, nil
+		return c.intern(NextHop{Gateway: nh, LinkIndex: c.links.IPIP, OnLink: true}), nil
 	case encapVXLAN:
 		v, ok := c.vteps[nh]
 		if !ok {
-			return NextHop{}, fmt.Errorf("next hop %s: no VTEP known for this node", nh)
+			return nil, fmt.Errorf("next hop %s: no VTEP known for this node", nh)
 		}
 		if c.links.VXLAN == 0 {
-			return NextHop{}, fmt.Errorf("next hop %s: the VXLAN device is not available", nh)
+			return nil, fmt.Errorf("next hop %s: the VXLAN device is not available", nh)
 		}
-		return NextHop{Gateway: v.Address, LinkIndex: c.links.VXLAN, OnLink: true}, nil
+		return c.intern(NextHop{Gateway: v.Address, LinkIndex: c.links.VXLAN, OnLink: true}), nil
 	}
 	if c.onSubnet(nh) {
-		return NextHop{Gateway: nh, LinkIndex: c.links.Underlay}, nil
+		return c.intern(NextHop{Gateway: nh, LinkIndex: c.links.Underlay}), nil
 	}
 	// Not on our subnet and not encapsulated: the kernel only accepts a
 	// directly connected gateway, so resolve it the way BIRD's "gateway
-	// recursive" does, through the route the kernel has towards it.
+	// recursive" does, through the route the kernel has towards it — with
+	// all of its next hops when it is ECMP. The Reconciler re-resolves
+	// when that route, its links or its addresses change (drifted).
 	if r, ok := c.cache[nh]; ok {
-		return r.nh, r.err
+		return r.nhs, r.err
 	}
 	var r resolved
 	if c.resolve == nil {
 		r.err = fmt.Errorf("next hop %s is not on this node's subnet and cannot be resolved", nh)
 	} else {
-		r.nh, r.err = c.resolve(nh)
-		if r.err != nil {
+		r.nhs, r.err = c.resolve(nh)
+		switch {
+		case r.err != nil:
 			r.err = fmt.Errorf("next hop %s: %w", nh, r.err)
+			r.nhs = nil
+		case len(r.nhs) == 0:
+			r.err = fmt.Errorf("next hop %s: no route", nh)
+		default:
+			rt := Route{NextHops: slices.Clone(r.nhs)}
+			rt.Normalize()
+			r.nhs = rt.NextHops
 		}
 	}
 	if c.cache == nil {
 		c.cache = map[netip.Addr]resolved{}
 	}
 	c.cache[nh] = r
-	return r.nh, r.err
+	return r.nhs, r.err
+}
+
+// intern returns a shared one-element slice: most routes have one next hop
+// and a cluster has few distinct ones.
+func (c *compiler) intern(hop NextHop) []NextHop {
+	nhs, ok := c.one[hop]
+	if !ok {
+		if c.one == nil {
+			c.one = map[NextHop][]NextHop{}
+		}
+		nhs = []NextHop{hop}
+		c.one[hop] = nhs
+	}
+	return nhs
+}
+
+// resolvedThrough reports whether a route to dst (or a change of it) can
+// change how a next hop outside our subnet is reached, or whether one of
+// them leaves through link (0: any).
+func (c *compiler) resolvedThrough(dst netip.Prefix, link int) bool {
+	for a, r := range c.cache {
+		if dst.IsValid() && dst.Contains(a) {
+			return true
+		}
+		for _, nh := range r.nhs {
+			if link != 0 && nh.LinkIndex == link {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // remote compiles one remote route. A route with some unusable next hops
@@ -118,17 +165,9 @@ func (c *compiler) nextHop(enc encap, nh netip.Addr) (NextHop, error) {
 func (c *compiler) remote(rr *RemoteRoute) (Route, error) {
 	enc := c.encapFor(rr.Prefix)
 	if len(rr.NextHops) == 1 && !c.isSelf(rr.NextHops[0]) && rr.NextHops[0].Is4() == rr.Prefix.Addr().Is4() {
-		hop, err := c.nextHop(enc, rr.NextHops[0])
+		nhs, err := c.nextHops(enc, rr.NextHops[0])
 		if err != nil {
 			return Route{}, fmt.Errorf("route %s (%s): %w", rr.Prefix, enc.mode, err)
-		}
-		nhs, ok := c.one[hop]
-		if !ok {
-			if c.one == nil {
-				c.one = map[NextHop][]NextHop{}
-			}
-			nhs = []NextHop{hop}
-			c.one[hop] = nhs
 		}
 		return Route{Dst: rr.Prefix, Kind: Unicast, NextHops: nhs}, nil
 	}
@@ -142,12 +181,12 @@ func (c *compiler) remote(rr *RemoteRoute) (Route, error) {
 			errs = append(errs, fmt.Errorf("next hop %s is of the other address family", nh))
 			continue
 		}
-		hop, err := c.nextHop(enc, nh)
+		hops, err := c.nextHops(enc, nh)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		r.NextHops = append(r.NextHops, hop)
+		r.NextHops = append(r.NextHops, hops...)
 	}
 	var err error
 	if len(errs) > 0 {

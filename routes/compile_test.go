@@ -3,6 +3,7 @@ package routes
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -28,8 +29,10 @@ func testCompiler() *compiler {
 			addr("192.168.1.11"): {NodeIP: addr("192.168.1.11"), MAC: mac1, Address: addr("10.244.1.0")},
 			addr("192.168.2.11"): {NodeIP: addr("192.168.2.11"), MAC: mac1, Address: addr("10.244.2.0")},
 		},
-		resolve: (&FakeDevices{Resolved: map[netip.Addr]NextHop{
-			addr("192.168.2.11"): {Gateway: addr("192.168.1.1"), LinkIndex: underlayIdx},
+		resolve: (&FakeDevices{Resolved: map[netip.Addr][]NextHop{
+			addr("192.168.2.11"): {{Gateway: addr("192.168.1.1"), LinkIndex: underlayIdx}},
+			// reached through an ECMP route of the underlay
+			addr("192.168.4.11"): {{Gateway: addr("192.168.1.3"), LinkIndex: underlayIdx}, {Gateway: addr("192.168.1.2"), LinkIndex: underlayIdx}},
 		}}).Resolve,
 	}
 }
@@ -45,6 +48,7 @@ func TestNextHopEncapsulationChoice(t *testing.T) {
 		nh      netip.Addr
 		noDevs  bool
 		want    NextHop
+		ecmp    []NextHop
 		wantErr string
 	}{
 		{name: "none on subnet", enc: encap{mode: encapNone}, nh: onNet, want: direct(onNet)},
@@ -63,6 +67,8 @@ func TestNextHopEncapsulationChoice(t *testing.T) {
 		{name: "vxlan without VTEP", enc: encap{mode: encapVXLAN}, nh: noVTEP, wantErr: "no VTEP known"},
 		{name: "vxlan without device", enc: encap{mode: encapVXLAN}, nh: onNet, noDevs: true, wantErr: "VXLAN device is not available"},
 		{name: "ipv6 direct", enc: encap{mode: encapNone}, nh: addr("fd00:1::11"), want: direct(addr("fd00:1::11"))},
+		{name: "none off subnet through an ECMP route keeps every path", enc: encap{mode: encapNone}, nh: addr("192.168.4.11"),
+			ecmp: []NextHop{direct(addr("192.168.1.2")), direct(addr("192.168.1.3"))}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -70,7 +76,7 @@ func TestNextHopEncapsulationChoice(t *testing.T) {
 			if tc.noDevs {
 				c.links.IPIP, c.links.VXLAN = 0, 0
 			}
-			got, err := c.nextHop(tc.enc, tc.nh)
+			got, err := c.nextHops(tc.enc, tc.nh)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("got %v, %v; want error containing %q", got, err, tc.wantErr)
@@ -80,8 +86,12 @@ func TestNextHopEncapsulationChoice(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got != tc.want {
-				t.Errorf("got %+v, want %+v", got, tc.want)
+			want := tc.ecmp
+			if want == nil {
+				want = []NextHop{tc.want}
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("got %+v, want %+v", got, want)
 			}
 		})
 	}

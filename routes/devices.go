@@ -369,20 +369,38 @@ func (d *kernelDevices) setVTEPsOn(l netlink.Link, vteps []VTEP) error {
 }
 
 // Resolve implements Devices with a route lookup (like `ip route get`).
-func (d *kernelDevices) Resolve(a netip.Addr) (NextHop, error) {
-	rs, err := d.h.RouteGet(a.AsSlice())
+func (d *kernelDevices) Resolve(a netip.Addr) ([]NextHop, error) {
+	// FIBMatch returns the route the lookup matched, with all its next
+	// hops, instead of the one path the kernel's hash picks for this flow.
+	rs, err := d.h.RouteGetWithOptions(a.AsSlice(), &netlink.RouteGetOptions{FIBMatch: true})
 	if err != nil {
-		return NextHop{}, fmt.Errorf("no route to %s: %w", a, err)
+		return nil, fmt.Errorf("no route to %s: %w", a, err)
 	}
-	if len(rs) == 0 || rs[0].LinkIndex == 0 {
-		return NextHop{}, fmt.Errorf("no route to %s", a)
+	if len(rs) == 0 {
+		return nil, fmt.Errorf("no route to %s", a)
 	}
-	nh := NextHop{Gateway: a, LinkIndex: rs[0].LinkIndex}
-	if gw, ok := netip.AddrFromSlice(rs[0].Gw); ok && gw.IsValid() && !gw.IsUnspecified() {
-		nh.Gateway = gw.Unmap()
+	rt := rs[0]
+	if slices.Contains([]int{unix.RTN_LOCAL, unix.RTN_BLACKHOLE, unix.RTN_UNREACHABLE, unix.RTN_PROHIBIT}, rt.Type) {
+		return nil, fmt.Errorf("%s is not reachable through a gateway (route type %d)", a, rt.Type)
 	}
-	if slices.Contains([]int{unix.RTN_LOCAL, unix.RTN_BLACKHOLE, unix.RTN_UNREACHABLE}, rs[0].Type) {
-		return NextHop{}, fmt.Errorf("%s is not reachable through a gateway (route type %d)", a, rs[0].Type)
+	hop := func(link int, gw net.IP) NextHop {
+		nh := NextHop{Gateway: a, LinkIndex: link}
+		if g, ok := netip.AddrFromSlice(gw); ok && g.IsValid() && !g.IsUnspecified() {
+			nh.Gateway = g.Unmap()
+		}
+		return nh
 	}
-	return nh, nil
+	var out []NextHop
+	for _, p := range rt.MultiPath {
+		if p.LinkIndex != 0 && p.Flags&unix.RTNH_F_DEAD == 0 && p.Flags&unix.RTNH_F_LINKDOWN == 0 {
+			out = append(out, hop(p.LinkIndex, p.Gw))
+		}
+	}
+	if len(rt.MultiPath) == 0 && rt.LinkIndex != 0 {
+		out = append(out, hop(rt.LinkIndex, rt.Gw))
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no usable route to %s", a)
+	}
+	return out, nil
 }

@@ -21,16 +21,13 @@ type TB interface {
 // the operations the Reconciler uses (EEXIST on Create over any route,
 // ESRCH on Delete of a route we do not hold) and fails the test when the
 // Reconciler misuses it: writing an invalid route, overwriting a foreign
-// route whose key it never owned, or deleting a foreign route.
+// route (even on a key that was ours), or deleting a foreign route.
 type FakeTable struct {
 	t  TB
 	mu sync.Mutex
 	// ours and foreign are the routes of our protocol and of others.
 	ours, foreign map[netip.Prefix]Route
-	// everOwned are keys that were ours at some point (only those may be
-	// overwritten by Replace).
-	everOwned map[netip.Prefix]bool
-	failNext  map[netip.Prefix]syscall.Errno
+	failNext      map[netip.Prefix]syscall.Errno
 	// Counters of routes changed, by operation (failed writes do not
 	// count), and of List calls.
 	Creates, Replaces, Deletes, Lists int
@@ -40,8 +37,7 @@ type FakeTable struct {
 
 // NewFakeTable returns an empty FakeTable reporting misuse to t.
 func NewFakeTable(t TB) *FakeTable {
-	return &FakeTable{t: t, ours: map[netip.Prefix]Route{}, foreign: map[netip.Prefix]Route{},
-		everOwned: map[netip.Prefix]bool{}, failNext: map[netip.Prefix]syscall.Errno{}}
+	return &FakeTable{t: t, ours: map[netip.Prefix]Route{}, foreign: map[netip.Prefix]Route{}, failNext: map[netip.Prefix]syscall.Errno{}}
 }
 
 // List implements Table.
@@ -51,7 +47,6 @@ func (f *FakeTable) List() ([]Route, error) {
 	f.Lists++
 	out := make([]Route, 0, len(f.ours))
 	for _, r := range f.ours {
-		f.everOwned[r.Dst] = true
 		out = append(out, clone(r))
 	}
 	return out, nil
@@ -115,7 +110,6 @@ func (f *FakeTable) Create(routes []Route) error {
 		}
 		f.Creates++
 		f.ours[r.Dst] = clone(r)
-		f.everOwned[r.Dst] = true
 		return nil
 	})
 }
@@ -129,13 +123,13 @@ func (f *FakeTable) Replace(routes []Route) error {
 		}
 		f.Replaces++
 		if _, foreign := f.foreign[r.Dst]; foreign {
-			if !f.everOwned[r.Dst] {
-				f.t.Errorf("FakeTable.Replace: overwrote the foreign route %v, a key Rhizome never owned", f.foreign[r.Dst])
-			}
+			// Whether or not the key was ours before: a route of
+			// another protocol (a pod's own route, one made by hand) is
+			// never overwritten.
+			f.t.Errorf("FakeTable.Replace: overwrote the foreign route %v", f.foreign[r.Dst])
 			delete(f.foreign, r.Dst)
 		}
 		f.ours[r.Dst] = clone(r)
-		f.everOwned[r.Dst] = true
 		return nil
 	})
 }
@@ -228,7 +222,7 @@ type FakeDevices struct {
 	// Underlay is the underlay's index and MTU; Resolved is what Resolve
 	// answers, by address.
 	UnderlayIndex, UnderlayMTU int
-	Resolved                   map[netip.Addr]NextHop
+	Resolved                   map[netip.Addr][]NextHop
 	// VXLAN, IPIP are the current devices (nil = absent).
 	VXLAN *VXLANSpec
 	IPIP  *IPIPSpec
@@ -287,13 +281,28 @@ func (d *FakeDevices) SetVTEPs(vteps []VTEP) error {
 }
 
 // Resolve implements Devices.
-func (d *FakeDevices) Resolve(a netip.Addr) (NextHop, error) {
+func (d *FakeDevices) Resolve(a netip.Addr) ([]NextHop, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if nh, ok := d.Resolved[a]; ok {
-		return nh, nil
+	if nhs, ok := d.Resolved[a]; ok {
+		return slices.Clone(nhs), nil
 	}
-	return NextHop{}, fmt.Errorf("no route to %s", a)
+	return nil, fmt.Errorf("no route to %s", a)
+}
+
+// SetResolved changes what Resolve answers for a (nil: no route), as a
+// change of the underlay's routes would.
+func (d *FakeDevices) SetResolved(a netip.Addr, nhs ...NextHop) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.Resolved == nil {
+		d.Resolved = map[netip.Addr][]NextHop{}
+	}
+	if nhs == nil {
+		delete(d.Resolved, a)
+		return
+	}
+	d.Resolved[a] = slices.Clone(nhs)
 }
 
 // FakeNAT records the last NATSpec.

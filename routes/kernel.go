@@ -31,8 +31,10 @@ type Devices interface {
 	// (MAC -> node address) entries on the VXLAN device exactly vteps.
 	SetVTEPs(vteps []VTEP) error
 	// Resolve returns how the kernel reaches addr right now (gateway and
-	// interface), for next hops that are not on the node's subnet.
-	Resolve(addr netip.Addr) (NextHop, error)
+	// interface), for next hops that are not on the node's subnet: every
+	// next hop of the route it matches, so that an ECMP underlay stays
+	// ECMP.
+	Resolve(addr netip.Addr) ([]NextHop, error)
 }
 
 // DeviceSpec is what the tunnel devices should look like.

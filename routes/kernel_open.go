@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -152,8 +153,11 @@ func (p procSysctls) Set(key, value string) error {
 
 // kernelWatcher reads route, link and neighbour notifications.
 type kernelWatcher struct {
-	fd int
-	rx *mmsgBufs
+	nsPath  string
+	ownPort uint32
+	mu      sync.Mutex
+	fd      int // -1 after a failure: the next Watch subscribes anew
+	rx      *mmsgBufs
 }
 
 // newKernelWatcher subscribes to route, link and neighbour changes. The
@@ -163,10 +167,19 @@ type kernelWatcher struct {
 // queue 100k notifications here, to be copied out and parsed only to be
 // recognised as ours.
 func newKernelWatcher(nsPath string, ownPort uint32) (*kernelWatcher, error) {
+	fd, err := subscribe(nsPath, ownPort)
+	if err != nil {
+		return nil, err
+	}
+	return &kernelWatcher{nsPath: nsPath, ownPort: ownPort, fd: fd, rx: newMmsgBufs(64, 64<<10)}, nil
+}
+
+// subscribe opens the notification socket with its filter.
+func subscribe(nsPath string, ownPort uint32) (int, error) {
 	groups := uint32(unix.RTMGRP_LINK | unix.RTMGRP_NEIGH | unix.RTMGRP_IPV4_ROUTE | unix.RTMGRP_IPV6_ROUTE)
 	fd, err := socketAt(nsPath, groups)
 	if err != nil {
-		return nil, err
+		return -1, err
 	}
 	if ownPort != 0 {
 		// cBPF loads words big-endian; nlmsg_pid is in host order.
@@ -181,19 +194,48 @@ func newKernelWatcher(nsPath string, ownPort uint32) (*kernelWatcher, error) {
 		fp := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 		if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fp); err != nil {
 			unix.Close(fd)
-			return nil, fmt.Errorf("filtering our own route notifications: %w", err)
+			return -1, fmt.Errorf("filtering our own route notifications: %w", err)
 		}
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcvBufSize); err != nil {
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvBufSize)
 	}
-	return &kernelWatcher{fd: fd, rx: newMmsgBufs(64, 64<<10)}, nil
+	return fd, nil
 }
 
-func (w *kernelWatcher) close() error { return unix.Close(w.fd) }
+func (w *kernelWatcher) close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fd < 0 {
+		return nil
+	}
+	err := unix.Close(w.fd)
+	w.fd = -1
+	return err
+}
 
 // Watch implements Watcher. It polls with a short timeout to notice ctx.
+// After it failed, the next call subscribes on a new socket (what happened
+// in between is lost: the caller makes a full pass).
 func (w *kernelWatcher) Watch(ctx context.Context, fn func([]Event)) error {
+	w.mu.Lock()
+	if w.fd < 0 {
+		fd, err := subscribe(w.nsPath, w.ownPort)
+		if err != nil {
+			w.mu.Unlock()
+			return fmt.Errorf("subscribing to kernel notifications again: %w", err)
+		}
+		w.fd = fd
+	}
+	w.mu.Unlock()
+	err := w.watch(ctx, fn)
+	if err != nil {
+		w.close()
+	}
+	return err
+}
+
+func (w *kernelWatcher) watch(ctx context.Context, fn func([]Event)) error {
 	var evs []Event
 	for ctx.Err() == nil {
 		pfd := []unix.PollFd{{Fd: int32(w.fd), Events: unix.POLLIN}}

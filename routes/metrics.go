@@ -13,6 +13,8 @@ type metrics struct {
 	writes       *prometheus.CounterVec
 	errors       *prometheus.CounterVec
 	driftEvents  prometheus.Counter
+	// watchRestarts counts restarts of the kernel event watch.
+	watchRestarts prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,6 +37,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Failed route writes and passes, by operation."}, []string{"op"}),
 		driftEvents: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "drift_events_total",
 			Help: "Kernel notifications that showed a change to something Rhizome owns."}),
+		watchRestarts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "watch_restarts_total",
+			Help: "Restarts of the kernel event watch after it failed (drift between is repaired by a full pass)."}),
 	}
 	// Every operation's series exists from the start, so that rates and
 	// alerts see zeros rather than nothing.
@@ -44,7 +48,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.errors.WithLabelValues("pass")
 	if reg != nil {
-		reg.MustRegister(m.programmed, m.stale, m.conflicts, m.routeErrors, m.passDuration, m.writes, m.errors, m.driftEvents)
+		reg.MustRegister(m.programmed, m.stale, m.conflicts, m.routeErrors, m.passDuration, m.writes, m.errors, m.driftEvents, m.watchRestarts)
 	}
 	return m
 }

@@ -82,6 +82,7 @@ func (r *Reconciler) pass() error {
 	defer r.unlock()
 	start := time.Now()
 	var errs []error
+	r.failedWrites = 0
 
 	ds, err := r.k.Devices.Ensure(r.deviceSpec())
 	if err != nil {
@@ -206,15 +207,13 @@ func (r *Reconciler) syncRoutes() error {
 			pl.replace = append(pl.replace, want)
 			pl.prev = append(pl.prev, have)
 		case !in:
-			if _, was := r.owned[p]; was {
-				// Ours a moment ago and now gone or replaced by hand:
-				// restore it (Replace also overwrites a hand-made route
-				// that took its place).
-				pl.replace = append(pl.replace, want)
-				pl.prev = append(pl.prev, Route{})
-			} else {
-				pl.create = append(pl.create, want)
-			}
+			// Missing, whether it was ours a moment ago (deleted behind
+			// our back: restored) or never was. Created, never replaced:
+			// a route of another protocol that took the key (a pod's own
+			// route that the CNI plugin wrote over a learned one, a route
+			// replaced by hand) is someone else's and wins; we hold the
+			// key again when it goes.
+			pl.create = append(pl.create, want)
 		}
 	})
 	// Drop errors of prefixes that are no longer desired at all.

@@ -134,6 +134,9 @@ type Reconciler struct {
 	m   *metrics
 
 	trigger chan struct{}
+	// retrySoon asks Run for a retry pass with backoff after a write
+	// outside a pass failed.
+	retrySoon chan struct{}
 
 	mu        sync.Mutex
 	state     State
@@ -148,8 +151,12 @@ type Reconciler struct {
 	// conflicts are keys held by a route of another protocol that we never
 	// owned: left alone, retried every pass.
 	conflicts map[netip.Prefix]struct{}
-	// routeErrs are routes we cannot compute (no VTEP, no device...).
+	// routeErrs are routes we cannot compute (no VTEP, no device...) or
+	// that the kernel refused.
 	routeErrs map[netip.Prefix]error
+	// failedWrites counts the routes the kernel refused since the last
+	// pass began (conflicts aside): Run retries them with backoff.
+	failedWrites int
 	// evq holds kernel events waiting to be judged (see onEvents); evMu
 	// guards it, evSpare is its recycled buffer (under mu).
 	evMu    sync.Mutex
@@ -200,6 +207,7 @@ func newReconciler(cfg Config, k Kernel) *Reconciler {
 		k:          k,
 		log:        cfg.Logger.With("component", "routes"),
 		trigger:    make(chan struct{}, 1),
+		retrySoon:  make(chan struct{}, 1),
 		owned:      map[netip.Prefix]Route{},
 		conflicts:  map[netip.Prefix]struct{}{},
 		routeErrs:  map[netip.Prefix]error{},

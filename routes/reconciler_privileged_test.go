@@ -187,9 +187,16 @@ func TestKernelDriftRepair(t *testing.T) {
 	start = time.Now()
 	l.ip(n1.ns, "route", "del", n3.block.String())
 	restored("route deleted by hand")
-	start = time.Now()
+	// A route of another protocol put in its place (by hand here) is not
+	// ours: it is left alone until it goes.
 	l.ip(n1.ns, "route", "replace", n3.block.String(), "via", "192.168.10.1")
-	restored("route replaced by hand")
+	time.Sleep(300 * time.Millisecond) // ten times the measured repair time
+	if got := strings.TrimSpace(l.ip(n1.ns, "route", "show", "exact", n3.block.String())); !strings.Contains(got, "via 192.168.10.1") || strings.Contains(got, "proto 114") {
+		t.Fatalf("a route replaced by hand was overwritten: %q", got)
+	}
+	start = time.Now()
+	l.ip(n1.ns, "route", "del", n3.block.String())
+	restored("route replaced by hand, then deleted")
 	start = time.Now()
 	l.ip(n1.ns, "route", "change", n3.block.String(), "via", "192.168.10.12", "dev", "eth0", "proto", "114")
 	restored("route changed by hand, keeping our protocol")
@@ -370,4 +377,81 @@ func TestKernelIPIP(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestKernelPodRouteWins: n1 routes 10.244.1.77/32 to n2 (an address of
+// its block that n2 borrowed). The address comes back to n1 and a pod gets
+// it: the CNI plugin writes the pod's /32 over the learned one (`ip route
+// replace ... proto static`). The pod's route stays through drift repair,
+// a full pass and a BGP update of the /32; when the pod goes, the learned
+// route is back.
+func TestKernelPodRouteWins(t *testing.T) {
+	l := newLab(t)
+	l.startAll(poolNever)
+	n1, n2 := l.nodes[0], l.nodes[1]
+	addr := netip.MustParsePrefix("10.244.1.77/32")
+	must(t, n1.r.Apply(Batch{Upserts: []RemoteRoute{{Prefix: addr, NextHops: []netip.Addr{n2.addr.Addr()}}}}))
+	eventually(t, "the learned /32", func() string {
+		if got := l.kernelRoute(n1.ns, addr); !strings.Contains(got, "proto 114") {
+			return got
+		}
+		return ""
+	})
+	l.ip(n1.ns, "route", "replace", addr.String(), "dev", "cali0", "proto", "static", "scope", "link")
+	podRoute := "10.244.1.77 dev cali0 proto static scope link"
+	check := func(when string) {
+		t.Helper()
+		if got := l.kernelRoute(n1.ns, addr); got != podRoute {
+			t.Fatalf("%s: the pod's route became %q", when, got)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	check("after drift repair")
+	must(t, n1.r.SetState(l.state(n1, poolNever))) // a full pass
+	time.Sleep(300 * time.Millisecond)
+	check("after a full pass")
+	must(t, n1.r.Apply(Batch{Upserts: []RemoteRoute{{Prefix: addr, NextHops: []netip.Addr{l.nodes[2].addr.Addr()}}}}))
+	n1.r.WaitWritten()
+	time.Sleep(300 * time.Millisecond)
+	check("after a BGP update of the /32")
+	if c := n1.r.Status().Conflicts; len(c) != 1 || c[0] != addr {
+		t.Errorf("conflicts %v, want the pod's /32", c)
+	}
+	l.ip(n1.ns, "route", "del", addr.String(), "dev", "cali0", "proto", "static")
+	eventually(t, "the learned /32 back after the pod went", func() string {
+		if got := l.kernelRoute(n1.ns, addr); !strings.Contains(got, "proto 114") {
+			return got
+		}
+		return ""
+	})
+}
+
+// TestKernelReresolvesECMP: without encapsulation, n1 reaches n3 (another
+// subnet) through its default route. An ECMP route towards n3's subnet
+// appears (via the router and via n2): n1's route to n3's block becomes
+// ECMP over both, at once, and goes back when the ECMP route goes; the
+// default gateway's link going down and up is followed too.
+func TestKernelReresolvesECMP(t *testing.T) {
+	l := newLab(t)
+	l.startAll(poolNever)
+	n1, n3 := l.nodes[0], l.nodes[2]
+	if got := l.kernelRoute(n1.ns, n3.block); got != "10.244.3.0/26 via 192.168.10.1 dev eth0 proto 114" {
+		t.Fatalf("n1's route to n3's block: %q", got)
+	}
+	l.ip(n1.ns, "route", "add", "192.168.20.0/24", "nexthop", "via", "192.168.10.1", "nexthop", "via", "192.168.10.12")
+	d := eventually(t, "an ECMP route to n3's block", func() string {
+		got := l.kernelRoute(n1.ns, n3.block)
+		if !strings.Contains(got, "nexthop via 192.168.10.1 ") || !strings.Contains(got, "nexthop via 192.168.10.12 ") {
+			return got
+		}
+		return ""
+	})
+	t.Logf("re-resolved to ECMP within %v", d)
+	l.ip(n1.ns, "route", "del", "192.168.20.0/24")
+	eventually(t, "the single path back", func() string {
+		if got := l.kernelRoute(n1.ns, n3.block); got != "10.244.3.0/26 via 192.168.10.1 dev eth0 proto 114" {
+			return got
+		}
+		return ""
+	})
 }

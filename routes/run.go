@@ -2,6 +2,7 @@ package routes
 
 import (
 	"context"
+	"net/netip"
 	"time"
 )
 
@@ -11,27 +12,29 @@ const (
 	// routes, neighbours and addresses with it) end before the pass it
 	// triggers, so one pass repairs all of it.
 	settleDelay = 20 * time.Millisecond
-	// retryDelay is the wait before retrying a pass that failed.
-	retryDelay = time.Second
+	// retryMin and retryMax bound the backoff between passes retried
+	// because a write or a pass failed: a route the kernel refused is tried
+	// again within seconds, not at the next resync, and a failure that
+	// persists costs a pass every half minute at most.
+	retryMin = time.Second
+	retryMax = 30 * time.Second
 )
 
 // Run makes a full pass at once, then whenever the kernel reports a change
 // to something we own (a route of ours deleted or altered, a device
-// changed), after SetState and SetConverged, and every ResyncInterval. It
-// returns when ctx ends, leaving routes, devices and rules in place. Pass
-// errors are logged and retried; they do not end Run.
+// changed, a route or address our next hops resolve through), after
+// SetState and SetConverged, and every ResyncInterval. A pass that failed,
+// or left routes the kernel refused, is retried with backoff (1 s
+// doubling to 30 s). It returns when ctx ends, leaving routes, devices and
+// rules in place. Pass errors are logged and retried; they do not end Run.
 func (r *Reconciler) Run(ctx context.Context) error {
 	if r.k.Watcher != nil {
-		go func() {
-			if err := r.k.Watcher.Watch(ctx, r.onEvents); err != nil && ctx.Err() == nil {
-				r.log.Error("kernel event watch ended; drift is repaired by the periodic resync only",
-					"op", "watch", "error", err)
-			}
-		}()
+		go r.watch(ctx)
 	}
 	resync := time.NewTicker(r.cfg.ResyncInterval)
 	defer resync.Stop()
 	var retry <-chan time.Time
+	backoff := retryMin
 	r.Trigger()
 	for {
 		select {
@@ -44,6 +47,13 @@ func (r *Reconciler) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				continue
 			}
+		case <-r.retrySoon:
+			// A write outside a pass failed (Apply's queue): retry it
+			// with the backoff, not at once.
+			if retry == nil {
+				retry = time.After(backoff)
+			}
+			continue
 		case <-resync.C:
 		case <-retry:
 		}
@@ -53,10 +63,47 @@ func (r *Reconciler) Run(ctx context.Context) error {
 		default:
 		}
 		retry = nil
-		if err := r.pass(); err != nil {
-			r.log.Error("route pass failed; retrying", "op", "pass", "error", err)
-			retry = time.After(retryDelay)
+		err := r.pass()
+		failing := r.writeFailures()
+		switch {
+		case err != nil:
+			r.log.Error("route pass failed; retrying", "op", "pass", "error", err, "retryIn", backoff)
+		case failing > 0:
+			r.log.Warn("routes the kernel refused; retrying", "op", "pass", "routes", failing, "retryIn", backoff)
 		}
+		if err != nil || failing > 0 {
+			retry = time.After(backoff)
+			backoff = min(2*backoff, retryMax)
+		} else {
+			backoff = retryMin
+		}
+	}
+}
+
+// watch runs the kernel event watch until ctx ends, restarting it when it
+// fails: a dead watch would leave drift to the periodic resync. Events
+// lost while it was down are covered by a full pass after each restart.
+func (r *Reconciler) watch(ctx context.Context) {
+	backoff := retryMin
+	for ctx.Err() == nil {
+		start := time.Now()
+		err := r.k.Watcher.Watch(ctx, r.onEvents)
+		if ctx.Err() != nil {
+			return
+		}
+		r.m.watchRestarts.Inc()
+		if time.Since(start) > time.Minute {
+			backoff = retryMin
+		}
+		r.log.Error("kernel event watch ended; restarting it (a full pass covers what it missed)",
+			"op", "watch", "error", err, "retryIn", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, retryMax)
+		r.Trigger()
 	}
 }
 
@@ -111,8 +158,8 @@ func (r *Reconciler) unlock() {
 	}
 }
 
-// drifted reports whether one event changes something we own. Called with
-// mu held.
+// drifted reports whether one event changes something we own, or how our
+// next hops are reached. Called with mu held; it may record a conflict.
 func (r *Reconciler) drifted(ev *Event) bool {
 	switch ev.Kind {
 	case EventOverflow:
@@ -122,7 +169,15 @@ func (r *Reconciler) drifted(ev *Event) bool {
 			return true
 		}
 		l := r.dev.Links
-		return ev.LinkIndex != 0 && (ev.LinkIndex == l.Underlay || ev.LinkIndex == l.VXLAN || ev.LinkIndex == l.IPIP)
+		if ev.LinkIndex != 0 && (ev.LinkIndex == l.Underlay || ev.LinkIndex == l.VXLAN || ev.LinkIndex == l.IPIP) {
+			return true
+		}
+		// A link that a resolved next hop leaves through went up, down or
+		// away; or a link went away that may have taken a foreign route
+		// holding one of our keys with it (the kernel does not report
+		// IPv4 routes removed with their device).
+		return ev.LinkIndex != 0 && r.comp.resolvedThrough(netip.Prefix{}, ev.LinkIndex) ||
+			ev.Deleted && len(r.conflicts) > 0
 	case EventNeigh:
 		return ev.LinkIndex != 0 && ev.LinkIndex == r.dev.Links.VXLAN
 	case EventRoute:
@@ -138,10 +193,23 @@ func (r *Reconciler) drifted(ev *Event) bool {
 			return !owned || !have.Equal(ev.Route)
 		}
 		if ev.Deleted {
-			_, blocked := r.conflicts[p]
-			return blocked // the foreign route in our way is gone
+			if _, blocked := r.conflicts[p]; blocked {
+				return true // the foreign route in our way is gone
+			}
+			return r.comp.resolvedThrough(p, 0) // a route our next hops went through
 		}
-		return owned // a route of ours replaced by someone else's
+		if owned {
+			// A route of another protocol took the key of ours: a pod's
+			// own route written over a learned one, or a route replaced
+			// by hand. It wins; we hold the key again when it goes.
+			delete(r.owned, p)
+			if _, known := r.conflicts[p]; !known {
+				r.log.Warn("a route of another protocol replaced ours; leaving it alone", "op", "drift", "prefix", p, "protocol", ev.Protocol)
+			}
+			r.conflicts[p] = struct{}{}
+			return false
+		}
+		return r.comp.resolvedThrough(p, 0) // a new or changed route towards our next hops
 	}
 	return false
 }

@@ -84,6 +84,7 @@ func (r *Reconciler) noteFailures(pl *plan, res writeResult) {
 				}
 				r.owned[p] = f.Route
 				r.routeErrs[p] = fmt.Errorf("deleting route %s: %w", p, f.Err)
+				r.failedWrites++
 			case "create":
 				if !owned || !cur.Equal(f.Route) {
 					continue
@@ -99,6 +100,7 @@ func (r *Reconciler) noteFailures(pl *plan, res writeResult) {
 					continue
 				}
 				r.routeErrs[p] = fmt.Errorf("creating route %s: %w", f.Route, f.Err)
+				r.failedWrites++
 			case "replace":
 				if !owned || !cur.Equal(f.Route) {
 					continue
@@ -109,6 +111,7 @@ func (r *Reconciler) noteFailures(pl *plan, res writeResult) {
 					delete(r.owned, p)
 				}
 				r.routeErrs[p] = fmt.Errorf("replacing route %s: %w", f.Route, f.Err)
+				r.failedWrites++
 			}
 			r.m.errors.WithLabelValues(kind[p]).Inc()
 		}
@@ -126,7 +129,22 @@ func (r *Reconciler) noteFailures(pl *plan, res writeResult) {
 	r.m.programmed.Set(float64(len(r.owned)))
 	if res.unknown {
 		r.Trigger() // outcome unknown: the next pass lists and repairs
+	} else if r.failedWrites > 0 {
+		// Refused writes are retried by a pass within seconds (Run backs
+		// off), not at the next resync.
+		select {
+		case r.retrySoon <- struct{}{}:
+		default:
+		}
 	}
+}
+
+// writeFailures is the number of routes the kernel refused since the last
+// pass began.
+func (r *Reconciler) writeFailures() int {
+	r.mu.Lock()
+	defer r.unlock()
+	return r.failedWrites
 }
 
 // The write queue. Apply computes its plan under mu (so plans are ordered
