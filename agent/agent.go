@@ -91,6 +91,9 @@ type agent struct {
 	// routesRefused is why the route programmer refused the last desired
 	// state ("" = accepted); only the loop's goroutine touches it.
 	routesRefused string
+	// lastVTEP is each other node's last complete VTEP (see peerNodes);
+	// only the loop's goroutine touches it.
+	lastVTEP map[string]peerNode
 
 	lastPass atomic.Int64
 	// attached is set once attach gave the agent its parts: /status

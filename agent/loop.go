@@ -36,7 +36,12 @@ func (a *agent) pass(ctx context.Context) {
 		// is complete (its tests run every pass twice to show it).
 		snap = a.ipam.Snapshot()
 	}
-	if err := a.publish(ctx, vxlanAddr); err != nil {
+	// A VXLAN tunnel that is needed but whose address is not known now
+	// (allocating it failed: the API server or IPAM is away) keeps the
+	// address published before: unpublishing it would take this node's
+	// VTEP from every other node and with it their routes to our pods.
+	keepVXLAN := !vxlanAddr.IsValid() && tunnelNeedFor(snap.Pools, tunnelVXLAN, a.podsHoldAddressesIn) != tunnelRelease
+	if err := a.publish(ctx, vxlanAddr, keepVXLAN); err != nil {
 		a.log.Warn("publishing this node's RhizomeNode", "op", "publish", "error", err)
 	}
 	others := a.peerNodes()
@@ -67,31 +72,57 @@ func (a *agent) pass(ctx context.Context) {
 	}
 }
 
-// peerNodes lists the other nodes with their published addresses.
+// peerNodes lists the other nodes with their published addresses. A
+// node's VTEP is the last good one it published: a RhizomeNode that lost
+// its VXLAN address or MAC (its agent could not allocate it for a moment,
+// the object was re-created) while the node keeps its address does not
+// take the VTEP away, which would drop every route through it; a new
+// VTEP replaces it, and it goes with the Node.
 func (a *agent) peerNodes() []peerNode {
 	nodes, err := a.caches.Nodes.List(labels.Everything())
 	if err != nil {
 		return nil
 	}
 	rzl := a.caches.RhizomeNodes
+	if a.lastVTEP == nil {
+		a.lastVTEP = map[string]peerNode{}
+	}
+	seen := make(map[string]bool, len(nodes))
 	var out []peerNode
 	for _, n := range nodes {
 		if n.Name == a.cfg.NodeName {
 			continue
 		}
+		seen[n.Name] = true
 		rzn, err := rzl.Get(n.Name)
 		if err != nil {
 			rzn = nil
 		}
-		out = append(out, peerNodeFrom(n, rzn))
+		p := peerNodeFrom(n, rzn)
+		last, known := a.lastVTEP[n.Name]
+		switch {
+		case p.VXLANMAC != nil && p.VXLANAddress.IsValid():
+			a.lastVTEP[n.Name] = p
+		case known && last.IPv4 == p.IPv4 && p.IPv4.IsValid():
+			a.log.Warn("a node's published VTEP is incomplete; keeping the last good one", "op", "vtep", "node", n.Name,
+				"vtepAddress", last.VXLANAddress.String(), "vtepMAC", last.VXLANMAC.String())
+			p.VXLANMAC, p.VXLANAddress = last.VXLANMAC, last.VXLANAddress
+		}
+		out = append(out, p)
+	}
+	for name := range a.lastVTEP {
+		if !seen[name] {
+			delete(a.lastVTEP, name)
+		}
 	}
 	return out
 }
 
 // publish creates or updates this node's RhizomeNode spec: its addresses
 // and VXLAN endpoint, which the other agents route through. The object is
-// owned by the Node, so it goes away with it.
-func (a *agent) publish(ctx context.Context, vxlanAddr netip.Addr) error {
+// owned by the Node, so it goes away with it. keepVXLAN keeps the VXLAN
+// address already published instead of vxlanAddr.
+func (a *agent) publish(ctx context.Context, vxlanAddr netip.Addr, keepVXLAN bool) error {
 	want := v1alpha1.RhizomeNodeSpec{
 		IPv4Address:        a.local.IPv4.String(),
 		VXLANTunnelMACAddr: a.routes.VXLANMAC().String(),
@@ -102,8 +133,17 @@ func (a *agent) publish(ctx context.Context, vxlanAddr netip.Addr) error {
 	if vxlanAddr.IsValid() {
 		want.VXLANTunnelAddress = vxlanAddr.String()
 	}
+	if keepVXLAN {
+		want.VXLANTunnelAddress = a.published.VXLANTunnelAddress
+	}
 	if reflect.DeepEqual(want, a.published) {
-		return nil
+		// Published already; unless the object was deleted or edited
+		// since (the informer's cache says so), when it is written again:
+		// the other nodes route to this one by it.
+		cur, err := a.caches.RhizomeNodes.Get(a.cfg.NodeName)
+		if err == nil && reflect.DeepEqual(cur.Spec, want) || err != nil && !apierrors.IsNotFound(err) {
+			return nil
+		}
 	}
 	rzn := a.rzNodes
 	err := retryConflict(ctx, func() error {
@@ -118,6 +158,10 @@ func (a *agent) publish(ctx context.Context, vxlanAddr netip.Addr) error {
 		}
 		if err != nil {
 			return err
+		}
+		if keepVXLAN && want.VXLANTunnelAddress == "" {
+			// Restarted: what this node published before is in the API.
+			want.VXLANTunnelAddress = cur.Spec.VXLANTunnelAddress
 		}
 		if reflect.DeepEqual(cur.Spec, want) {
 			return nil

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/rhizome-net/rhizome/bgp"
@@ -318,11 +319,22 @@ func TestPassHostileNeighbours(t *testing.T) {
 				w.publishRaw(n2, v1alpha1.RhizomeNodeSpec{IPv4Address: "0.0.0.0/0", VXLANTunnelMACAddr: "02:00:00:00:00:02", VXLANTunnelAddress: "10.244.1.0"})
 			},
 			want: with(base, peerN2, vtepN2)},
-		{name: "n2 announces a VTEP address that is not an address: no VTEP",
+		{name: "n2 announces a VTEP address that is not an address: its last good VTEP is kept",
 			do: func(w *world) {
 				w.publishRaw(n2, v1alpha1.RhizomeNodeSpec{IPv4Address: "10.0.0.2/24", VXLANTunnelMACAddr: "02:00:00:00:00:02", VXLANTunnelAddress: "10.244.1"})
 			},
-			want: with(base, peerN2)},
+			want: with(base, peerN2, vtepN2)},
+		{name: "n2 publishes a new VTEP: it replaces the old one",
+			do: func(w *world) {
+				w.publishRaw(n2, v1alpha1.RhizomeNodeSpec{IPv4Address: "10.0.0.2/24", VXLANTunnelMACAddr: "02:00:00:00:00:02", VXLANTunnelAddress: "10.244.1.9"})
+			},
+			want: with(base, peerN2, "vtep 10.0.0.2 02:00:00:00:00:02 10.244.1.9")},
+		{name: "n3 never published a good VTEP: none for it",
+			do: func(w *world) {
+				w.addNode(n3)
+				w.publishRaw(n3, v1alpha1.RhizomeNodeSpec{IPv4Address: "10.0.1.3/24", VXLANTunnelMACAddr: "02:00:00:00:00:03", VXLANTunnelAddress: "10.244.2"})
+			},
+			want: with(base, peerN2, peerN3, "vtep 10.0.0.2 02:00:00:00:00:02 10.244.1.9")},
 	})
 }
 
@@ -359,4 +371,73 @@ func TestPassTunnelAddressReleasedBehindItsBack(t *testing.T) {
 	if got := a(w).tunnel.addrs[tunnelVXLAN]; got != after[0] {
 		t.Fatalf("the agent uses %v as its VTEP address, IPAM gives it %v", got, after[0])
 	}
+}
+
+// TestPassTunnelSurvivesFailures (issue 16): a transient IPAM or API
+// failure never unpublishes this node's VTEP, and other nodes keep the
+// last good VTEP of a node instead of deleting working routes to it.
+func TestPassTunnelSurvivesFailures(t *testing.T) {
+	w := newWorld(t)
+	w.addNode(n2)
+	w.publishVTEP(n2, "02:00:00:00:00:02", "10.244.1.0")
+	w.setPool(v1alpha1.EncapAlways, v1alpha1.EncapNever, false)
+	w.allocate("pod0.eth0")
+	w.pass()
+	w.peerUp(n2, "10.244.1.0/26")
+	vx := "pool 10.244.0.0/16 vxlan=Always ipip=Never"
+	kernelN2 := "kernel 10.244.1.0/26 via 10.244.1.0 dev#100 onlink"
+	upNoLearned := []string{advBlock, ownBlock, blackhole, vx, rznVX, tunVX, ipamVX, peerN2, vtepN2, kernelN2}
+	up := with(upNoLearned, learnedN2)
+	var writes map[string]int
+	play(t, w, []step{
+		{name: "VXLAN up, n2's block routed through its VTEP", want: up},
+		// The agent restarts while its IPAM cannot write to the API server:
+		// the tunnel address its predecessor allocated is in the IPAM's
+		// view, so it is taken as it is. (It used to try to allocate,
+		// fail, and publish the RhizomeNode without its VTEP address,
+		// which made every other node drop its routes to this one; and
+		// strip the address from the device.)
+		{name: "restarted with the IPAM failing: the same tunnel address, nothing unpublished or rewritten",
+			do: func(w *world) {
+				writes = w.writes()
+				w.ipam.FailWith(errAPI)
+				w.restart()
+			},
+			// (the kernel keeps n2's route until n2 has sent its table again)
+			want: with(upNoLearned),
+			check: func(t *testing.T, w *world) {
+				if got := w.writes(); fmt.Sprint(got) != fmt.Sprint(writes) {
+					t.Errorf("API writes after the restart: %v, before %v", got, writes)
+				}
+			}},
+		// n2's RhizomeNode loses its VTEP (its agent failed the same way
+		// before this fix, or the object was re-created): the last good
+		// VTEP stays and so does the kernel route through it.
+		{name: "n2's RhizomeNode loses its VTEP address: its last good VTEP and the route through it stay",
+			do: func(w *world) {
+				w.ipam.FailWith(nil)
+				w.peerUp(n2, "10.244.1.0/26")
+				w.publishRaw(n2, v1alpha1.RhizomeNodeSpec{IPv4Address: "10.0.0.2/24", VXLANTunnelMACAddr: "02:00:00:00:00:02"})
+			},
+			want: up},
+		{name: "n2's RhizomeNode disappears from the cache: the same",
+			do: func(w *world) {
+				if err := w.api.RhizomeV1alpha1().RhizomeNodes().Delete(w.ctx, n2, metav1.DeleteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				w.syncCache()
+			},
+			want: up},
+		{name: "this node's own RhizomeNode is deleted by someone: the next pass publishes it again",
+			do: func(w *world) {
+				if err := w.api.RhizomeV1alpha1().RhizomeNodes().Delete(w.ctx, self, metav1.DeleteOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				w.syncCache()
+			},
+			want: up},
+		{name: "n2 leaves: its VTEP and routes go with it",
+			do:   func(w *world) { w.deleteNode(n2) },
+			want: []string{advBlock, ownBlock, blackhole, vx, rznVX, tunVX, ipamVX}},
+	})
 }

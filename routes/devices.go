@@ -260,8 +260,12 @@ func (d *kernelDevices) dropPoolAddresses(l netlink.Link, keep netip.Addr, pools
 }
 
 // ownAddress puts want on l; with exclusive, other IPv4 addresses go (the
-// device is ours). An invalid want adds nothing.
+// device is ours). An invalid want (an address the agent does not know at
+// the moment) adds nothing and removes nothing.
 func (d *kernelDevices) ownAddress(l netlink.Link, want netip.Prefix, exclusive bool) error {
+	if !want.IsValid() {
+		return nil
+	}
 	addrs, err := retryDump(func() ([]netlink.Addr, error) { return d.h.AddrList(l, unix.AF_INET) })
 	if err != nil {
 		return fmt.Errorf("addresses of %s: %w", l.Attrs().Name, err)

@@ -197,6 +197,14 @@ func (r *Reconciler) syncRoutes() error {
 		want, ok, err := r.want.route(r.comp, p)
 		r.noteRouteErr(p, err)
 		if !ok {
+			if keepUnbuildable(err) {
+				if _, in := inKernel[p]; in {
+					// Still announced but not buildable right now (its
+					// VTEP or device is missing for a moment): the route
+					// that works stays; a pass rebuilds it when it can.
+					wanted[p] = struct{}{}
+				}
+			}
 			return
 		}
 		desired++
@@ -259,6 +267,12 @@ func (r *Reconciler) syncRoutes() error {
 	}
 	return nil
 }
+
+// keepUnbuildable reports whether a desired route that could not be built
+// keeps the kernel route it has: yes when something it needs is missing
+// (a VTEP, a device, a next hop's route), no when it simply has no next
+// hop left but ourselves.
+func keepUnbuildable(err error) bool { return err != nil && !errors.Is(err, errNoPath) }
 
 // has reports whether p is in the desired inputs at all.
 func (d *desiredSet) has(p netip.Prefix) bool {

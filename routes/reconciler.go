@@ -446,6 +446,8 @@ func (r *Reconciler) syncPrefixes(ps []netip.Prefix) {
 			}
 			pl.create = append(pl.create, want)
 			r.owned[p] = want
+		case !ok && owned && keepUnbuildable(err):
+			// Still announced, not buildable now: keep what works.
 		case !ok && owned:
 			if pl.del == nil {
 				pl.del = make([]Route, 0, len(ps)-i)

@@ -616,3 +616,63 @@ func TestRunRestartsDeadWatch(t *testing.T) {
 	}
 	waitFor(t, "the deleted route restored through the restarted watch", func() bool { return rf.route(pfx("10.244.0.0/26")) != "" })
 }
+
+// TestUnbuildableRouteKept: a remote route through VXLAN whose node's VTEP
+// disappears from the state (its RhizomeNode lost it for a moment) while
+// BGP still announces it keeps the kernel route that works, through a
+// full pass after convergence and through Apply; it is reported, and
+// rebuilt when the VTEP is back. A withdrawal still deletes it.
+func TestUnbuildableRouteKept(t *testing.T) {
+	r, f := newTestReconciler(t)
+	st := baseState()
+	must(t, r.SetState(st))
+	p := pfx("10.244.2.0/26")
+	must(t, r.pass())
+	must(t, r.Apply(Batch{Upserts: []RemoteRoute{{Prefix: p, NextHops: []netip.Addr{node21}}}}))
+	r.WaitWritten()
+	r.SetConverged()
+	before := ""
+	for _, rt := range f.table.Routes() {
+		if rt.Dst == p {
+			before = rt.String()
+		}
+	}
+	if before == "" {
+		t.Fatalf("no route to %s to begin with: %v", p, f.table.Routes())
+	}
+	kept := func(when string) {
+		t.Helper()
+		for _, rt := range f.table.Routes() {
+			if rt.Dst == p {
+				if rt.String() != before {
+					t.Errorf("%s: route changed to %s", when, rt)
+				}
+				return
+			}
+		}
+		t.Errorf("%s: the working route to %s was deleted", when, p)
+	}
+	noVTEP := st
+	noVTEP.VTEPs = nil
+	must(t, r.SetState(noVTEP))
+	passTwice(t, r, f)
+	kept("after a full pass without the VTEP")
+	if e := r.Status().RouteErrors[p]; !strings.Contains(e, "no VTEP") {
+		t.Errorf("route error %q, want the missing VTEP named", e)
+	}
+	must(t, r.Apply(Batch{Upserts: []RemoteRoute{{Prefix: p, NextHops: []netip.Addr{node21}}}}))
+	r.WaitWritten()
+	kept("after a BGP update of the route")
+	must(t, r.SetState(st))
+	passTwice(t, r, f)
+	if r.Status().RouteErrorCount != 0 {
+		t.Errorf("route errors with the VTEP back: %v", r.Status().RouteErrors)
+	}
+	must(t, r.Apply(Batch{Withdrawals: []netip.Prefix{p}}))
+	r.WaitWritten()
+	for _, rt := range f.table.Routes() {
+		if rt.Dst == p {
+			t.Errorf("withdrawn route still there: %s", rt)
+		}
+	}
+}
