@@ -114,6 +114,16 @@ func (l *Lab) StartAgent(ctx context.Context, node string) error {
 	return l.waitAgentsReady(ctx, []string{node}, 2*time.Minute)
 }
 
+// StartAgentNoWait starts a node's agent (after StopAgent) and returns at
+// once, for scenarios in which it cannot become ready yet (the API server
+// is down).
+func (l *Lab) StartAgentNoWait(node string) error { return l.startAgent(node) }
+
+// WaitAgentReady waits until a node's agent is ready.
+func (l *Lab) WaitAgentReady(ctx context.Context, node string, timeout time.Duration) error {
+	return l.waitAgentsReady(ctx, []string{node}, timeout)
+}
+
 // AgentPID returns the PID of a node's running agent, or 0.
 func (l *Lab) AgentPID(node string) int {
 	for _, p := range l.State.Procs {
