@@ -140,10 +140,12 @@ func testAgentRestarts(t *testing.T, h *hitlessLab) {
 func TestHitlessBIRD(t *testing.T) {
 	h := newHitlessLab(t, "bird")
 	testAgentRestarts(t, h)
+	testPeerFailures(t, h)
 }
 
 // TestHitlessFRR runs issue 16's scenarios with FRR ToRs.
 func TestHitlessFRR(t *testing.T) {
 	h := newHitlessLab(t, "frr")
 	testAgentRestarts(t, h)
+	testPeerFailures(t, h)
 }

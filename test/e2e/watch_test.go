@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os/exec"
@@ -38,7 +39,8 @@ type fastPing struct {
 	done  chan struct{}
 
 	mu      sync.Mutex
-	seqs    []int // sequence numbers of the replies, in arrival order
+	seqs    []int       // sequence numbers of the replies, in arrival order
+	at      []time.Time // when each reply arrived
 	summary string
 }
 
@@ -75,6 +77,7 @@ func (p *fastPing) read(r io.Reader) {
 			n, _ := strconv.Atoi(m[1])
 			p.mu.Lock()
 			p.seqs = append(p.seqs, n)
+			p.at = append(p.at, time.Now())
 			p.mu.Unlock()
 		} else if strings.Contains(line, "packets transmitted") {
 			p.mu.Lock()
@@ -83,6 +86,31 @@ func (p *fastPing) read(r io.Reader) {
 		}
 	}
 	p.cmd.Wait()
+}
+
+// lastReplyBefore and firstReplyAfter bracket an outage: the last reply
+// that arrived before t and the first after it (zero times if none).
+func (p *fastPing) lastReplyBefore(t time.Time) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var last time.Time
+	for _, a := range p.at {
+		if a.Before(t) {
+			last = a
+		}
+	}
+	return last
+}
+
+func (p *fastPing) firstReplyAfter(t time.Time) time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, a := range p.at {
+		if a.After(t) {
+			return a
+		}
+	}
+	return time.Time{}
 }
 
 // pingResult is what a fastPing saw.
@@ -352,4 +380,48 @@ func (r scenarioResult) requireNoLoss(t *testing.T) {
 	if n := r.deletionCount(); n > 0 {
 		t.Errorf("%s: %d route deletions at ToRs or nodes", r.Name, n)
 	}
+}
+
+// readyWatch polls every agent's /readyz while a scenario runs.
+type readyWatch struct {
+	stop chan struct{}
+	done chan struct{}
+	mu   sync.Mutex
+	bad  map[string]string // node → a /readyz answer that was not ready
+}
+
+// watchReady polls the nodes' readiness every 200 ms until end.
+func watchReady(l *lab.Lab, nodes []string) *readyWatch {
+	w := &readyWatch{stop: make(chan struct{}), done: make(chan struct{}), bad: map[string]string{}}
+	go func() {
+		defer close(w.done)
+		ctx := context.Background()
+		for {
+			for _, n := range nodes {
+				if ok, why := l.AgentReady(ctx, n); !ok {
+					w.mu.Lock()
+					if _, seen := w.bad[n]; !seen {
+						w.bad[n] = why
+					}
+					w.mu.Unlock()
+				}
+			}
+			select {
+			case <-w.stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	return w
+}
+
+// end stops polling and returns the nodes that were not ready at some
+// point, with their first answer.
+func (w *readyWatch) end() map[string]string {
+	close(w.stop)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bad
 }
