@@ -230,10 +230,12 @@ func (s *GoBGP) AddPeer(ctx context.Context, p Peer) error {
 	return nil
 }
 
-// UpdatePeer implements Speaker. GoBGP resets the session itself when the
-// change needs a new OPEN (AS, password, transport, families, graceful
-// restart); timers, TTL and the prefix limit change in place, timers taking
-// effect at the next connection.
+// UpdatePeer implements Speaker. Rhizome's GoBGP (third_party/gobgp.patch,
+// rhizomeSoftUpdate) applies the description in place and resets the one
+// session gracefully for timers, the password, the remote port and the
+// route-reflector role; upstream re-created the peer with a Cease for the
+// first three and never applied the last. Other changes that need a new
+// OPEN (AS, families, graceful restart, transport) reset it with a Cease.
 func (s *GoBGP) UpdatePeer(ctx context.Context, p Peer) error {
 	if err := p.Validate(); err != nil {
 		return err
@@ -525,6 +527,7 @@ func (s *GoBGP) peerStatus(p *api.Peer) PeerStatus {
 		st.AdminDown = ps.AdminState != api.PeerState_UP
 		if st.State == StateEstablished {
 			st.RemoteRouterID, _ = netip.ParseAddr(ps.RouterId)
+			st.HoldTime = time.Duration(p.GetTimers().GetState().GetNegotiatedHoldTime()) * time.Second
 		}
 		if ps.PeerAsn != 0 {
 			st.ASN = ps.PeerAsn

@@ -47,10 +47,15 @@ type Speaker interface {
 
 	// AddPeer configures a session. It fails if the address is configured.
 	AddPeer(ctx context.Context, p Peer) error
-	// UpdatePeer changes a configured session. The speaker applies what it
-	// can in place; changes that BGP cannot renegotiate live (AS, password,
-	// families, graceful restart, route-reflector role, transport) reset that
-	// one session. Other sessions are never touched.
+	// UpdatePeer changes a configured session; other sessions are never
+	// touched. The description, the prefix limit and TTLs change in place.
+	// Timers, the password, the peer's port and the route-reflector role
+	// and cluster ID need a new session: it is closed without a
+	// NOTIFICATION and opened again as a restarting one, so that with
+	// graceful restart in effect both sides keep each other's routes
+	// through it (without, it is reset with a Cease). Other changes (AS,
+	// families, graceful-restart settings, local address, passive mode)
+	// reset it with a Cease.
 	UpdatePeer(ctx context.Context, p Peer) error
 	// DeletePeer closes and removes a session; routes learned from it are
 	// withdrawn at once (no graceful restart: we removed it on purpose).
@@ -419,6 +424,10 @@ type PeerStatus struct {
 	LastError string
 	// RemoteRouterID of an established session.
 	RemoteRouterID netip.Addr
+	// HoldTime is the hold time negotiated on an established session (the
+	// smaller of ours and the peer's): it shows that a timer change took
+	// effect.
+	HoldTime time.Duration
 	// GracefulRestart is what the peer advertised, valid once established.
 	PeerRestartTime   time.Duration
 	PeerLLGRStaleTime time.Duration

@@ -108,6 +108,12 @@ type peer struct {
 	sentPaths           map[table.PathDestLocalKey]map[uint32]struct{}
 	sendMaxPathFiltered map[table.PathLocalKey]struct{}
 	llgrEndChs          []chan struct{}
+	// rhizome: resetOnly marks a LocalRestarting set only so that the
+	// OPEN after a graceful session reset (rhizomeResetGracefully)
+	// carries the Restart State and Forwarding State bits; the speaker
+	// did not restart, so nothing waits for other peers. Only the
+	// server's goroutine touches it.
+	resetOnly bool
 }
 
 func newPeer(g *oc.Global, conf *oc.Neighbor, loc *table.TableManager, policy *table.RoutingPolicy, logger log.Logger) *peer {
@@ -561,8 +567,19 @@ func (peer *peer) updatePrefixLimitConfig(c []oc.AfiSafi) error {
 			}
 		}
 	}
+	// rhizome: only the prefix limits change here. Upstream replaced the
+	// whole AfiSafis, and with them their negotiated state (graceful
+	// restart received, End-of-RIB received): after any in-place update
+	// (a timer change) the next lost connection dropped the peer's routes
+	// instead of keeping them for its restart.
 	peer.fsm.lock.Lock()
-	peer.fsm.pConf.AfiSafis = c
+	for i := range peer.fsm.pConf.AfiSafis {
+		for _, e := range c {
+			if e.State.Family == peer.fsm.pConf.AfiSafis[i].State.Family {
+				peer.fsm.pConf.AfiSafis[i].PrefixLimit.Config = e.PrefixLimit.Config
+			}
+		}
+	}
 	peer.fsm.lock.Unlock()
 	return nil
 }

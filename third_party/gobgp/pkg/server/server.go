@@ -1601,8 +1601,15 @@ func (s *BgpServer) handleFSMMessage(peer *peer, e *fsmMsg) {
 
 		peer.fsm.StateChange(nextState)
 
+		// rhizome: only the restart timer running out ends a peer's
+		// graceful restart. Upstream took any fall back to Idle while the
+		// peer was restarting for it, so one failed reconnection attempt
+		// (the restarted peer not listening yet, or refusing the
+		// connection until it has configured us) dropped every route
+		// kept for the restart.
 		peer.fsm.lock.RLock()
-		nextStateIdle := peer.fsm.pConf.GracefulRestart.State.PeerRestarting && nextState == bgp.BGP_FSM_IDLE
+		nextStateIdle := peer.fsm.pConf.GracefulRestart.State.PeerRestarting && nextState == bgp.BGP_FSM_IDLE &&
+			peer.fsm.reason != nil && peer.fsm.reason.Type == fsmRestartTimerExpired
 		peer.fsm.lock.RUnlock()
 
 		// PeerDown
@@ -1752,9 +1759,15 @@ func (s *BgpServer) handleFSMMessage(peer *peer, e *fsmMsg) {
 					}, false)
 				}
 			}
-			peer.fsm.lock.RLock()
+			peer.fsm.lock.Lock()
+			if peer.resetOnly {
+				// rhizome: the OPEN has carried the bits; our routes go
+				// out at once, as on any new session.
+				peer.fsm.pConf.GracefulRestart.State.LocalRestarting = false
+				peer.resetOnly = false
+			}
 			notLocalRestarting := !peer.fsm.pConf.GracefulRestart.State.LocalRestarting
-			peer.fsm.lock.RUnlock()
+			peer.fsm.lock.Unlock()
 			if notLocalRestarting {
 				// When graceful-restart cap (which means intention
 				// of sending EOR) and route-target address family are negotiated,
@@ -3573,7 +3586,11 @@ func (s *BgpServer) updateNeighbor(c *oc.Neighbor) (needsSoftResetIn bool, err e
 		needsSoftResetIn = true
 	}
 
-	if original.NeedsResendOpenMessage(c) {
+	// rhizome: changes that need no new session, or only a new connection
+	// with the same peer, are applied to the running peer instead of
+	// re-creating it (see rhizomeSoftUpdate).
+	softReset, softOut, soft := s.rhizomeSoftUpdate(peer, c)
+	if !soft && original.NeedsResendOpenMessage(c) {
 		sub := uint8(bgp.BGP_ERROR_SUB_OTHER_CONFIGURATION_CHANGE)
 		if original.Config.AdminDown != c.Config.AdminDown {
 			sub = bgp.BGP_ERROR_SUB_ADMINISTRATIVE_SHUTDOWN
@@ -3653,7 +3670,117 @@ func (s *BgpServer) updateNeighbor(c *oc.Neighbor) (needsSoftResetIn bool, err e
 		}
 	}
 
+	if softOut {
+		// What each peer may be sent changed (reflection rules): send
+		// every peer its table again. Nothing is withdrawn this way; a
+		// session that must lose reflected routes is reset instead.
+		for _, p := range s.neighborMap {
+			s.softResetOut(p.ID(), bgp.RouteFamily(0), false)
+		}
+	}
+	if softReset {
+		s.rhizomeResetGracefully(peer)
+	}
 	return needsSoftResetIn, err
+}
+
+// rhizome: rhizomeSoftUpdate applies to a running peer the changes that
+// upstream either re-created the peer for (a changed description,
+// password or remote port: a NOTIFICATION, and both sides dropped each
+// other's routes) or did not apply to a live session at all (its
+// route-reflector role and cluster ID, never; its timers, only at the next
+// connection). It reports soft when c differs from the peer's
+// configuration in nothing else (then the caller goes on with the changes
+// it applies in place itself: timers, prefix limits, TTL); reset when the
+// session needs a new connection to take the change (the new password or
+// port, the hold time negotiated in the OPEN, or a peer that stops being
+// a route-reflector client and must lose the routes reflected to it); and
+// softOut when every peer must be sent its table again (the reflection
+// rules changed: a new client gets reflected routes, its routes are
+// reflected to others, a new cluster ID travels in the CLUSTER_LIST). A
+// description changes nothing on the wire.
+func (s *BgpServer) rhizomeSoftUpdate(peer *peer, c *oc.Neighbor) (reset, softOut, soft bool) {
+	peer.fsm.lock.Lock()
+	o := peer.fsm.pConf
+	probe := *c
+	probe.Config.Description = o.Config.Description
+	probe.Config.AuthPassword = o.Config.AuthPassword
+	probe.Transport.Config.RemotePort = o.Transport.Config.RemotePort
+	if o.NeedsResendOpenMessage(&probe) {
+		peer.fsm.lock.Unlock()
+		return false, false, false
+	}
+	passwordChanged := o.Config.AuthPassword != c.Config.AuthPassword
+	softOut = !o.RouteReflector.Config.Equal(&c.RouteReflector.Config)
+	reset = passwordChanged ||
+		o.Transport.Config.RemotePort != c.Transport.Config.RemotePort ||
+		o.RouteReflector.Config.RouteReflectorClient && !c.RouteReflector.Config.RouteReflectorClient ||
+		!o.Timers.Config.Equal(&c.Timers.Config)
+	o.Config.Description, o.State.Description = c.Config.Description, c.Config.Description
+	o.Config.AuthPassword, o.State.AuthPassword = c.Config.AuthPassword, c.Config.AuthPassword
+	o.Transport.Config.RemotePort = c.Transport.Config.RemotePort
+	if !o.RouteReflector.Config.Equal(&c.RouteReflector.Config) {
+		o.RouteReflector = c.RouteReflector
+		// The role also travels with the routes this peer sent (their
+		// source) and decides whether they are reflected.
+		peer.fsm.peerInfo.RouteReflectorClient = c.RouteReflector.Config.RouteReflectorClient
+		peer.fsm.peerInfo.RouteReflectorClusterID = net.ParseIP(string(c.RouteReflector.State.RouteReflectorClusterId)).To4()
+	}
+	addr := o.State.NeighborAddress
+	password := c.Config.AuthPassword
+	peer.fsm.lock.Unlock()
+	if passwordChanged {
+		for _, l := range s.listListeners(addr) {
+			if err := setTCPMD5SigSockopt(l, addr, password); err != nil {
+				s.logger.Warn("failed to set md5",
+					log.Fields{
+						"Topic": "Peer",
+						"Key":   addr,
+						"Err":   err})
+			}
+		}
+	}
+	return reset, softOut, true
+}
+
+// rhizome: rhizomeResetGracefully makes an established session start over
+// with its new configuration. When graceful restart is in effect on it,
+// the connection is closed without a NOTIFICATION: the peer, as helper,
+// keeps our routes, and we keep its (as for any closed connection); the
+// new session opens as a restarting one (Restart State and Forwarding
+// State bits, our routes after the peer's End-of-RIB), so the peer keeps
+// ours until we have sent them again. Without graceful restart there is
+// no way to keep them: the session is reset with a Cease.
+func (s *BgpServer) rhizomeResetGracefully(peer *peer) {
+	peer.fsm.lock.Lock()
+	established := peer.fsm.state == bgp.BGP_FSM_ESTABLISHED && peer.fsm.h != nil && peer.fsm.h.conn != nil
+	graceful := established && peer.fsm.pConf.GracefulRestart.State.Enabled
+	var conn net.Conn
+	if graceful {
+		if !peer.fsm.pConf.GracefulRestart.State.LocalRestarting {
+			peer.fsm.pConf.GracefulRestart.State.LocalRestarting = true
+			peer.resetOnly = true
+		}
+		conn = peer.fsm.h.conn
+	}
+	if established {
+		// Come back as after an administrative reset, not after GoBGP's
+		// default idle hold (5 s).
+		peer.fsm.idleHoldTime = peer.fsm.pConf.Timers.Config.IdleHoldTimeAfterReset
+	}
+	peer.fsm.lock.Unlock()
+	switch {
+	case !established:
+		// The next connection carries the new configuration.
+	case graceful:
+		s.logger.Info("closing the session to apply its new configuration (graceful restart keeps the routes)",
+			log.Fields{
+				"Topic": "Peer",
+				"Key":   peer.ID()})
+		conn.Close()
+	default:
+		sendfsmOutgoingMsg(peer, nil, bgp.NewBGPNotificationMessage(bgp.BGP_ERROR_CEASE, bgp.BGP_ERROR_SUB_OTHER_CONFIGURATION_CHANGE, nil), false)
+	}
 }
 
 func (s *BgpServer) UpdatePeer(ctx context.Context, r *api.UpdatePeerRequest) (rsp *api.UpdatePeerResponse, err error) {
