@@ -123,6 +123,15 @@ func (f *Fake) Stop(context.Context) error {
 	return nil
 }
 
+// StopGracefully implements Speaker.
+func (f *Fake) StopGracefully(context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ops = append(f.ops, "stop-gracefully")
+	f.running, f.stopped = false, f.running || f.stopped
+	return nil
+}
+
 // AddPeer implements Speaker.
 func (f *Fake) AddPeer(_ context.Context, p Peer) error {
 	f.t.Helper()

@@ -162,7 +162,13 @@ func ipv6Available() bool {
 // peers drop our routes at once. An agent that restarts and wants its peers
 // to keep forwarding (graceful restart) should exit without calling Stop:
 // the kernel then closes the connections without a notification.
-func (s *GoBGP) Stop(ctx context.Context) error {
+func (s *GoBGP) Stop(ctx context.Context) error { return s.stop(ctx, false) }
+
+// StopGracefully implements Speaker (GoBGP's StopBgpGracefully, in
+// Rhizome's copy: no NOTIFICATION is sent).
+func (s *GoBGP) StopGracefully(ctx context.Context) error { return s.stop(ctx, true) }
+
+func (s *GoBGP) stop(ctx context.Context, graceful bool) error {
 	s.mu.Lock()
 	if !s.running {
 		s.mu.Unlock()
@@ -172,10 +178,15 @@ func (s *GoBGP) Stop(ctx context.Context) error {
 	s.running, s.stopped = false, true
 	s.stopWatch()
 	s.mu.Unlock()
+	if graceful {
+		if err := srv.StopBgpGracefully(ctx); err != nil {
+			s.log.Warn("closing the sessions", "op", "stop", "error", err)
+		}
+	}
 	// GoBGP's Serve goroutine does not end (v3 has no way to stop it); the
 	// server itself is idle after this.
 	srv.Stop()
-	s.log.Info("bgp speaker stopped", "op", "stop")
+	s.log.Info("bgp speaker stopped", "op", "stop", "graceful", graceful)
 	return nil
 }
 

@@ -295,3 +295,46 @@ func TestGoBGPFreshSpeaker(t *testing.T) {
 		t.Errorf("fresh speaker sent %v before End-of-RIB, want its route without waiting", got)
 	}
 }
+
+// TestGoBGPStopGracefully: a speaker replaced by another (new router ID or
+// port) closes its sessions without a NOTIFICATION, so that peers keep its
+// routes for graceful restart; Stop sends the Cease.
+func TestGoBGPStopGracefully(t *testing.T) {
+	for _, graceful := range []bool{true, false} {
+		ourIP, peerIP := netip.MustParseAddr("127.0.0.227"), netip.MustParseAddr("127.0.0.228")
+		port := freePort(t, ourIP)
+		ctx := context.Background()
+		sp := bgp.NewGoBGP(bgp.GoBGPOptions{Logger: testLogger(t), GoBGPLogLevel: gobgpLevel()})
+		if err := sp.Start(ctx, bgp.Global{ASN: 64512, RouterID: ourIP, ListenPort: int32(port), ListenAddresses: []netip.Addr{ourIP}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := sp.AddPeer(ctx, bgp.Peer{Address: peerIP, ASN: 65001, Passive: true, GracefulRestart: bgp.GracefulRestart{Enabled: true}}); err != nil {
+			t.Fatal(err)
+		}
+		p := dialRaw(t, peerIP, 65001, ourIP, port)
+		p.receivedUntilEndOfRIB()
+		stop := sp.Stop
+		if graceful {
+			stop = sp.StopGracefully
+		}
+		if err := stop(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var notification *gobgp.BGPNotification
+		for {
+			m, err := p.read(5 * time.Second)
+			if err != nil {
+				break // the connection closed
+			}
+			if n, ok := m.Body.(*gobgp.BGPNotification); ok {
+				notification = n
+			}
+		}
+		switch {
+		case graceful && notification != nil:
+			t.Errorf("StopGracefully sent a NOTIFICATION %d/%d", notification.ErrorCode, notification.ErrorSubcode)
+		case !graceful && notification == nil:
+			t.Errorf("Stop sent no Cease")
+		}
+	}
+}

@@ -44,6 +44,12 @@ type Speaker interface {
 	// speaker. Graceful-restart peers keep our routes for the restart time.
 	// Stop on a stopped speaker is a no-op.
 	Stop(ctx context.Context) error
+	// StopGracefully stops the speaker like Stop, but closes the sessions
+	// without a NOTIFICATION: graceful-restart peers keep our routes for
+	// the restart time, as when the process exits. For a speaker replaced
+	// by another on the same node (a new router ID or listen port), which
+	// keeps forwarding meanwhile.
+	StopGracefully(ctx context.Context) error
 
 	// AddPeer configures a session. It fails if the address is configured.
 	AddPeer(ctx context.Context, p Peer) error

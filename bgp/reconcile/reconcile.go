@@ -293,18 +293,24 @@ func (r *Reconciler) ensureSpeaker(ctx context.Context, g bgp.Global) error {
 		r.log.Warn("restarting the BGP speaker: the router ID or listen port changed", "op", "reconcile",
 			"routerID", g.RouterID, "oldRouterID", r.global.RouterID, "port", g.ListenPort, "oldPort", r.global.ListenPort)
 		r.stopSp()
-		if err := r.sp.Stop(ctx); err != nil {
+		// As an agent restart does: the old sessions close without a
+		// NOTIFICATION (peers keep our routes), the routes learned over
+		// them stay until the new sessions have sent theirs (the kernel
+		// keeps them meanwhile), and the new speaker opens its sessions
+		// as a restarting one (peers do not flush ours when it comes).
+		// Before, the Cease made peers drop our routes and the RIB
+		// dropped theirs at once, and the kernel with it.
+		r.rib.HoldAll()
+		if err := r.sp.StopGracefully(ctx); err != nil {
 			r.log.Warn("stopping the old speaker", "op", "reconcile", "error", err)
 		}
 		r.sp = nil
 		r.current.Store(nil)
-		// Routes learned over the old sessions go; the new sessions
-		// bring them back.
-		r.rib.Set(rib.Settings{})
 		clear(r.sessions)
 		clear(r.ads)
 		clear(r.errs)
 		r.export = nil
+		g.Restarting = true
 	}
 	sp := r.cfg.NewSpeaker()
 	r.current.Store(&speakerRef{sp})

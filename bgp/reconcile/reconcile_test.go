@@ -513,3 +513,78 @@ func TestStopLeavesSessionsShutdownCloses(t *testing.T) {
 		t.Error("Shutdown left the speaker running")
 	}
 }
+
+// TestReconcileRouterIDChangeKeepsRoutes (issue 16): a new router ID (or
+// listen port) needs a new speaker. The old one closes its sessions
+// without a NOTIFICATION, the new one opens them as a restarting speaker,
+// and the routes learned over the old sessions stay (in the sink: the
+// kernel) until the new sessions have sent their tables; then what a peer
+// did not send again goes.
+func TestReconcileRouterIDChangeKeepsRoutes(t *testing.T) {
+	f := newFixture(t)
+	st := baseState()
+	f.reconcile(st)
+	b, c := netip.MustParseAddr("10.0.1.2"), netip.MustParseAddr("10.0.1.3")
+	path := func(p string, nh netip.Addr) bgp.ReceivedPath {
+		return bgp.ReceivedPath{Prefix: netip.MustParsePrefix(p), NextHop: nh, Attrs: &bgp.Attrs{LocalPref: 100, HasLocalPref: true}}
+	}
+	old := f.sp()
+	for _, pr := range []struct {
+		peer netip.Addr
+		p    string
+	}{{b, "10.244.2.0/26"}, {b, "10.244.4.0/26"}, {c, "10.244.3.0/26"}} {
+		old.SetState(pr.peer, bgp.StateEstablished, false, "")
+		old.Receive(bgp.Update{Peer: pr.peer, Announced: []bgp.ReceivedPath{path(pr.p, pr.peer)}})
+	}
+	old.EndOfRIB(b, bgp.IPv4)
+	old.EndOfRIB(c, bgp.IPv4)
+	routes := func() []string {
+		f.sink.mu.Lock()
+		defer f.sink.mu.Unlock()
+		var out []string
+		for p := range f.sink.routes {
+			out = append(out, p.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	all := []string{"10.244.2.0/26", "10.244.3.0/26", "10.244.4.0/26"}
+	if got := routes(); !slices.Equal(got, all) {
+		t.Fatalf("learned %v, want %v", got, all)
+	}
+
+	st.RouterID = netip.MustParseAddr("192.0.2.1")
+	f.reconcile(st)
+	if ops := old.Ops(); len(ops) == 0 || ops[len(ops)-1] != "stop-gracefully" {
+		t.Errorf("old speaker's last call %v, want stop-gracefully (no Cease)", ops)
+	}
+	nsp := f.sp()
+	if nsp == old || !nsp.Global().Restarting {
+		t.Errorf("the new speaker is not started as restarting: %+v", nsp.Global())
+	}
+	if got := routes(); !slices.Equal(got, all) {
+		t.Errorf("routes right after the new speaker started: %v, want all kept", got)
+	}
+	// The new sessions come up; a session going through states before it
+	// is established does not drop what is held.
+	nsp.SetState(b, bgp.StateActive, false, "")
+	nsp.SetState(b, bgp.StateEstablished, false, "")
+	nsp.SetState(c, bgp.StateEstablished, false, "")
+	if got := routes(); !slices.Equal(got, all) {
+		t.Errorf("routes while the new sessions come up: %v, want all kept", got)
+	}
+	// b sends one of its two routes again; c sends its own.
+	nsp.Receive(bgp.Update{Peer: b, Announced: []bgp.ReceivedPath{path("10.244.2.0/26", b)}})
+	nsp.EndOfRIB(b, bgp.IPv4)
+	if got, want := routes(), []string{"10.244.2.0/26", "10.244.3.0/26"}; !slices.Equal(got, want) {
+		t.Errorf("after b's End-of-RIB: %v, want %v (b's route it did not send again gone, c's held)", got, want)
+	}
+	nsp.Receive(bgp.Update{Peer: c, Announced: []bgp.ReceivedPath{path("10.244.3.0/26", c)}})
+	nsp.EndOfRIB(c, bgp.IPv4)
+	if got, want := routes(), []string{"10.244.2.0/26", "10.244.3.0/26"}; !slices.Equal(got, want) {
+		t.Errorf("after c's End-of-RIB: %v, want %v", got, want)
+	}
+	if s := f.r.RIB().Counters()[c]; s.Stale != 0 {
+		t.Errorf("c's paths still stale after its End-of-RIB: %+v", s)
+	}
+}

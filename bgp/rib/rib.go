@@ -143,6 +143,9 @@ type RIB struct {
 	oneNH  map[netip.Addr][]netip.Addr
 	sel    []netip.Addr
 	totals Totals
+	// holdUntil ends HoldAll: paths still held then are re-read from the
+	// speaker (zero: nothing held).
+	holdUntil time.Time
 }
 
 // Totals are cumulative counters since start.
@@ -160,6 +163,10 @@ type peerTable struct {
 	state bgp.SessionState
 	eor   bool
 	gen   uint32
+	// held: the peer's paths are kept across a speaker replacement
+	// (HoldAll) until its new session sends End-of-RIB, and never re-read
+	// from the new speaker meanwhile (it has nothing yet).
+	held bool
 	// counters, kept up to date on every change
 	received, accepted, stale, llgrStale int
 	rejected                             [policy.NumReasons]int
@@ -269,11 +276,64 @@ func (r *RIB) Run(ctx context.Context) {
 			} else {
 				r.mu.Unlock()
 			}
+			r.endHold(ctx, now)
 			if now.Sub(lastRecheck) >= r.cfg.StaleRecheck {
 				lastRecheck = now
 				r.recheckStale(ctx)
 			}
 		}
+	}
+}
+
+// HoldAll keeps every path the RIB holds, as stale, while the speaker is
+// replaced by a new one (a new router ID or listen port): the kernel keeps
+// its routes until the new sessions have sent their tables. Each peer's
+// held paths go at its new session's End-of-RIB (those it did not send
+// again), when the peer is no longer configured, or when ConvergeTimeout
+// has passed (then what the speaker holds decides).
+func (r *RIB) HoldAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, d := range r.dests {
+		for i := range d.paths {
+			p := &d.paths[i]
+			if !p.stale {
+				p.peer.count(p, -1)
+				p.stale = true
+				p.peer.count(p, 1)
+			}
+		}
+	}
+	n := 0
+	for _, pt := range r.peers {
+		pt.held, pt.eor = true, false
+		n++
+	}
+	r.holdUntil = time.Now().Add(r.cfg.ConvergeTimeout)
+	r.log.Info("holding every learned route while the speaker is replaced", "op", "hold", "peers", n, "until", r.holdUntil)
+}
+
+// endHold re-reads the peers still held once the hold time is over.
+func (r *RIB) endHold(ctx context.Context, now time.Time) {
+	r.mu.Lock()
+	if r.holdUntil.IsZero() || now.Before(r.holdUntil) {
+		r.mu.Unlock()
+		return
+	}
+	r.holdUntil = time.Time{}
+	var peers []netip.Addr
+	for a, pt := range r.peers {
+		if pt.held {
+			pt.held = false
+			peers = append(peers, a)
+		}
+	}
+	r.mu.Unlock()
+	for _, a := range peers {
+		r.log.Info("hold over without the peer's table: re-reading what the speaker holds", "op", "hold", "peer", a)
+		r.mu.Lock()
+		r.resyncLocked(ctx, a)
+		r.flushLocked()
 	}
 }
 

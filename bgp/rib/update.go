@@ -95,6 +95,7 @@ func (r *RIB) HandleEndOfRIB(peer netip.Addr, f bgp.Family) {
 	r.mu.Lock()
 	pt := r.peer(peer)
 	pt.eor = true
+	pt.held = false
 	if pt.stale > 0 {
 		r.forPeer(pt, func(d *dest, i int) {
 			if d.paths[i].stale && bgp.FamilyOf(d.prefix.Addr()) == f {
@@ -133,8 +134,8 @@ func (r *RIB) HandlePeerState(e bgp.PeerEvent) {
 // replay on top, ending in the speaker's current state.
 func (r *RIB) resyncLocked(ctx context.Context, peer netip.Addr) {
 	pt := r.peers[peer]
-	if pt == nil {
-		return
+	if pt == nil || pt.held {
+		return // held across a speaker replacement: the new one knows nothing yet
 	}
 	if pt.received == 0 {
 		// Nothing held: nothing to drop. Paths the speaker still has for

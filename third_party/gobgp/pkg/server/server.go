@@ -2099,6 +2099,18 @@ func (s *BgpServer) StopBgp(ctx context.Context, r *api.StopBgpRequest) error {
 	if r == nil {
 		return fmt.Errorf("nil request")
 	}
+	return s.stopBgp(bgp.BGP_ERROR_CEASE, bgp.BGP_ERROR_SUB_PEER_DECONFIGURED)
+}
+
+// rhizome: StopBgpGracefully stops the server as StopBgp does, but closes
+// every connection without a NOTIFICATION, so that graceful-restart peers
+// keep our routes for the restart time (a server replaced by another on
+// the same node, which keeps forwarding meanwhile).
+func (s *BgpServer) StopBgpGracefully(ctx context.Context) error {
+	return s.stopBgp(0, 0)
+}
+
+func (s *BgpServer) stopBgp(code, subcode uint8) error {
 	s.mgmtOperation(func() error {
 		names := make([]string, 0, len(s.neighborMap))
 		for k := range s.neighborMap {
@@ -2111,7 +2123,7 @@ func (s *BgpServer) StopBgp(ctx context.Context, r *api.StopBgpRequest) error {
 		}
 		for _, name := range names {
 			if err := s.deleteNeighbor(&oc.Neighbor{Config: oc.NeighborConfig{
-				NeighborAddress: name}}, bgp.BGP_ERROR_CEASE, bgp.BGP_ERROR_SUB_PEER_DECONFIGURED); err != nil {
+				NeighborAddress: name}}, code, subcode); err != nil {
 				return err
 			}
 		}
@@ -3432,7 +3444,9 @@ func (s *BgpServer) deleteNeighbor(c *oc.Neighbor, code, subcode uint8) error {
 			"Key":   addr})
 
 	n.stopPeerRestarting()
-	n.fsm.notification <- bgp.NewBGPNotificationMessage(code, subcode, nil)
+	if code != 0 { // rhizome: 0 closes the connection without a NOTIFICATION
+		n.fsm.notification <- bgp.NewBGPNotificationMessage(code, subcode, nil)
+	}
 	n.fsm.h.ctxCancel()
 
 	delete(s.neighborMap, addr)
