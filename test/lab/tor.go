@@ -34,10 +34,14 @@ protocol kernel {
   merge paths on;
 }
 
+# error wait time: BIRD waits 60-300 s by default before it peers again
+# after a session error (a hold timer that ran out when a node's link was
+# cut): a minute without the node's routes after the link is back.
 template bgp rack_node {
   local {{.Rack.ToRAddr.Addr}} as {{.Rack.ToRAS}};
   ipv4 { import all; export all; };
   connect retry time 5;
+  error wait time 5, 30;
   hold time 9;
   keepalive time 3;
   graceful restart on;
@@ -54,6 +58,7 @@ protocol bgp {{.ID}} {
   neighbor {{.Addr}} as {{.AS}};
   ipv4 { import all; export all; };
   connect retry time 5;
+  error wait time 5, 30;
   hold time 9;
   keepalive time 3;
 }
