@@ -141,6 +141,7 @@ func TestHitlessBIRD(t *testing.T) {
 	h := newHitlessLab(t, "bird")
 	testAgentRestarts(t, h)
 	testPeerFailures(t, h)
+	testConfigChanges(t, h)
 }
 
 // TestHitlessFRR runs issue 16's scenarios with FRR ToRs.
@@ -148,4 +149,5 @@ func TestHitlessFRR(t *testing.T) {
 	h := newHitlessLab(t, "frr")
 	testAgentRestarts(t, h)
 	testPeerFailures(t, h)
+	testConfigChanges(t, h)
 }
