@@ -46,13 +46,20 @@ func expectNeverEstablished(t *testing.T, h *helper, window time.Duration) {
 
 // checkWrongPassword gives the node a wrong password and checks that the
 // session never comes up and that the status says why. torDrops counts the
-// ToR kernel's MD5 drops (our SYNs).
+// ToR kernel's MD5 drops (our SYNs). A password change closes the session
+// without a NOTIFICATION (design 0015): the ToR's routes are kept as for a
+// restart of the ToR, and go when its restart time (10 s in these labs) is
+// over without the session back.
 func checkWrongPassword(t *testing.T, l *lab, h *helper, right string, torDrops func() uint64) {
 	t.Helper()
 	nodeBase, torBase := md5Failures(t, l.node), torDrops()
+	held := h.routes().Routes
 	h.reload(func(s *helperState) { s.Secrets["bgp-passwords/tor"] = "not-" + right })
 	waitFor(t, "the session to go down", 30*time.Second, func() bool { return h.session(torIP).State != "Established" })
-	waitRoutes(t, h, "session down")
+	if got := h.routes().Routes; !slices.Equal(got, held) {
+		t.Errorf("routes right after the password change = %v, want %v kept for the ToR's restart time", got, held)
+	}
+	waitRoutes(t, h, "restart time over with the session down")
 	// Both kernels drop the other side's segments: the ToR ours, ours the ToR's.
 	waitFor(t, "the ToR's kernel to drop our signed SYNs", 30*time.Second, func() bool { return torDrops() > torBase })
 	waitFor(t, "our kernel to drop the ToR's signed SYNs", 30*time.Second, func() bool { return md5Failures(t, l.node) > nodeBase })

@@ -127,6 +127,7 @@ router bgp %d
  no bgp ebgp-requires-policy
  no bgp network import-check
  bgp graceful-restart
+ bgp graceful-restart restart-time 10
  timers bgp 3 9
  neighbor %s remote-as %d
  neighbor %s password %s
