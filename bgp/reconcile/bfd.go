@@ -120,16 +120,40 @@ func (r *Reconciler) onBFD(e bfd.Event) {
 		r.bfdFailures[kind]++
 	}
 	r.mu.Unlock()
+	if applied && sp != nil {
+		r.onBFDFailure(e, true)
+	}
+}
+
+// onBFDFailure acts on a BFD failure as the BGP state calls for; with
+// settle, a failure right after the BGP session came up is deferred.
+func (r *Reconciler) onBFDFailure(e bfd.Event, settle bool) {
+	r.mu.Lock()
+	_, applied := r.bfdApplied[e.Peer]
+	sp := r.sp
+	r.mu.Unlock()
 	if !applied || sp == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	reason := "BFD down: " + e.Diag.String()
-	established, err := r.established(ctx, sp, e.Peer)
+	ps, err := r.peerStatus(ctx, sp, e.Peer)
 	if err != nil {
 		r.log.Warn("reading the BGP state after a BFD failure", "op", "bfd", "peer", e.Peer, "error", err)
-		established = true // when in doubt, do not blackhole: drop the routes
+		ps.State = bgp.StateEstablished // when in doubt, do not blackhole: drop the routes
+	}
+	established := ps.State == bgp.StateEstablished
+	if d := r.bfdSettle(); settle && d > 0 && established && !ps.Since.IsZero() {
+		if age := time.Since(ps.Since); age < d {
+			// Some peers re-create their BFD session when the BGP session
+			// comes up (FRR 8.4 does when it learns the interface), which
+			// looks like a failure here. Look again when the session has
+			// settled: still not Up means a failure.
+			r.log.Info("BFD failed right after the BGP session came up; looking again when it has settled", "op", "bfd", "peer", e.Peer, "established", age, "settle", d)
+			time.AfterFunc(d-age, func() { r.recheckBFD(e) })
+			return
+		}
 	}
 	if established {
 		r.hardReset(e.Peer, reason, "BFD detected the path down: the BGP session is closed and its routes dropped at once")
@@ -149,17 +173,52 @@ func (r *Reconciler) onBFD(e bfd.Event) {
 	}
 }
 
-func (r *Reconciler) established(ctx context.Context, sp bgp.Speaker, peer netip.Addr) (bool, error) {
+func (r *Reconciler) peerStatus(ctx context.Context, sp bgp.Speaker, peer netip.Addr) (bgp.PeerStatus, error) {
 	l, err := sp.Peers(ctx)
 	if err != nil {
-		return false, err
+		return bgp.PeerStatus{}, err
 	}
 	for _, p := range l {
 		if p.Address == peer {
-			return p.State == bgp.StateEstablished, nil
+			return p, nil
 		}
 	}
-	return false, nil
+	return bgp.PeerStatus{}, nil
+}
+
+// DefaultBFDSettle is how long after a BGP session comes up a BFD failure
+// is looked at again before it counts: long enough for a peer's re-created
+// BFD session to come Up at the one-second interval of sessions that are
+// not Up (two packets each way, with jitter).
+const DefaultBFDSettle = 4 * time.Second
+
+func (r *Reconciler) bfdSettle() time.Duration {
+	switch s := r.cfg.BFDSettle; {
+	case s < 0:
+		return 0
+	case s == 0:
+		return DefaultBFDSettle
+	default:
+		return s
+	}
+}
+
+// recheckBFD acts on a failure deferred by the settle time, unless BFD is
+// Up again.
+func (r *Reconciler) recheckBFD(e bfd.Event) {
+	r.mu.Lock()
+	stopped := r.stopped
+	r.mu.Unlock()
+	if stopped {
+		return
+	}
+	for _, s := range r.cfg.BFD.Sessions() {
+		if s.Peer.Remote == e.Peer && s.State == bfd.Up {
+			r.log.Info("BFD is Up again after settling: the failure right after the BGP session came up is ignored", "op", "bfd", "peer", e.Peer)
+			return
+		}
+	}
+	r.onBFDFailure(e, false)
 }
 
 // bfdStatus returns the BFD part of a session's status; nil without BFD.

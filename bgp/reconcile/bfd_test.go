@@ -18,7 +18,13 @@ import (
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 )
 
-func newBFDFixture(t *testing.T) (*fixture, *bfd.Fake) {
+// newBFDFixture: a reconciler with a fake BFD; failures act at once
+// (no settle time) unless a settle time is given.
+func newBFDFixture(t *testing.T, settleTime ...time.Duration) (*fixture, *bfd.Fake) {
+	settle := time.Duration(-1)
+	if len(settleTime) > 0 {
+		settle = settleTime[0]
+	}
 	fb := bfd.NewFake(t)
 	f := &fixture{t: t, sink: &sink{}, reg: prometheus.NewRegistry()}
 	f.r = New(Config{
@@ -31,6 +37,7 @@ func newBFDFixture(t *testing.T) (*fixture, *bfd.Fake) {
 		TCPStats:   func() (MD5Stats, error) { return f.md5, nil },
 		Registerer: f.reg,
 		BFD:        fb,
+		BFDSettle:  settle,
 	})
 	t.Cleanup(func() { _ = f.r.Stop(context.Background()) })
 	return f, fb
@@ -230,5 +237,42 @@ func TestBFDStatusAndMetrics(t *testing.T) {
 		if ss.BFD == nil || ss.BFD.State != "Unavailable" || !strings.Contains(ss.BFD.Diagnostic, "address already in use") {
 			t.Fatalf("%s: BFD status %+v, want Unavailable with the reason", ss.Peer, ss.BFD)
 		}
+	}
+}
+
+// TestBFDFailureRightAfterEstablishment: a BFD failure within the settle
+// time of the BGP session coming up (a peer re-creating its BFD session)
+// is ignored if BFD is Up again by the end of it, and acted on if not.
+func TestBFDFailureRightAfterEstablishment(t *testing.T) {
+	b := netip.MustParseAddr("10.0.1.2")
+	for _, c := range []struct {
+		name      string
+		upAgain   bool
+		wantReset bool
+	}{{"BFD Up again: ignored", true, false}, {"BFD still down: reset when settled", false, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			f, fb := newBFDFixture(t, 300*time.Millisecond)
+			f.reconcile(withMeshBFD(baseState(), &v1alpha1.BFD{Enabled: ptr(true)}))
+			sp := f.sp()
+			sp.SetState(b, bgp.StateEstablished, false, "")
+			fb.SetState(b, bfd.StateChange{To: bfd.Up})
+			sp.Ops()
+			fb.SetState(b, bfd.StateChange{To: bfd.Down, Diag: bfd.DiagNeighborDown})
+			if ops := sp.Ops(); len(ops) != 0 {
+				t.Fatalf("acted at once on a failure right after establishment: %q", ops)
+			}
+			if c.upAgain {
+				fb.SetState(b, bfd.StateChange{To: bfd.Init})
+				fb.SetState(b, bfd.StateChange{To: bfd.Up})
+				time.Sleep(500 * time.Millisecond) // past the settle time: nothing may happen
+				if ops := sp.Ops(); len(ops) != 0 {
+					t.Fatalf("reset although BFD came back: %q", ops)
+				}
+				return
+			}
+			waitFor(t, "the session reset after the settle time", func() bool {
+				return slices.Contains(sp.Ops(), "delete-peer 10.0.1.2")
+			})
+		})
 	}
 }

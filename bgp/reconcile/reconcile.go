@@ -74,6 +74,10 @@ type Config struct {
 	// (bgp.Global.Restarting), so that peers keep our routes until we have
 	// sent them again.
 	Restarting bool
+	// BFDSettle: a BFD failure within this time of the BGP session coming
+	// up counts only if BFD is not Up again by then. 0 means
+	// DefaultBFDSettle; negative, no settling (tests).
+	BFDSettle time.Duration
 }
 
 // State is the cluster state one Reconcile applies.
