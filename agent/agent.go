@@ -21,6 +21,7 @@ import (
 	"github.com/rhizome-net/rhizome/agent/agentapi"
 	"github.com/rhizome-net/rhizome/agent/localapi"
 	"github.com/rhizome-net/rhizome/agent/ribsink"
+	"github.com/rhizome-net/rhizome/bfd"
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/bgp/reconcile"
 	"github.com/rhizome-net/rhizome/bgp/topology"
@@ -117,6 +118,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
+	// BFD is closed last, just before the process exits and the kernel
+	// closes the BGP connections: peers must see those close first
+	// (graceful restart) and BFD time out after (RFC 5882 4.3.2), never
+	// BFD silent while BGP still looks up.
+	var bfdManager *bfd.Manager
+	defer func() {
+		if bfdManager != nil {
+			bfdManager.Close()
+		}
+	}()
 	hookClientMetrics()
 	c, err := newClients(cfg)
 	if err != nil {
@@ -206,6 +217,16 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		Name: "rhizome_gc_bursts_total",
 		Help: "Route bursts during which the agent raised its Go GC target (--burst-gogc).",
 	}, func() float64 { return float64(gcTuner.Bursts()) }))
+	// BFD for the sessions that turn it on (docs/design/0017). Without it
+	// (UDP 3784 taken) BGP runs on, and those sessions' status says why.
+	var bfdSessions bfd.Sessions
+	bfdUnavailable := ""
+	if m, err := bfd.NewManager(bfd.Config{Transport: &bfd.UDP{}, Logger: log}); err != nil {
+		bfdUnavailable = err.Error()
+		log.Warn("BFD is unavailable; BGP sessions run without it", "op", "bfd", "error", err)
+	} else {
+		bfdManager, bfdSessions = m, m
+	}
 	bgpRec := reconcile.New(reconcile.Config{
 		NewSpeaker: func() bgp.Speaker { return bgp.NewGoBGP(bgp.GoBGPOptions{Logger: log}) },
 		Sink:       ribsink.New(rt, gcTuner, log),
@@ -215,6 +236,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		// Session changes become Events (rate-limited, events.go).
 		OnSessionChange: a.events.sessionChanged,
 		Restarting:      inherited > 0,
+		BFD:             bfdSessions,
+		BFDUnavailable:  bfdUnavailable,
 	})
 	goRun("bgp", func() error { bgpRec.Run(ctx); return nil })
 	statusWriter := reconcile.NewStatusWriter(c.rz, cfg.NodeName, cfg.StatusInterval, log)

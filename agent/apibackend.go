@@ -140,6 +140,12 @@ func (s *nodeState) Status() *agentapi.StatusResponse {
 				if ss.Since != nil {
 					sess.SinceUnix = ss.Since.Unix()
 				}
+				if b := ss.BFD; b != nil {
+					sess.BfdState, sess.BfdDiagnostic = b.State, b.Diagnostic
+					if b.DetectionTime != nil {
+						sess.BfdDetectionMs = b.DetectionTime.Milliseconds()
+					}
+				}
 				resp.Sessions = append(resp.Sessions, sess)
 			}
 		}

@@ -122,6 +122,29 @@ func TestStatusPeersRoutes(t *testing.T) {
 	}
 }
 
+// TestPeersBFDColumn: the BFD column of `bgp peers` for each case.
+func TestPeersBFDColumn(t *testing.T) {
+	sock := serve(t, &agentapi.StatusResponse{NodeName: "node-1", Sessions: []*agentapi.Session{
+		{Peer: "10.0.1.1", Kind: "external", State: "Established", BfdState: "Up", BfdDetectionMs: 900},
+		{Peer: "10.0.1.2", Kind: "mesh", State: "Active", BfdState: "Down", BfdDiagnostic: "ControlDetectionTimeExpired"},
+		{Peer: "10.0.1.3", Kind: "mesh", State: "Established"},
+		{Peer: "10.0.1.4", Kind: "external", State: "Established", BfdState: "Unavailable", BfdDiagnostic: "listening on UDP 3784: address already in use"},
+	}})
+	out, err := run(t, "--socket", sock, "bgp", "peers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 5 || !strings.Contains(lines[0], "BFD") {
+		t.Fatalf("output:\n%s", out)
+	}
+	for i, want := range []string{"Up(900ms)", "Down(ControlDetectionTimeExpired)", " - ", "Unavailable"} {
+		if !strings.Contains(lines[i+1], want) {
+			t.Errorf("line %d lacks %q:\n%s", i+1, want, out)
+		}
+	}
+}
+
 // Without a local agent and without a cluster, status says both: no
 // socket, and no cluster for the cluster-wide view it falls back to.
 func TestAgentNotRunning(t *testing.T) {

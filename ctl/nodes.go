@@ -33,6 +33,9 @@ type peerRow struct {
 	// BFD is the BFD session's state, when BFD runs beside the session
 	// (known from the RhizomeNode status).
 	BFD string `json:"bfd,omitempty"`
+	// bfdDetail is what the table shows beside the state: the negotiated
+	// detection time when Up, the diagnostic otherwise.
+	bfdDetail string
 }
 
 func peerRowsFromAgent(st *agentapi.StatusResponse) []peerRow {
@@ -40,7 +43,8 @@ func peerRowsFromAgent(st *agentapi.StatusResponse) []peerRow {
 	for _, s := range st.GetSessions() {
 		r := peerRow{Node: st.GetNodeName(), Peer: s.GetPeer(), PeerAS: int64(s.GetPeerAs()), Kind: s.GetKind(), State: s.GetState(),
 			PrefixesReceived: s.GetPrefixesReceived(), PrefixesAccepted: s.GetPrefixesAccepted(), PrefixesAdvertised: s.GetPrefixesAdvertised(),
-			LastError: s.GetLastError(), Source: s.GetSource()}
+			LastError: s.GetLastError(), Source: s.GetSource(), BFD: s.GetBfdState()}
+		r.bfdDetail = bfdDetail(r.BFD, s.GetBfdDiagnostic(), time.Duration(s.GetBfdDetectionMs())*time.Millisecond)
 		if s.GetSinceUnix() > 0 {
 			t := time.Unix(s.GetSinceUnix(), 0).UTC()
 			r.Since = &t
@@ -61,8 +65,13 @@ func peerRowsFromNode(n *v1alpha1.RhizomeNode) []peerRow {
 			t := s.Since.UTC()
 			r.Since = &t
 		}
-		if s.BFD != nil {
-			r.BFD = s.BFD.State
+		if b := s.BFD; b != nil {
+			r.BFD = b.State
+			var det time.Duration
+			if b.DetectionTime != nil {
+				det = b.DetectionTime.Duration
+			}
+			r.bfdDetail = bfdDetail(b.State, b.Diagnostic, det)
 		}
 		rows = append(rows, r)
 	}
@@ -82,22 +91,44 @@ func (g *globals) printPeers(rows []peerRow) error {
 	return g.emit(listOf(rows), func(w io.Writer, wide bool) error { return writePeerTable(w, rows, false, wide) })
 }
 
+// bfdDetail is a session's BFD column: "-" without BFD, the state with the
+// negotiated detection time when Up, the state and why otherwise (an
+// Unavailable BFD's reason is long: it is in -o wide's LAST ERROR and the
+// RhizomeNode status).
+func bfdDetail(state, diagnostic string, detection time.Duration) string {
+	switch {
+	case state == "":
+		return "-"
+	case state == "Up" && detection > 0:
+		return fmt.Sprintf("Up(%dms)", detection.Milliseconds())
+	case diagnostic != "" && state != "Unavailable":
+		return state + "(" + diagnostic + ")"
+	}
+	return state
+}
+
 // writePeerTable prints sessions; withNode adds the NODE column (every
-// node's sessions), wide the source and BFD columns.
+// node's sessions), wide the source and last error apart. BFD is in both:
+// it is what says a session will fail over in a second or at its hold
+// timer.
 func writePeerTable(w io.Writer, rows []peerRow, withNode, wide bool) error {
-	head := "PEER\tAS\tKIND\tSTATE\tSINCE\tRECEIVED\tACCEPTED\tADVERTISED\tINFO"
+	head := "PEER\tAS\tKIND\tSTATE\tSINCE\tBFD\tRECEIVED\tACCEPTED\tADVERTISED\tINFO"
 	if wide {
-		head = "PEER\tAS\tKIND\tSTATE\tSINCE\tRECEIVED\tACCEPTED\tADVERTISED\tSOURCE\tBFD\tLAST ERROR"
+		head = "PEER\tAS\tKIND\tSTATE\tSINCE\tBFD\tRECEIVED\tACCEPTED\tADVERTISED\tSOURCE\tLAST ERROR"
 	}
 	if withNode {
 		head = "NODE\t" + head
 	}
 	fmt.Fprintln(w, head)
 	for _, r := range rows {
-		line := fmt.Sprintf("%s\t%d\t%s\t%s\t%s\t%d\t%d\t%d", r.Peer, r.PeerAS, r.Kind, r.State, since(r.Since),
-			r.PrefixesReceived, r.PrefixesAccepted, r.PrefixesAdvertised)
+		bfdCol := r.bfdDetail
+		if bfdCol == "" {
+			bfdCol = orDash(r.BFD)
+		}
+		line := fmt.Sprintf("%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d", r.Peer, r.PeerAS, r.Kind, r.State, since(r.Since),
+			bfdCol, r.PrefixesReceived, r.PrefixesAccepted, r.PrefixesAdvertised)
 		if wide {
-			line += fmt.Sprintf("\t%s\t%s\t%s", orDash(r.Source), orDash(r.BFD), orDash(r.LastError))
+			line += fmt.Sprintf("\t%s\t%s", orDash(r.Source), orDash(r.LastError))
 		} else {
 			info := r.LastError
 			if info == "" {

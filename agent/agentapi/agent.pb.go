@@ -953,8 +953,15 @@ type Session struct {
 	PrefixesAdvertised int64  `protobuf:"varint,8,opt,name=prefixes_advertised,json=prefixesAdvertised,proto3" json:"prefixes_advertised,omitempty"`
 	LastError          string `protobuf:"bytes,9,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	Source             string `protobuf:"bytes,10,opt,name=source,proto3" json:"source,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// BFD state (Up, Down, Init, AdminDown, Unavailable); empty without BFD.
+	BfdState string `protobuf:"bytes,11,opt,name=bfd_state,json=bfdState,proto3" json:"bfd_state,omitempty"`
+	// Why BFD last changed state (RFC 5880 diagnostic), or why it is
+	// unavailable.
+	BfdDiagnostic string `protobuf:"bytes,12,opt,name=bfd_diagnostic,json=bfdDiagnostic,proto3" json:"bfd_diagnostic,omitempty"`
+	// Negotiated BFD detection time, milliseconds.
+	BfdDetectionMs int64 `protobuf:"varint,13,opt,name=bfd_detection_ms,json=bfdDetectionMs,proto3" json:"bfd_detection_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -1055,6 +1062,27 @@ func (x *Session) GetSource() string {
 		return x.Source
 	}
 	return ""
+}
+
+func (x *Session) GetBfdState() string {
+	if x != nil {
+		return x.BfdState
+	}
+	return ""
+}
+
+func (x *Session) GetBfdDiagnostic() string {
+	if x != nil {
+		return x.BfdDiagnostic
+	}
+	return ""
+}
+
+func (x *Session) GetBfdDetectionMs() int64 {
+	if x != nil {
+		return x.BfdDetectionMs
+	}
+	return 0
 }
 
 type Route struct {
@@ -1196,7 +1224,7 @@ const file_agent_agentapi_agent_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x10\n" +
 	"\x03mtu\x18\x03 \x01(\x05R\x03mtu\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xc1\x02\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xaf\x03\n" +
 	"\aSession\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x17\n" +
 	"\apeer_as\x18\x02 \x01(\rR\x06peerAs\x12\x12\n" +
@@ -1210,7 +1238,10 @@ const file_agent_agentapi_agent_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\t \x01(\tR\tlastError\x12\x16\n" +
 	"\x06source\x18\n" +
-	" \x01(\tR\x06source\"z\n" +
+	" \x01(\tR\x06source\x12\x1b\n" +
+	"\tbfd_state\x18\v \x01(\tR\bbfdState\x12%\n" +
+	"\x0ebfd_diagnostic\x18\f \x01(\tR\rbfdDiagnostic\x12(\n" +
+	"\x10bfd_detection_ms\x18\r \x01(\x03R\x0ebfdDetectionMs\"z\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1b\n" +
 	"\tnext_hops\x18\x02 \x03(\tR\bnextHops\x12$\n" +
