@@ -171,6 +171,12 @@ bench-bgp: deps build controlplane ## Block propagation in a 10-node mesh, p50/p
 bench-scale: deps build controlplane ## 30-node mesh and 100 nodes with 2 route reflectors: convergence and RSS, results and chart in docs/bench (root)
 	RHIZOME_SCALE_OUT=$(CURDIR)/docs/bench $(GO) test -count=1 -timeout 90m -tags e2e -run '^$$' -bench BenchmarkScale -benchtime 1x ./test/e2e/
 
+.PHONY: bench-failover
+bench-failover: deps build controlplane ## Link cut to routes withdrawn at the ToR and the other nodes, BFD off/300x3/100x3 (REPS=3), and BFD's CPU per session at 100 sessions (root)
+	@mkdir -p $(BIN)
+	RHIZOME_BENCH_REPS=$(REPS) $(GO) test -count=1 -timeout 60m -tags e2e -run '^$$' -bench '^BenchmarkFailover$$' -benchtime 1x ./test/e2e/ 2>&1 | tee $(BIN)/bench-failover.log | grep -E '^bfd='
+	$(GO) test -count=1 -timeout 20m -tags privileged -run '^$$' -bench '^BenchmarkSessionsCPU$$' -benchtime 1x ./bfd/ 2>&1 | tee $(BIN)/bench-bfd-cpu.log | grep -E '^bfd_cpu='
+
 .PHONY: bench-ipam
 bench-ipam: controlplane ## IPAM allocations/s, API writes and conflicts per allocation (1 and 8 nodes)
 	KUBEBUILDER_ASSETS=$$($(BIN)/rhizome-lab controlplane build 2>/dev/null) \

@@ -272,3 +272,5 @@ func (p *pair) up(t *testing.T, tm Timers) {
 	}
 	t.Fatalf("not Up: A %+v, B %+v", p.state(t, p.a, addrB), p.state(t, p.b, addrA))
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }

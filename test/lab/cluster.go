@@ -72,6 +72,7 @@ func (l *Lab) applyClusterConfig(ctx context.Context, c *labClients) error {
 	}
 	as := int64(ClusterAS)
 	mesh := l.Plan.Opts.Mode == "mesh"
+	bfd := l.bfdSpec()
 	cfg := &v1alpha1.BGPConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: v1alpha1.DefaultBGPConfigurationName},
 		Spec: v1alpha1.BGPConfigurationSpec{
@@ -79,6 +80,8 @@ func (l *Lab) applyClusterConfig(ctx context.Context, c *labClients) error {
 			NodeToNodeMesh: &mesh,
 			KeepaliveTime:  &metav1.Duration{Duration: 3 * time.Second},
 			HoldTime:       &metav1.Duration{Duration: 9 * time.Second},
+			// On the mesh's sessions; ignored in rr mode (no mesh).
+			NodeToNodeMeshBFD: bfd,
 		},
 	}
 	if _, err := c.rz.RhizomeV1alpha1().BGPConfigurations().Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
@@ -101,6 +104,7 @@ func (l *Lab) applyClusterConfig(ctx context.Context, c *labClients) error {
 			ObjectMeta: metav1.ObjectMeta{Name: "to-route-reflectors"},
 			Spec: v1alpha1.BGPPeerSpec{
 				PeerSelector: &metav1.LabelSelector{MatchLabels: map[string]string{RRLabel: "true"}},
+				BFD:          bfd,
 			},
 		}
 		if _, err := c.rz.RhizomeV1alpha1().BGPPeers().Create(ctx, peer, metav1.CreateOptions{}); err != nil {
@@ -118,6 +122,7 @@ func (l *Lab) applyClusterConfig(ctx context.Context, c *labClients) error {
 					NodeSelector:  &metav1.LabelSelector{MatchLabels: map[string]string{RackLabel: strconv.Itoa(r.Index)}},
 					KeepaliveTime: &metav1.Duration{Duration: 3 * time.Second},
 					HoldTime:      &metav1.Duration{Duration: 9 * time.Second},
+					BFD:           bfd,
 				},
 			}
 			if _, err := c.rz.RhizomeV1alpha1().BGPPeers().Create(ctx, peer, metav1.CreateOptions{}); err != nil {
@@ -156,4 +161,14 @@ func (l *Lab) registerNode(ctx context.Context, c *labClients, n NodePlan) error
 		return err
 	}
 	return l.registerAgentPod(ctx, c, n)
+}
+
+// bfdSpec is the BFD setting of the lab's sessions; nil without --bfd.
+func (l *Lab) bfdSpec() *v1alpha1.BFD {
+	iv, mult, err := ParseBFD(l.Plan.Opts.BFD)
+	if l.Plan.Opts.BFD == "" || err != nil {
+		return nil
+	}
+	on, m := true, int32(mult)
+	return &v1alpha1.BFD{Enabled: &on, MinTxInterval: &metav1.Duration{Duration: iv}, MinRxInterval: &metav1.Duration{Duration: iv}, Multiplier: &m}
 }

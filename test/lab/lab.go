@@ -83,6 +83,7 @@ func newUpCommand() *cobra.Command {
 	f.IntVar(&o.BlockSize, "block-size", 26, "block size of the default pool")
 	f.BoolVar(&o.Kubelet, "kubelet", false, "real nodes: containerd and a kubelet per node namespace, Rhizome installed from a deploy/ overlay, pods from Deployments")
 	f.StringVar(&o.Image, "image", "bin/image/rhizome/rhizome.oci.tar", "with --kubelet: the Rhizome image archive (make image)")
+	f.StringVar(&o.BFD, "bfd", "", "BFD on every session, as TXxMULT (e.g. 300x3: 300 ms, multiplier 3), the ToRs' too; empty: off")
 	return cmd
 }
 

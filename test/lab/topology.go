@@ -3,6 +3,9 @@ package lab
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
+	"time"
 )
 
 // Options are the knobs of `rhizome-lab up`.
@@ -29,6 +32,22 @@ type Options struct {
 	// Image is the Rhizome image archive (make image) a kubelet lab
 	// imports into every node.
 	Image string `json:",omitempty"`
+	// BFD, as TXxMULT (e.g. 300x3: 300 ms intervals both ways, multiplier
+	// 3), turns BFD on for every session: the node mesh, route reflectors
+	// and the ToRs (BIRD's and FRR's BFD). Empty: off.
+	BFD string `json:",omitempty"`
+}
+
+// ParseBFD parses a TXxMULT setting: the interval in milliseconds and the
+// detection multiplier.
+func ParseBFD(s string) (interval time.Duration, mult int, err error) {
+	tx, m, ok := strings.Cut(s, "x")
+	ms, err1 := strconv.Atoi(tx)
+	mult, err2 := strconv.Atoi(m)
+	if !ok || err1 != nil || err2 != nil || ms < 10 || ms > 60000 || mult < 1 || mult > 255 {
+		return 0, 0, fmt.Errorf("--bfd %q: want TXxMULT, the interval in milliseconds (10-60000) and the multiplier (1-255), e.g. 300x3", s)
+	}
+	return time.Duration(ms) * time.Millisecond, mult, nil
 }
 
 // Validate checks the options a person typed.
@@ -61,6 +80,14 @@ func (o Options) Validate() error {
 		}
 	default:
 		return fmt.Errorf("--encap %q: want none, vxlan or ipip", o.Encap)
+	}
+	if o.BFD != "" {
+		if _, _, err := ParseBFD(o.BFD); err != nil {
+			return err
+		}
+		if o.Kubelet {
+			return fmt.Errorf("--bfd is not supported with --kubelet (the overlays configure the sessions)")
+		}
 	}
 	if o.Kubelet {
 		switch {

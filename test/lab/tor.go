@@ -33,6 +33,16 @@ protocol kernel {
   ipv4 { import none; export filter { if source = RTS_BGP then accept; reject; }; };
   merge paths on;
 }
+{{- if .BFD}}
+
+protocol bfd {
+  interface "br0" {
+    min rx interval {{.BFD.IntervalMS}} ms;
+    min tx interval {{.BFD.IntervalMS}} ms;
+    multiplier {{.BFD.Multiplier}};
+  };
+}
+{{- end}}
 
 # error wait time: BIRD waits 60-300 s by default before it peers again
 # after a session error (a hold timer that ran out when a node's link was
@@ -47,6 +57,12 @@ template bgp rack_node {
   graceful restart on;
 {{- if .Password}}
   password "{{.Password}}";
+{{- end}}
+{{- if .BFD}}
+  bfd on;
+  # After a BFD failure BIRD waits its error wait time (60 s by default)
+  # before the session may come back.
+  error wait time 1, 10;
 {{- end}}
 }
 {{range .Nodes}}
@@ -80,6 +96,12 @@ router bgp {{.Rack.ToRAS}}
  neighbor NODES remote-as {{.ClusterAS}}
  neighbor NODES timers 3 9
  neighbor NODES timers connect 5
+{{- if .BFD}}
+ neighbor NODES bfd profile nodes
+ ! A fixed source: otherwise bgpd re-installs the BFD session (Down, a new
+ ! discriminator) whenever a session comes up and learns its address.
+ neighbor NODES update-source {{.Rack.ToRAddr.Addr}}
+{{- end}}
 {{- if .Password}}
  neighbor NODES password {{.Password}}
 {{- end}}
@@ -114,7 +136,11 @@ type torConfig struct {
 	// tor overlay's example one in a kubelet lab (which installs that
 	// overlay as it is), none otherwise.
 	Password string
+	// BFD on the sessions with the nodes (--bfd); nil: off.
+	BFD *torBFD
 }
+
+type torBFD struct{ IntervalMS, Multiplier int }
 
 func (l *Lab) torDir(rack int) string { return filepath.Join(l.Dir, "tors", strconv.Itoa(rack)) }
 
@@ -122,6 +148,9 @@ func (l *Lab) torConfig(r RackPlan) torConfig {
 	c := torConfig{Rack: r, Dir: l.torDir(r.Index), ClusterAS: ClusterAS}
 	if l.Plan.Opts.Kubelet {
 		c.Password = labToRPassword
+	}
+	if iv, mult, err := ParseBFD(l.Plan.Opts.BFD); l.Plan.Opts.BFD != "" && err == nil {
+		c.BFD = &torBFD{IntervalMS: int(iv.Milliseconds()), Multiplier: mult}
 	}
 	for _, name := range r.Nodes {
 		n, _ := l.Plan.Node(name)
@@ -243,6 +272,24 @@ func (l *Lab) startFRR(r RackPlan, dir string, cfg torConfig) error {
 	zebra := fmt.Sprintf("mount --bind %s /var/tmp && exec /usr/lib/frr/zebra %s -f %s -i %s/zebra.pid", tmp, common, zebraConf, run)
 	if err := l.startProc("zebra", torNode(r.Index), l.torNS(r.Index), filepath.Join(dir, "zebra.out"), "/usr/lib/frr/zebra", "sh", "-c", zebra); err != nil {
 		return err
+	}
+	if cfg.BFD != nil {
+		// bfdd holds the profile that bgpd's peer group names.
+		bfddConf := filepath.Join(dir, "bfdd.conf")
+		conf := fmt.Sprintf("hostname tor-%d\nlog file %s/bfdd.log\nbfd\n profile nodes\n  receive-interval %d\n  transmit-interval %d\n  detect-multiplier %d\n exit\nexit\n",
+			r.Index, dir, cfg.BFD.IntervalMS, cfg.BFD.IntervalMS, cfg.BFD.Multiplier)
+		if err := os.WriteFile(bfddConf, []byte(conf), 0o644); err != nil {
+			return err
+		}
+		if u, err := user.Lookup("frr"); err == nil {
+			uid, _ := strconv.Atoi(u.Uid)
+			gid, _ := strconv.Atoi(u.Gid)
+			os.Chown(bfddConf, uid, gid)
+		}
+		bfdd := fmt.Sprintf("mount --bind %s /var/tmp && exec /usr/lib/frr/bfdd %s --bfdctl %s/bfdd.sock -f %s -i %s/bfdd.pid", tmp, common, run, bfddConf, run)
+		if err := l.startProc("bfdd", torNode(r.Index), l.torNS(r.Index), filepath.Join(dir, "bfdd.out"), "/usr/lib/frr/bfdd", "sh", "-c", bfdd); err != nil {
+			return err
+		}
 	}
 	bgpd := fmt.Sprintf("mount --bind %s /var/tmp && exec /usr/lib/frr/bgpd %s -f %s -i %s/bgpd.pid", tmp, common, bgpdConf, run)
 	return l.startProc("bgpd", torNode(r.Index), l.torNS(r.Index), filepath.Join(dir, "bgpd.out"), "/usr/lib/frr/bgpd", "sh", "-c", bgpd)
