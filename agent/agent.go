@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -226,6 +227,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Warn("BFD is unavailable; BGP sessions run without it", "op", "bfd", "error", err)
 	} else {
 		bfdManager, bfdSessions = m, m
+		// Sessions the agent before us handed over for its restart.
+		if sus, err := bfd.ReadSuspended(bfd.SuspendedFile(filepath.Dir(cfg.AgentSocket))); err != nil {
+			log.Warn("reading the BFD sessions of the agent before", "op", "bfd", "error", err)
+		} else if len(sus) > 0 {
+			m.Resume(sus)
+		}
 	}
 	bgpRec := reconcile.New(reconcile.Config{
 		NewSpeaker: func() bgp.Speaker { return bgp.NewGoBGP(bgp.GoBGPOptions{Logger: log}) },
@@ -281,6 +288,16 @@ loop:
 	log.Info("stopping; kernel routes stay in place, BGP peers keep ours for the graceful-restart time")
 	stopCtx, stopCancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer stopCancel()
+	if bfdManager != nil {
+		// A planned restart: peers keep BFD Up for the graceful-restart
+		// time while the next agent takes the sessions over (design 0017).
+		sctx, scancel := context.WithTimeout(stopCtx, 2*time.Second)
+		sus := bfdManager.CloseForRestart(sctx, bgpRec.BFDRestartHold)
+		scancel()
+		if err := bfd.WriteSuspended(bfd.SuspendedFile(filepath.Dir(cfg.AgentSocket)), sus); err != nil {
+			log.Warn("handing the BFD sessions to the next agent", "op", "bfd", "error", err)
+		}
+	}
 	if err := bgpRec.Stop(stopCtx); err != nil {
 		log.Warn("stopping BGP", "error", err)
 	}

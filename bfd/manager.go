@@ -63,6 +63,8 @@ type Manager struct {
 	byPeer  map[netip.Addr]*msession // zone-less remote address
 	byDiscr map[uint32]*msession     // also holds sessions being removed
 	closed  bool
+	// resume holds sessions a previous agent suspended (Resume).
+	resume map[netip.Addr]Suspended
 	// watchers is read by sessions under their own locks, so it is not
 	// guarded by mu (sessions never take mu while holding theirs);
 	// writers hold mu and replace the slice.
@@ -122,6 +124,9 @@ type msession struct {
 	nextTx   time.Time
 	removed  bool // Remove or Close: no more events or client actions
 	done     bool // timers stopped, socket closed
+	// pollDone is closed when the Poll Sequence of a restart ends
+	// (CloseForRestart).
+	pollDone chan struct{}
 	since    time.Time
 	downs    uint64
 	sent     uint64
@@ -150,8 +155,14 @@ func (m *Manager) Set(p Peer) error {
 	if err != nil {
 		return fmt.Errorf("bfd peer %s: %w", p.Remote, err)
 	}
-	discr := m.newDiscrLocked()
-	s := &msession{m: m, peer: p, tx: tx, core: newSession(discr, p.Timers), since: m.clock.Now()}
+	s := &msession{m: m, peer: p, tx: tx, since: m.clock.Now()}
+	if sus, ok := m.resumedLocked(p); ok {
+		s.core, s.since = resumedSession(sus, p.Timers, m.clock.Now()), sus.Since
+		m.log.Info("BFD session resumed from the agent before", "op", "resume", "peer", p.Remote, "discr", sus.LocalDiscr)
+	} else {
+		s.core = newSession(m.newDiscrLocked(), p.Timers)
+	}
+	discr := s.core.localDiscr
 	s.mu.Lock()
 	s.txTimer = m.clock.AfterFunc(0, s.onTx) // the first packet goes at once
 	s.detTimer = m.clock.AfterFunc(maxInterval, s.onDetect)
@@ -353,6 +364,10 @@ func (s *msession) onPacket(p *Packet) {
 	tr, changed := s.core.receive(p, now)
 	if changed {
 		s.changedLocked(tr, now)
+	}
+	if s.pollDone != nil && (!s.core.polling || s.core.state != Up) {
+		close(s.pollDone)
+		s.pollDone = nil
 	}
 	s.detTimer.Reset(s.core.detectionTime())
 	var final []byte

@@ -91,7 +91,7 @@ func (p *proc) exited() bool {
 // goes to dir/name.log.
 func (l *lab) start(ns *netns.NS, name string, env []string, args ...string) *proc {
 	l.t.Helper()
-	logf, err := os.Create(filepath.Join(l.dir, name+".log"))
+	logf, err := os.OpenFile(filepath.Join(l.dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	must(l.t, err)
 	cmd := ns.Cmd(context.Background(), args[0], args[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf

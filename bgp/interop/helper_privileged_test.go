@@ -22,6 +22,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/rhizome-net/rhizome/bfd"
 	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/bgp/reconcile"
 	"github.com/rhizome-net/rhizome/bgp/rib"
@@ -125,7 +126,21 @@ func runHelper(dir string) error {
 		return err
 	}
 	table := &routeTable{routes: map[netip.Prefix]rib.Route{}}
+	// BFD as the agent runs it: in the process's namespace, closed
+	// without a word when the process stops for a restart.
+	sessions, err := bfd.NewManager(bfd.Config{Transport: &bfd.UDP{}, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer sessions.Close()
+	suspended := bfd.SuspendedFile(dir)
+	if sus, err := bfd.ReadSuspended(suspended); err != nil {
+		return err
+	} else if len(sus) > 0 {
+		sessions.Resume(sus)
+	}
 	r := reconcile.New(reconcile.Config{
+		BFD:             sessions,
 		NewSpeaker:      func() bgp.Speaker { return bgp.NewGoBGP(bgp.GoBGPOptions{Logger: log}) },
 		Sink:            table,
 		Logger:          log,
@@ -185,8 +200,15 @@ func runHelper(dir string) error {
 	srv := &http.Server{Handler: mux}
 	go func() {
 		<-ctx.Done()
-		// As the agent does on SIGTERM: leave the sessions to the kernel,
-		// so that peers see a lost connection and keep our routes.
+		// As the agent does on SIGTERM: hand BFD over to the next run, and
+		// leave the BGP sessions to the kernel, so that peers see a lost
+		// connection and keep our routes.
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		sus := sessions.CloseForRestart(sctx, r.BFDRestartHold)
+		cancel()
+		if err := bfd.WriteSuspended(suspended, sus); err != nil {
+			log.Warn("writing the suspended BFD sessions", "error", err)
+		}
 		r.Stop(context.Background())
 		srv.Close()
 	}()

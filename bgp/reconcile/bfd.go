@@ -259,3 +259,21 @@ func (r *Reconciler) bfdUnavailable() string {
 	}
 	return "this agent runs without BFD"
 }
+
+// BFDRestartHold is how long a peer should keep its BFD session to this
+// node Up while the agent restarts (bfd.Manager.CloseForRestart): the
+// session's graceful-restart time, for which the peer keeps our routes
+// anyway; 0 without graceful restart, when the peer drops them as the
+// connection closes.
+func (r *Reconciler) BFDRestartHold(peer netip.Addr) time.Duration {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.sessions[peer]
+	switch {
+	case !ok || !p.GracefulRestart.Enabled:
+		return 0
+	case p.GracefulRestart.RestartTime > 0:
+		return p.GracefulRestart.RestartTime
+	}
+	return bgp.DefaultRestartTime
+}
