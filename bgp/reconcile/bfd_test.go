@@ -276,3 +276,26 @@ func TestBFDFailureRightAfterEstablishment(t *testing.T) {
 		})
 	}
 }
+
+// TestBFDRestartHold: a planned restart stretches a peer's BFD detection
+// time to the session's graceful-restart time, and not at all without
+// graceful restart (the peer drops our routes when the connection closes).
+func TestBFDRestartHold(t *testing.T) {
+	f, _ := newBFDFixture(t)
+	st := withMeshBFD(baseState(), &v1alpha1.BFD{Enabled: ptr(true)})
+	off := false
+	st.Peers = []*v1alpha1.BGPPeer{
+		{ObjectMeta: metav1.ObjectMeta{Name: "tor"}, Spec: v1alpha1.BGPPeerSpec{PeerIP: "10.0.1.254", ASNumber: ptr(int64(65001)),
+			GracefulRestart: &v1alpha1.GracefulRestart{Enabled: &off}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "tor2"}, Spec: v1alpha1.BGPPeerSpec{PeerIP: "10.0.1.253", ASNumber: ptr(int64(65001)),
+			GracefulRestart: &v1alpha1.GracefulRestart{RestartTime: &metav1.Duration{Duration: 30 * time.Second}}}},
+	}
+	f.reconcile(st)
+	for peer, want := range map[string]time.Duration{
+		"10.0.1.2": 120 * time.Second, "10.0.1.254": 0, "10.0.1.253": 30 * time.Second, "10.9.9.9": 0,
+	} {
+		if got := f.r.BFDRestartHold(netip.MustParseAddr(peer)); got != want {
+			t.Errorf("%s: hold %s, want %s", peer, got, want)
+		}
+	}
+}
