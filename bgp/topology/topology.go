@@ -408,7 +408,13 @@ func (c *computer) applyPeerSpec(s *Session, bp *v1alpha1.BGPPeer) {
 			c.problem(pr)
 		}
 		s.BFD = nil
-		if b.Enabled {
+		switch {
+		case b.Enabled && p.EBGPMultihop > 1:
+			// Packets from a peer routers away never arrive with TTL 255:
+			// the session would sit Down (multi-hop BFD, RFC 5883, is not
+			// implemented).
+			c.problem(fmt.Sprintf("BGPPeer %s: BFD is single-hop only and the peer is %d hops away (ebgpMultihop); BFD not started", bp.Name, p.EBGPMultihop))
+		case b.Enabled:
 			s.BFD = &b.Timers
 		}
 	}

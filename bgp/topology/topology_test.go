@@ -306,12 +306,19 @@ func TestCompute(t *testing.T) {
 						s.PeerIP, s.ASNumber = "10.0.1.253", ptr(int64(65001))
 						s.BFD = &v1alpha1.BFD{Enabled: ptr(false), Multiplier: ptr(int32(5))}
 					}),
+					bgpPeer("far", func(s *v1alpha1.BGPPeerSpec) {
+						s.PeerIP, s.ASNumber = "192.0.2.1", ptr(int64(65002))
+						s.EBGPMultihop = ptr(int32(3))
+						s.BFD = &v1alpha1.BFD{Enabled: ptr(true)}
+					}),
 				}},
 			want: []string{
 				"10.0.1.10 rr src=to-rrs as=64512/64512 node=rr1 local=10.0.1.1 " + meshTimers + " bfd=300ms/300msx3",
 				"10.0.1.253 external src=off as=64512/65001 local=10.0.1.1 " + extTimers,
 				"10.0.1.254 external src=tor as=64512/65001 local=10.0.1.1 " + extTimers + " bfd=300ms/1sx5",
+				"192.0.2.1 external src=far as=64512/65002 local=10.0.1.1 multihop=3 " + extTimers,
 			},
+			problems: []string{"BGPPeer far: BFD is single-hop only and the peer is 3 hops away (ebgpMultihop); BFD not started"},
 		},
 		{
 			name: "BFD values that slipped past the API server: reported, defaults used",
