@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/rhizome-net/rhizome/bgp/reconcile"
 	"github.com/rhizome-net/rhizome/test/lab"
 )
 
@@ -60,6 +61,21 @@ func newWithdrawWatch(t testing.TB, l *lab.Lab, prefix string, targets ...string
 func (w *withdrawWatch) present(i int) bool {
 	rs, err := w.handles[i].RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: w.prefix}, netlink.RT_FILTER_DST)
 	return err == nil && len(rs) > 0
+}
+
+// waitPresent waits until every target holds the route: a fault is only
+// measured from a state where all of them do.
+func (w *withdrawWatch) waitPresent(t testing.TB, bound time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(bound)
+	for i, n := range w.targets {
+		for !w.present(i) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s holds no route to %s after %s", n, w.prefix, bound)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
 
 // begin starts watching from now: the moment of the fault.
@@ -158,6 +174,11 @@ func restoreNode(t testing.TB, ctx context.Context, l *lab.Lab, node string) {
 	l.Exec(ctx, node, "ip", "route", "replace", "default", "via", n.Gateway.String())
 }
 
+// settle waits until the sessions that just came up are past the time in
+// which the agents look twice at a BFD failure (reconcile.DefaultBFDSettle):
+// the failures measured here are those of settled sessions.
+func settle() { time.Sleep(reconcile.DefaultBFDSettle + time.Second) }
+
 // bfdSlack is what a withdrawal may take beyond the detection time: the
 // session reset, the RIB, the kernel write at us; BIRD's or FRR's own
 // processing and kernel export at the ToR; a busy 2-core machine.
@@ -178,6 +199,8 @@ func TestBFDFailover(t *testing.T) {
 			bound := 900*time.Millisecond + bfdSlack
 
 			w := newWithdrawWatch(t, l, block, watchers...)
+			w.waitPresent(t, 60*time.Second)
+			settle()
 			cutNode(t, ctx, l, "node-3")
 			w.begin()
 			gone := w.waitGone(t, bound)
@@ -187,6 +210,8 @@ func TestBFDFailover(t *testing.T) {
 
 			pid := l.AgentPID("node-3")
 			w = newWithdrawWatch(t, l, block, watchers...)
+			w.waitPresent(t, 60*time.Second)
+			settle()
 			if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 				t.Fatal(err)
 			}

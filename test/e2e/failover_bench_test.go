@@ -38,8 +38,10 @@ func BenchmarkFailover(b *testing.B) {
 			block := blockOfB(b, l, "node-3")
 			for range reps {
 				w := newWithdrawWatch(b, l, block, "tor-1", "node-1", "node-2")
-				// Start from a settled state: every session up, BFD's too.
-				time.Sleep(3 * time.Second)
+				// Start from a settled state: the route everywhere, every
+				// session up (BFD's too) and past the agents' settle time.
+				w.waitPresent(b, 60*time.Second)
+				settle()
 				cutNode(b, ctx, l, "node-3")
 				w.begin()
 				gone := w.waitGone(b, 60*time.Second)
