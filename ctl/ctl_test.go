@@ -13,7 +13,9 @@ import (
 
 	"github.com/rhizome-net/rhizome/agent/agentapi"
 	"github.com/rhizome-net/rhizome/agent/localapi"
+	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/ctl/doctor"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -141,6 +143,41 @@ func TestPeersBFDColumn(t *testing.T) {
 	for i, want := range []string{"Up(900ms)", "Down(ControlDetectionTimeExpired)", " - ", "Unavailable"} {
 		if !strings.Contains(lines[i+1], want) {
 			t.Errorf("line %d lacks %q:\n%s", i+1, want, out)
+		}
+	}
+	// -o json keeps the state alone in bfd (the RhizomeNode status's
+	// name), and none for a session without BFD.
+	out, err = run(t, "--socket", sock, "bgp", "peers", "-o", "json")
+	var doc struct {
+		Items []map[string]any `json:"items"`
+	}
+	if err != nil || json.Unmarshal([]byte(out), &doc) != nil || len(doc.Items) != 4 ||
+		doc.Items[0]["bfd"] != "Up" || doc.Items[1]["bfd"] != "Down" || doc.Items[2]["bfd"] != nil {
+		t.Errorf("bgp peers -o json: %v\n%s", err, out)
+	}
+}
+
+// The same column from a RhizomeNode's status (bgp peers -A).
+func TestPeersBFDFromNodeStatus(t *testing.T) {
+	det := metav1.Duration{Duration: 300 * time.Millisecond}
+	n := &v1alpha1.RhizomeNode{ObjectMeta: metav1.ObjectMeta{Name: "node-1"}, Status: v1alpha1.RhizomeNodeStatus{Sessions: []v1alpha1.BGPSessionStatus{
+		{Peer: "10.0.1.1", Kind: v1alpha1.SessionExternal, State: "Established", BFD: &v1alpha1.BFDSessionStatus{State: "Up", DetectionTime: &det}},
+		{Peer: "10.0.1.2", Kind: v1alpha1.SessionMesh, State: "Active", BFD: &v1alpha1.BFDSessionStatus{State: "Down", Diagnostic: "NeighborSignaledSessionDown"}},
+		{Peer: "10.0.1.3", Kind: v1alpha1.SessionMesh, State: "Established"},
+	}}}
+	var b strings.Builder
+	if err := writePeerTable(&b, peerRowsFromNode(n), true, false); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("output:\n%s", b.String())
+	}
+	// The rows are tab-separated here (the caller aligns them); BFD is
+	// the seventh column with NODE first.
+	for i, want := range []string{"Up(300ms)", "Down(NeighborSignaledSessionDown)", "-"} {
+		if f := strings.Split(lines[i+1], "\t"); len(f) < 7 || f[6] != want {
+			t.Errorf("line %d: BFD column is not %q:\n%s", i+1, want, b.String())
 		}
 	}
 }
