@@ -27,7 +27,12 @@ func TestTTLSecurityMeansDirectlyConnected(t *testing.T) {
 			t.Fatalf("%v: %v\n%s", cmd, err, out)
 		}
 	}
-	l.startBIRDWith("s3cret", torRoutes, "ttl security on;")
+	// While ttlSecurity is 1 BIRD's half-open sessions time out ("Hold
+	// timer expired"), after which BIRD waits its error wait time (60 s
+	// by default) before it connects or accepts again: as long as the
+	// test's wait for ttlSecurity 2, so whether it passed depended on
+	// when that error fell.
+	l.startBIRDWith("s3cret", torRoutes, "ttl security on;\n  error wait time 1, 10;")
 	one, two := int32(1), int32(2)
 	peer := torPeer(acceptDefaultAndOffice...)
 	peer.Spec.TTLSecurity = &one
