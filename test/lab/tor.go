@@ -51,7 +51,13 @@ template bgp rack_node {
   local {{.Rack.ToRAddr.Addr}} as {{.Rack.ToRAS}};
   ipv4 { import all; export all; };
   connect retry time 5;
+{{- if .BFD}}
+  # A BFD failure is a session error too: with BFD the session comes
+  # back sooner still.
+  error wait time 1, 10;
+{{- else}}
   error wait time 5, 30;
+{{- end}}
   hold time 9;
   keepalive time 3;
   graceful restart on;
@@ -60,9 +66,6 @@ template bgp rack_node {
 {{- end}}
 {{- if .BFD}}
   bfd on;
-  # After a BFD failure BIRD waits its error wait time (60 s by default)
-  # before the session may come back.
-  error wait time 1, 10;
 {{- end}}
 }
 {{range .Nodes}}
