@@ -24,6 +24,7 @@ import (
 	"github.com/rhizome-net/rhizome/agent/ribsink"
 	"github.com/rhizome-net/rhizome/bfd"
 	"github.com/rhizome-net/rhizome/bgp"
+	"github.com/rhizome-net/rhizome/bgp/policy"
 	"github.com/rhizome-net/rhizome/bgp/reconcile"
 	"github.com/rhizome-net/rhizome/bgp/topology"
 	rzlisters "github.com/rhizome-net/rhizome/crds/client/listers/crds/v1alpha1"
@@ -96,6 +97,12 @@ type agent struct {
 	// lastVTEP is each other node's last complete VTEP (see peerNodes);
 	// only the loop's goroutine touches it.
 	lastVTEP map[string]peerNode
+
+	// ownersIndex is what every node may originate (BGP's import
+	// policy), built from the IPAM snapshot of generation ownersGen; only
+	// the loop's goroutine touches them.
+	ownersIndex *policy.Owners
+	ownersGen   uint64
 
 	lastPass atomic.Int64
 	// attached is set once attach gave the agent its parts: /status

@@ -11,8 +11,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/rhizome-net/rhizome/bgp/policy"
 	"github.com/rhizome-net/rhizome/bgp/topology"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/ipam"
 )
 
 // pass recomputes the whole desired state from the caches and the IPAM
@@ -54,7 +56,7 @@ func (a *agent) pass(ctx context.Context) {
 		a.setRoutesReadiness(a.routes.Status())
 	}
 
-	local := topology.Local{Borrowed: snap.Borrowed}
+	local := topology.Local{Borrowed: snap.Borrowed, Owners: a.owners(snap)}
 	for _, b := range snap.Affine {
 		local.Blocks = append(local.Blocks, b.CIDR)
 	}
@@ -70,6 +72,20 @@ func (a *agent) pass(ctx context.Context) {
 	if err := a.bgp.Reconcile(ctx, st); err != nil && ctx.Err() == nil {
 		a.log.Error("applying the BGP state", "op", "bgp", "error", err)
 	}
+}
+
+// owners indexes what every node may originate, from the IPAM view, for
+// BGP's import policy; rebuilt only when the view changed.
+func (a *agent) owners(snap ipam.Snapshot) *policy.Owners {
+	if a.ownersIndex != nil && a.ownersGen == snap.Generation {
+		return a.ownersIndex
+	}
+	blocks := make([]policy.OwnedBlock, len(snap.Blocks))
+	for i, b := range snap.Blocks {
+		blocks[i] = policy.OwnedBlock{CIDR: b.CIDR, Node: b.Node}
+	}
+	a.ownersIndex, a.ownersGen = policy.NewOwners(blocks, snap.BorrowedBy), snap.Generation
+	return a.ownersIndex
 }
 
 // peerNodes lists the other nodes with their published addresses. A

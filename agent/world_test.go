@@ -409,8 +409,31 @@ func (w *world) allocate(handle string) netip.Addr {
 }
 
 // peerUp brings n's session up and has it send its routes and its
-// End-of-RIB, as the node's agent would.
+// End-of-RIB, as the node's agent would: each route is a block the node
+// claimed (recorded in the IPAM first, if it is not there yet, so that the
+// import policy finds it the node's).
 func (w *world) peerUp(name string, prefixes ...string) {
+	w.t.Helper()
+	known := map[netip.Prefix]bool{}
+	for _, b := range w.ipam.Snapshot().Blocks {
+		known[b.CIDR] = true
+	}
+	claimed := false
+	for _, p := range prefixes {
+		if b := netip.MustParsePrefix(p); !known[b] {
+			w.ipam.AddBlock(b, name)
+			claimed = true
+		}
+	}
+	if claimed {
+		w.pass() // the agent's pass on the IPAM's signal
+	}
+	w.announce(name, prefixes...)
+}
+
+// announce brings n's session up and has it send routes and its
+// End-of-RIB, whatever the IPAM says of them.
+func (w *world) announce(name string, prefixes ...string) {
 	w.t.Helper()
 	a := netip.MustParseAddr(nodeIPs[name])
 	w.run.speaker.SetState(a, bgp.StateEstablished, false, "")

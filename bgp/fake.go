@@ -38,6 +38,7 @@ type Fake struct {
 	states   map[netip.Addr]PeerStatus
 	received map[netip.Addr]map[netip.Prefix]ReceivedPath
 	handler  Handler
+	check    ImportCheck
 	// deliver serialises handler calls like the real speaker does.
 	deliver sync.Mutex
 	// FailNext, if set, makes the next call whose op name it equals fail
@@ -242,6 +243,50 @@ func (f *Fake) SetExportPolicy(_ context.Context, p ExportPolicy) error {
 	}
 	f.export = normalizeExport(p)
 	return nil
+}
+
+// SetImportCheck implements Speaker. The fake keeps the check for
+// ImportAccepts; it records "set-import-check all" or "set-import-check"
+// with the prefixes to judge again.
+func (f *Fake) SetImportCheck(_ context.Context, check ImportCheck, recheck []netip.Prefix, all bool) error {
+	f.t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	op := "set-import-check"
+	switch {
+	case all:
+		op += " all"
+	case len(recheck) > 0:
+		l := slices.Clone(recheck)
+		slices.SortFunc(l, comparePrefix)
+		op += fmt.Sprint(" ", l)
+	}
+	if err := f.begin(op); err != nil {
+		return err
+	}
+	for _, p := range recheck {
+		if !p.IsValid() || p != p.Masked() {
+			return f.misuse("set-import-check: invalid prefix %v", p)
+		}
+	}
+	f.check = check
+	return nil
+}
+
+// ImportAccepts reports whether the installed import check lets a path
+// from peer into the speaker's table (true without a check).
+func (f *Fake) ImportAccepts(peer netip.Addr, rp ReceivedPath) bool {
+	f.mu.Lock()
+	check := f.check
+	f.mu.Unlock()
+	if check == nil {
+		return true
+	}
+	var orig netip.Addr
+	if rp.Attrs != nil {
+		orig = rp.Attrs.OriginatorID
+	}
+	return check(peer, rp.Prefix, rp.NextHop, orig)
 }
 
 // Peers implements Speaker.

@@ -80,6 +80,17 @@ type Speaker interface {
 	// a route is sent.
 	SetExportPolicy(ctx context.Context, p ExportPolicy) error
 
+	// SetImportCheck replaces the check every path a peer sends must pass
+	// to enter the speaker's own table, and so to be passed on to other
+	// peers by route reflection (what reaches the kernel is the RIB's
+	// judgement, with the same policy: the RIB sees every path before any
+	// check). It then judges again the paths already received for the
+	// prefixes in recheck (every path if all), so that a path refused
+	// before and accepted now is passed on, and one accepted before and
+	// refused now is withdrawn from the peers it went to. nil accepts
+	// everything. Until the first call every path is accepted.
+	SetImportCheck(ctx context.Context, check ImportCheck, recheck []netip.Prefix, all bool) error
+
 	// Peers returns the state of every configured session.
 	Peers(ctx context.Context) ([]PeerStatus, error)
 	// Received returns every path the peer has sent us and we still hold,
@@ -93,6 +104,12 @@ type Speaker interface {
 	// must be called after Start, at most once.
 	Watch(ctx context.Context, h Handler) error
 }
+
+// ImportCheck decides whether a received path may enter the speaker's
+// table. originator is the path's ORIGINATOR_ID (invalid when it has
+// none). It runs on the speaker's own goroutine for every received path:
+// it must be fast and must not block or call the speaker.
+type ImportCheck func(peer netip.Addr, prefix netip.Prefix, nextHop, originator netip.Addr) bool
 
 // Handler receives what peers send and how sessions change, in the order
 // the speaker saw it. Calls are serialised; a handler may call the Speaker

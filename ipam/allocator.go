@@ -96,6 +96,7 @@ type NodeAllocator struct {
 	settings    pools.Settings
 	labels      labels.Set
 	subs        []chan struct{}
+	gen         uint64 // Snapshot.Generation: signals so far
 	// invalid holds the blocks that failed store.Check, by name, with why:
 	// they get no entry (no allocations, no routes).
 	invalid map[string]error

@@ -44,6 +44,7 @@ type Fake struct {
 	busy    map[string]bool
 	failing error
 	subs    []chan struct{}
+	gen     uint64
 }
 
 type fakeBlock struct {
@@ -373,7 +374,7 @@ func (f *Fake) HandleAddresses(handle string) []netip.Addr {
 func (f *Fake) Snapshot() Snapshot {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s := Snapshot{Node: f.node, Ready: !f.notReady}
+	s := Snapshot{Node: f.node, Ready: !f.notReady, Generation: f.gen}
 	if f.notReady {
 		return s
 	}
@@ -400,6 +401,12 @@ func (f *Fake) Snapshot() Snapshot {
 		}
 		slices.SortFunc(addrs, netip.Addr.Compare)
 		for _, a := range addrs {
+			if al := b.holder[a]; al.node != "" && al.node != b.node {
+				if s.BorrowedBy == nil {
+					s.BorrowedBy = map[netip.Addr]string{}
+				}
+				s.BorrowedBy[a] = al.node
+			}
 			switch al := b.holder[a]; {
 			case b.node != f.node && al.node == f.node:
 				s.Borrowed = append(s.Borrowed, a)
@@ -426,6 +433,7 @@ func (f *Fake) Subscribe() <-chan struct{} {
 }
 
 func (f *Fake) signal() {
+	f.gen++
 	for _, ch := range f.subs {
 		select {
 		case ch <- struct{}{}:

@@ -149,6 +149,15 @@ type Snapshot struct {
 	// LentTo names the node holding each Lent address (the borrower, which
 	// advertises it: route it there rather than blackhole it).
 	LentTo map[netip.Addr]string
+	// BorrowedBy are every block's addresses held by a pod of another node
+	// than the block's, cluster-wide, with that node: the host routes each
+	// node may announce (BGP's import policy judges our nodes' routes by
+	// them and by the blocks' nodes).
+	BorrowedBy map[netip.Addr]string
+	// Generation changes whenever anything above may have changed (it
+	// counts the signals of Subscribe), so that a consumer can skip
+	// rebuilding what it derives from an unchanged snapshot.
+	Generation uint64
 }
 
 // Block is one IPAMBlock.

@@ -15,7 +15,7 @@ import (
 func (a *NodeAllocator) Snapshot() Snapshot {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := Snapshot{Node: a.node}
+	s := Snapshot{Node: a.node, Generation: a.gen}
 	select {
 	case <-a.ready:
 		s.Ready = true
@@ -43,6 +43,10 @@ func (a *NodeAllocator) Snapshot() Snapshot {
 			if err != nil || al.Node == "" || al.Node == b.Node {
 				continue
 			}
+			if s.BorrowedBy == nil {
+				s.BorrowedBy = map[netip.Addr]string{}
+			}
+			s.BorrowedBy[addr] = al.Node
 			switch {
 			case al.Node == a.node:
 				s.Borrowed = append(s.Borrowed, addr)
@@ -112,6 +116,7 @@ func (a *NodeAllocator) Subscribe() <-chan struct{} {
 // signal tells every subscriber that the snapshot changed. The caller holds
 // a.mu; sends never block, bursts collapse into one signal.
 func (a *NodeAllocator) signal() {
+	a.gen++
 	for _, ch := range a.subs {
 		select {
 		case ch <- struct{}{}:

@@ -14,11 +14,18 @@
 //     from a more specific local route, and it is the one route an operator
 //     typically accepts from a ToR.
 //  2. From our own nodes (mesh and route-reflector sessions): the session's
-//     filters may reject; what is left is accepted only inside an IP pool
-//     or an advertised Service range.
+//     filters may reject; what is left is accepted only if IPAM lets the
+//     node that originated it announce it (Owners: one of its blocks, or an
+//     address its pod borrowed from another node's block as a host route;
+//     or exactly a Service range), and only with that node's address as
+//     next hop. Through a route reflector the originating node is the one
+//     whose router ID the path's ORIGINATOR_ID is. A path nothing in IPAM
+//     justifies yet (a new block's route before the block reaches this
+//     node) is held: rejected, kept, and judged again on every change.
 //  3. From external peers: the session's filters, first match wins; nothing
 //     is accepted unless a filter accepts it (RFC 8212's default).
 //  4. A peer the policy does not know: rejected.
+//  5. A next hop that is one of our own addresses: rejected (a loop).
 package policy
 
 import (

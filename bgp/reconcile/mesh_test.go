@@ -63,6 +63,9 @@ type cluster struct {
 	// secrets are the Secret values each node's agent can read
 	// ("name/key" -> value).
 	secrets map[string]map[string]string
+	// claimed are blocks in the IPAM view beside each node's own block
+	// (prefix -> node).
+	claimed map[netip.Prefix]string
 }
 
 func newCluster(t *testing.T, base int, names ...string) *cluster {
@@ -114,7 +117,23 @@ func (c *cluster) state(n *meshNode) State {
 	if n.block.IsValid() {
 		st.Local.Blocks = []netip.Prefix{n.block}
 	}
+	st.Local.Owners = c.owners()
 	return st
+}
+
+// owners is the IPAM view every node shares: each node's block and the
+// blocks claimed besides.
+func (c *cluster) owners() *policy.Owners {
+	var blocks []policy.OwnedBlock
+	for _, m := range c.nodes {
+		if m.block.IsValid() {
+			blocks = append(blocks, policy.OwnedBlock{CIDR: m.block, Node: m.name})
+		}
+	}
+	for p, n := range c.claimed {
+		blocks = append(blocks, policy.OwnedBlock{CIDR: p, Node: n})
+	}
+	return policy.NewOwners(blocks, nil)
 }
 
 // reconcileAll runs one pass on every running node, as each agent would
@@ -282,9 +301,11 @@ func TestRouteReflectorInProcess(t *testing.T) {
 		cnt := c.nodes[0].r.RIB().Counters()[c1.ip]
 		return cnt.Received == 2 && cnt.Rejected[policy.RejectedNotInPool] == 1
 	})
-	// A barrier: a pool route sent after it. The reflector handles c1's
-	// updates in order, so once the clients have this one, a wrongly
-	// reflected 192.168.0.0/24 would be there too.
+	// A barrier: a pool route sent after it, a block c1 claimed. The
+	// reflector handles c1's updates in order, so once the clients have
+	// this one, a wrongly reflected 192.168.0.0/24 would be there too.
+	c.claimed = map[netip.Prefix]string{netip.MustParsePrefix("10.244.99.0/26"): c1.name}
+	c.reconcileAll()
 	if err := sp.Advertise(context.Background(), bgp.Advertisement{Prefix: netip.MustParsePrefix("10.244.99.0/26")}); err != nil {
 		t.Fatal(err)
 	}
@@ -299,6 +320,44 @@ func TestRouteReflectorInProcess(t *testing.T) {
 			t.Errorf("%s received %d routes from the reflector, want 4 (no 192.168.0.0/24)", n.name, cnt.Received)
 		}
 	}
+
+	// c1 turns rogue: it announces c2's block (a more specific of it
+	// would be the same) and a block nobody has claimed yet. The
+	// reflector refuses both at its import check: neither reaches c3,
+	// whose route to c2's block stays through c2.
+	c2, c3 := c.nodes[2], c.nodes[3]
+	fresh := netip.MustParsePrefix("10.244.98.0/26")
+	for _, p := range []netip.Prefix{c2.block, fresh} {
+		if err := sp.Advertise(context.Background(), bgp.Advertisement{Prefix: p}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the reflector to hold c1's claims, rejected", func() bool {
+		cnt := c.nodes[0].r.RIB().Counters()[c1.ip]
+		return cnt.Rejected[policy.RejectedNotOwner] == 1 && cnt.Rejected[policy.RejectedHeld] == 1
+	})
+	// Barrier again: a route of c1's that is its own, sent after them.
+	c.claimed[netip.MustParsePrefix("10.244.97.0/26")] = c1.name
+	c.reconcileAll()
+	if err := sp.Advertise(context.Background(), bgp.Advertisement{Prefix: netip.MustParsePrefix("10.244.97.0/26")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "c3 to receive the second barrier", func() bool {
+		return slices.ContainsFunc(c3.sink.table(), func(l string) bool { return strings.HasPrefix(l, "10.244.97.0/26 via ") })
+	})
+	if cnt := c3.r.RIB().Counters()[c.nodes[0].ip]; cnt.Received != 5 {
+		t.Errorf("c3 received %d routes from the reflector, want 5 (none of c1's claims)", cnt.Received)
+	}
+	if tbl := c3.sink.table(); !slices.Contains(tbl, c2.block.String()+" via "+c2.ip.String()) || slices.ContainsFunc(tbl, func(l string) bool { return strings.HasPrefix(l, fresh.String()) }) {
+		t.Errorf("c3 holds %v", tbl)
+	}
+	// The fresh block's IPAMBlock arrives, c1's: the reflector's next
+	// pass lets its held path through, without c1 sending it again.
+	c.claimed[fresh] = c1.name
+	c.reconcileAll()
+	waitFor(t, "c3 to learn the fresh block through the reflector", func() bool {
+		return slices.Contains(c3.sink.table(), fresh.String()+" via "+c1.ip.String())
+	})
 }
 
 // TestMeshPasswordKeepsImpostorsOut: the mesh has a password

@@ -31,6 +31,7 @@ import (
 
 	"github.com/rhizome-net/rhizome/bfd"
 	"github.com/rhizome-net/rhizome/bgp"
+	"github.com/rhizome-net/rhizome/bgp/policy"
 	"github.com/rhizome-net/rhizome/bgp/rib"
 	"github.com/rhizome-net/rhizome/bgp/topology"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
@@ -103,7 +104,10 @@ type Reconciler struct {
 	desired  topology.Desired
 	sessions map[netip.Addr]bgp.Peer // as applied to the speaker
 	ads      map[netip.Prefix]bgp.Advertisement
-	export   *bgp.ExportPolicy     // as applied; nil before the first
+	export   *bgp.ExportPolicy // as applied; nil before the first
+	// checked is the import policy the speaker's import check applies;
+	// nil before the first.
+	checked  *policy.Import
 	errs     map[netip.Addr]string // per session: why applying it failed
 	problems []string
 	// BFD sessions as applied, why applying one failed, and failures
@@ -274,6 +278,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, st State) error {
 	r.rib.Set(rib.Settings{Policy: im, Peers: infos, Originated: originated})
 
 	var errs []error
+	if err := r.applyImportCheck(ctx, im); err != nil {
+		errs = append(errs, err)
+	}
 	if r.export == nil || !reflect.DeepEqual(*r.export, ex) {
 		if err := r.sp.SetExportPolicy(ctx, ex); err != nil {
 			errs = append(errs, err)
@@ -313,7 +320,7 @@ func (r *Reconciler) ensureSpeaker(ctx context.Context, g bgp.Global) error {
 		clear(r.sessions)
 		clear(r.ads)
 		clear(r.errs)
-		r.export = nil
+		r.export, r.checked = nil, nil
 		g.Restarting = true
 	}
 	sp := r.cfg.NewSpeaker()
@@ -331,6 +338,28 @@ func (r *Reconciler) ensureSpeaker(ctx context.Context, g bgp.Global) error {
 	}
 	r.sp, r.stopSp, r.global = sp, cancel, g
 	r.log.Info("BGP speaker started", "op", "reconcile", "asn", g.ASN, "routerID", g.RouterID, "port", g.ListenPort)
+	return nil
+}
+
+// applyImportCheck gives the speaker the import policy as its import
+// check, so that a route reflector passes on only what the policy accepts,
+// and has it judge again what may have changed: every path when anything
+// but the owners changed, else only the prefixes whose owner changed (the
+// common case: a block claimed or a pod borrowing an address). With
+// nothing changed the speaker keeps the check it has, which judges alike.
+func (r *Reconciler) applyImportCheck(ctx context.Context, im *policy.Import) error {
+	var recheck []netip.Prefix
+	all := r.checked == nil || !r.checked.SameBesidesOwners(im)
+	if !all {
+		recheck = r.checked.Input().Owners.Changed(im.Input().Owners)
+		if len(recheck) == 0 {
+			return nil
+		}
+	}
+	if err := r.sp.SetImportCheck(ctx, im.Check, recheck, all); err != nil {
+		return err
+	}
+	r.checked = im
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rhizome-net/rhizome/bgp"
+	"github.com/rhizome-net/rhizome/bgp/policy"
 	"github.com/rhizome-net/rhizome/bgp/rib"
 	"github.com/rhizome-net/rhizome/bgp/topology"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
@@ -127,8 +128,17 @@ func baseState() State {
 			Secret: func(name, key string) (string, error) { return "", errors.New("secret not found") },
 		},
 		Pools: []*v1alpha1.IPPool{{ObjectMeta: metav1.ObjectMeta{Name: "default"}, Spec: v1alpha1.IPPoolSpec{CIDR: "10.244.0.0/16"}}},
-		Local: topology.Local{Blocks: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/26")}},
+		Local: topology.Local{Blocks: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/26")}, Owners: baseOwners()},
 	}
+}
+
+// baseOwners is the IPAM view of baseState: a block for each node.
+func baseOwners(more ...policy.OwnedBlock) *policy.Owners {
+	return policy.NewOwners(append([]policy.OwnedBlock{
+		{CIDR: netip.MustParsePrefix("10.244.1.0/26"), Node: "a"},
+		{CIDR: netip.MustParsePrefix("10.244.5.0/26"), Node: "b"},
+		{CIDR: netip.MustParsePrefix("10.244.3.0/26"), Node: "c"},
+	}, more...), nil)
 }
 
 func torPeer() *v1alpha1.BGPPeer {
@@ -143,7 +153,7 @@ func TestReconcileDiffs(t *testing.T) {
 	st := baseState()
 	f.reconcile(st)
 	f.wantOps("first pass",
-		"start", "watch", "set-export-policy",
+		"start", "watch", "set-import-check all", "set-export-policy",
 		"advertise 10.96.0.0/12", "advertise 10.244.1.0/26",
 		"add-peer 10.0.1.2", "add-peer 10.0.1.3")
 	if g := f.sp().Global(); g.ASN != 64512 || g.RouterID != netip.MustParseAddr("10.0.1.1") || g.ListenPort != 179 {
@@ -153,10 +163,28 @@ func TestReconcileDiffs(t *testing.T) {
 	f.reconcile(st)
 	f.wantOps("same state again") // idempotent: nothing to do
 
-	// A block claimed and another released, a borrowed address.
-	st.Local = topology.Local{Blocks: []netip.Prefix{netip.MustParsePrefix("10.244.2.0/26")}, Borrowed: []netip.Addr{netip.MustParseAddr("10.244.7.7")}}
+	// A block claimed and another released, a borrowed address: this
+	// node's own blocks are part of the import policy, so every received
+	// path is judged again.
+	st.Local = topology.Local{Blocks: []netip.Prefix{netip.MustParsePrefix("10.244.2.0/26")}, Borrowed: []netip.Addr{netip.MustParseAddr("10.244.7.7")},
+		Owners: policy.NewOwners([]policy.OwnedBlock{
+			{CIDR: netip.MustParsePrefix("10.244.2.0/26"), Node: "a"},
+			{CIDR: netip.MustParsePrefix("10.244.5.0/26"), Node: "b"},
+			{CIDR: netip.MustParsePrefix("10.244.3.0/26"), Node: "c"},
+		}, map[netip.Addr]string{netip.MustParseAddr("10.244.7.7"): "a"})}
 	f.reconcile(st)
-	f.wantOps("blocks changed", "advertise 10.244.2.0/26", "advertise 10.244.7.7/32", "withdraw 10.244.1.0/26")
+	f.wantOps("blocks changed", "set-import-check all", "advertise 10.244.2.0/26", "advertise 10.244.7.7/32", "withdraw 10.244.1.0/26")
+
+	// Another node claims a block, and a pod of c borrows an address:
+	// only those prefixes are judged again.
+	st.Local.Owners = policy.NewOwners([]policy.OwnedBlock{
+		{CIDR: netip.MustParsePrefix("10.244.2.0/26"), Node: "a"},
+		{CIDR: netip.MustParsePrefix("10.244.5.0/26"), Node: "b"},
+		{CIDR: netip.MustParsePrefix("10.244.6.0/26"), Node: "b"},
+		{CIDR: netip.MustParsePrefix("10.244.3.0/26"), Node: "c"},
+	}, map[netip.Addr]string{netip.MustParseAddr("10.244.7.7"): "a", netip.MustParseAddr("10.244.5.9"): "c"})
+	f.reconcile(st)
+	f.wantOps("owners changed", "set-import-check [10.244.5.9/32 10.244.6.0/26]")
 
 	// The ToR's Secret is missing: no session, status says why.
 	st.Peers = []*v1alpha1.BGPPeer{torPeer()}
@@ -170,7 +198,7 @@ func TestReconcileDiffs(t *testing.T) {
 	// The Secret appears.
 	st.Secret = func(name, key string) (string, error) { return "pw", nil }
 	f.reconcile(st)
-	f.wantOps("tor with secret", "add-peer 10.0.1.254")
+	f.wantOps("tor with secret", "set-import-check all", "add-peer 10.0.1.254")
 	if p := f.sp().PeerConfigs()[netip.MustParseAddr("10.0.1.254")]; p.Password != "pw" || p.ASN != 65001 {
 		t.Errorf("tor peer = %+v", p)
 	}
@@ -185,7 +213,7 @@ func TestReconcileDiffs(t *testing.T) {
 	// A node leaves, another joins.
 	st.Nodes = []*corev1.Node{node("a", "10.0.1.1", "rack=a"), node("b", "10.0.1.2"), node("d", "10.0.1.4")}
 	f.reconcile(st)
-	f.wantOps("node c left, d joined", "delete-peer 10.0.1.3", "add-peer 10.0.1.4")
+	f.wantOps("node c left, d joined", "set-import-check all", "delete-peer 10.0.1.3", "add-peer 10.0.1.4")
 
 	// The AS changes: every session is updated, the speaker stays.
 	st.Configs = append(st.Configs, &v1alpha1.BGPConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "node.a"}, Spec: v1alpha1.BGPConfigurationSpec{ASNumber: ptr(int64(64999))}})
@@ -244,7 +272,7 @@ func TestReconcileErrorsAreRetried(t *testing.T) {
 		t.Errorf("failed session status = %+v", d)
 	}
 	f.reconcile(st)
-	f.wantOps("retry", "add-peer 10.0.1.4", "add-peer 10.0.1.4")
+	f.wantOps("retry", "set-import-check all", "add-peer 10.0.1.4", "add-peer 10.0.1.4")
 	if d := findSession(t, f.status(), "10.0.1.4"); d.State == StateNotStarted {
 		t.Errorf("session still failed after the retry: %+v", d)
 	}
@@ -523,6 +551,8 @@ func TestStopLeavesSessionsShutdownCloses(t *testing.T) {
 func TestReconcileRouterIDChangeKeepsRoutes(t *testing.T) {
 	f := newFixture(t)
 	st := baseState()
+	st.Local.Owners = baseOwners(policy.OwnedBlock{CIDR: netip.MustParsePrefix("10.244.2.0/26"), Node: "b"},
+		policy.OwnedBlock{CIDR: netip.MustParsePrefix("10.244.4.0/26"), Node: "b"})
 	f.reconcile(st)
 	b, c := netip.MustParseAddr("10.0.1.2"), netip.MustParseAddr("10.0.1.3")
 	path := func(p string, nh netip.Addr) bgp.ReceivedPath {

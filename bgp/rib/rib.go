@@ -382,7 +382,7 @@ func (r *RIB) Set(s Settings) {
 			delete(r.peers, a)
 		}
 	}
-	evals := map[*peerTable]func(netip.Prefix) policy.Reason{}
+	evals := map[*peerTable]evalFunc{}
 	for _, d := range r.dests {
 		for i := 0; i < len(d.paths); i++ {
 			p := &d.paths[i]
@@ -396,7 +396,7 @@ func (r *RIB) Set(s Settings) {
 				eval = r.evaluator(p.peer)
 				evals[p.peer] = eval
 			}
-			reason := r.judge(eval, d.prefix, p.nh)
+			reason := eval(d.prefix, p.nh, p.attrs)
 			if reason != p.reason {
 				p.peer.count(p, -1)
 				was := p.accepted()

@@ -107,9 +107,30 @@ var (
 	tor2  = addr("10.0.0.254")
 )
 
+// defaultOwners: node-b (10.0.0.2) and node-c (10.0.0.3) with their blocks,
+// and an address of node-c's block that a pod of node-b borrowed.
+func defaultOwners() *policy.Owners {
+	return policy.NewOwners([]policy.OwnedBlock{
+		{CIDR: pfx("10.244.1.0/26"), Node: "self"},
+		{CIDR: pfx("10.244.2.0/26"), Node: "b"}, {CIDR: pfx("10.244.3.0/26"), Node: "b"},
+		{CIDR: pfx("10.244.5.0/26"), Node: "b"}, {CIDR: pfx("10.250.0.0/26"), Node: "b"},
+		{CIDR: pfx("10.244.4.0/26"), Node: "c"}, {CIDR: pfx("10.244.9.0/26"), Node: "c"},
+	}, map[netip.Addr]string{addr("10.244.9.7"): "b"})
+}
+
+var defaultNodes = policy.NewNodes([]policy.NodeInfo{
+	{Name: "self", Addresses: []netip.Addr{addr("10.0.0.10")}, RouterID: addr("10.0.0.10")},
+	{Name: "b", Addresses: []netip.Addr{nodeB}, RouterID: nodeB},
+	{Name: "c", Addresses: []netip.Addr{nodeC}, RouterID: nodeC},
+})
+
 func defaultPolicy(pools ...policy.Pool) *policy.Import {
+	return ownersPolicy(defaultOwners(), pools...)
+}
+
+func ownersPolicy(owners *policy.Owners, pools ...policy.Pool) *policy.Import {
 	if pools == nil {
-		pools = []policy.Pool{{Name: "default", CIDR: pfx("10.244.0.0/16")}}
+		pools = []policy.Pool{{Name: "default", CIDR: pfx("10.244.0.0/16"), BlockBits: 26}}
 	}
 	accept, _ := policy.FromFilters([]v1alpha1.FilterRule{
 		{CIDR: "0.0.0.0/0", MatchOperator: v1alpha1.MatchEqual, Action: v1alpha1.FilterAccept},
@@ -120,8 +141,10 @@ func defaultPolicy(pools ...policy.Pool) *policy.Import {
 		Services:     []netip.Prefix{pfx("10.96.0.0/12")},
 		OwnBlocks:    []netip.Prefix{pfx("10.244.1.0/26")},
 		OwnAddresses: []netip.Addr{addr("10.0.0.10")},
+		Owners:       owners,
+		Nodes:        defaultNodes,
 		Peers: map[netip.Addr]policy.PeerPolicy{
-			nodeB: {Internal: true}, nodeC: {Internal: true},
+			nodeB: {Internal: true, Node: "b"}, nodeC: {Internal: true, Node: "c", Reflector: true},
 			tor: {Rules: accept}, tor2: {Rules: accept},
 		},
 	})
@@ -359,8 +382,8 @@ func TestSettingsChanges(t *testing.T) {
 	// encapsulated is the route programmer's business, not the RIB's).
 	s := defaultSettings()
 	s.Policy = defaultPolicy(
-		policy.Pool{Name: "default", CIDR: pfx("10.244.0.0/16")},
-		policy.Pool{Name: "extra", CIDR: pfx("10.250.0.0/16")},
+		policy.Pool{Name: "default", CIDR: pfx("10.244.0.0/16"), BlockBits: 26},
+		policy.Pool{Name: "extra", CIDR: pfx("10.250.0.0/16"), BlockBits: 26},
 	)
 	e.rib.Set(s)
 	e.want("new pool", "10.244.2.0/26 via 10.0.0.2",
@@ -430,7 +453,7 @@ func TestOriginatedAndNextHopSelf(t *testing.T) {
 	e.rib.Set(s)
 	// Every node advertises the Service range: ECMP through the others...
 	e.sp.Receive(announce(nodeB, nodeB, ibgp(), "10.96.0.0/12", "10.244.2.0/26"))
-	e.sp.Receive(announce(nodeC, addr("10.0.0.10"), ibgp(), "10.244.3.0/26")) // next hop: ourselves
+	e.sp.Receive(announce(nodeC, addr("10.0.0.10"), ibgp(), "10.244.4.0/26")) // next hop: ourselves
 	e.want("learned", "10.244.2.0/26 via 10.0.0.2", "10.96.0.0/12 via 10.0.0.2")
 	if c := e.rib.Counters()[nodeC]; c.Rejected[policy.RejectedNextHopSelf] != 1 || c.Accepted != 0 {
 		t.Errorf("node-c counters = %+v", c)
@@ -445,4 +468,78 @@ func TestOriginatedAndNextHopSelf(t *testing.T) {
 	s.Originated = nil
 	e.rib.Set(s)
 	e.want("no longer", "10.244.2.0/26 via 10.0.0.2", "10.96.0.0/12 via 10.0.0.2,10.0.0.3")
+}
+
+// TestRoutesFromNodesJudgedByIPAM plays our own nodes announcing what IPAM
+// does not give them, and a route arriving before the block that justifies
+// it: held, then installed once the owners say so, without the peer
+// sending it again; and gone when the block moves to another node.
+func TestRoutesFromNodesJudgedByIPAM(t *testing.T) {
+	e := newEnv(t, Config{})
+	e.rib.Set(defaultSettings())
+	e.sp.Receive(announce(nodeB, nodeB, ibgp(),
+		"10.244.2.0/26",  // its block
+		"10.244.4.0/26",  // node-c's block
+		"10.244.4.0/28",  // a more specific of it
+		"10.244.4.7/32",  // a pod of node-c
+		"10.244.0.0/20",  // a supernet of blocks
+		"10.244.6.0/26",  // no block there yet
+		"10.244.9.7/32")) // its borrowed address
+	e.sp.Receive(announce(nodeB, nodeC, ibgp(), "10.244.3.0/26")) // its block, node-c's next hop
+	e.want("first", "10.244.2.0/26 via 10.0.0.2", "10.244.9.7/32 via 10.0.0.2")
+	c := e.rib.Counters()[nodeB]
+	want := map[policy.Reason]int{policy.RejectedNotOwner: 2, policy.RejectedNotOriginated: 1, policy.RejectedOwnBlock: 1,
+		policy.RejectedHeld: 1, policy.RejectedNextHop: 1}
+	for r, n := range want {
+		if c.Rejected[r] != n {
+			t.Errorf("rejected %s = %d, want %d (%+v)", r, c.Rejected[r], n, c)
+		}
+	}
+
+	// Through the reflector node-c: each path is node-b's or node-c's by
+	// its ORIGINATOR_ID.
+	refl := func(orig netip.Addr) *bgp.Attrs { a := ibgp(); a.OriginatorID, a.ClusterListLen = orig, 1; return a }
+	e.sp.Receive(announce(nodeC, nodeB, refl(nodeB), "10.244.5.0/26"))             // node-b's, reflected
+	e.sp.Receive(announce(nodeC, nodeC, refl(nodeB), "10.244.9.0/26"))             // node-c's block under node-b's ID
+	e.sp.Receive(announce(nodeC, nodeB, refl(addr("192.0.2.1")), "10.244.3.0/26")) // an ID nobody has
+	e.sp.Receive(announce(nodeC, nodeC, ibgp(), "10.244.4.0/26"))                  // the reflector's own
+	e.want("reflected", "10.244.2.0/26 via 10.0.0.2", "10.244.4.0/26 via 10.0.0.3",
+		"10.244.5.0/26 via 10.0.0.2", "10.244.9.7/32 via 10.0.0.2")
+	c = e.rib.Counters()[nodeC]
+	if c.Accepted != 2 || c.Rejected[policy.RejectedNotOwner] != 1 || c.Rejected[policy.RejectedUnknownOriginator] != 1 {
+		t.Errorf("node-c counters = %+v", c)
+	}
+
+	// The block reaches this node's IPAM view: the held path is installed
+	// without node-b sending it again.
+	grown := policy.NewOwners([]policy.OwnedBlock{
+		{CIDR: pfx("10.244.1.0/26"), Node: "self"}, {CIDR: pfx("10.244.2.0/26"), Node: "b"}, {CIDR: pfx("10.244.3.0/26"), Node: "b"},
+		{CIDR: pfx("10.244.5.0/26"), Node: "b"}, {CIDR: pfx("10.244.6.0/26"), Node: "b"},
+		{CIDR: pfx("10.244.4.0/26"), Node: "c"}, {CIDR: pfx("10.244.9.0/26"), Node: "c"},
+	}, map[netip.Addr]string{addr("10.244.9.7"): "b"})
+	s := defaultSettings()
+	s.Policy = ownersPolicy(grown)
+	e.rib.Set(s)
+	e.want("block known", "10.244.2.0/26 via 10.0.0.2", "10.244.4.0/26 via 10.0.0.3",
+		"10.244.5.0/26 via 10.0.0.2", "10.244.6.0/26 via 10.0.0.2", "10.244.9.7/32 via 10.0.0.2")
+
+	// node-b's pod gives its borrowed address back and node-c's block
+	// goes to node-b: what node-b announced follows.
+	moved := policy.NewOwners([]policy.OwnedBlock{
+		{CIDR: pfx("10.244.1.0/26"), Node: "self"}, {CIDR: pfx("10.244.2.0/26"), Node: "b"}, {CIDR: pfx("10.244.3.0/26"), Node: "b"},
+		{CIDR: pfx("10.244.5.0/26"), Node: "b"}, {CIDR: pfx("10.244.6.0/26"), Node: "b"},
+		{CIDR: pfx("10.244.4.0/26"), Node: "b"}, {CIDR: pfx("10.244.9.0/26"), Node: "c"},
+	}, nil)
+	s.Policy = ownersPolicy(moved)
+	e.rib.Set(s)
+	e.want("moved", "10.244.2.0/26 via 10.0.0.2", "10.244.4.0/26 via 10.0.0.2",
+		"10.244.5.0/26 via 10.0.0.2", "10.244.6.0/26 via 10.0.0.2")
+
+	// A withdrawal of what node-b does not own takes nothing away from
+	// the owner's path.
+	e.sp.Receive(withdraw(nodeB, "10.244.9.0/26", "10.244.4.0/26"))
+	e.sp.Receive(announce(nodeC, nodeC, ibgp(), "10.244.9.0/26"))
+	e.sp.Receive(withdraw(nodeB, "10.244.9.0/26"))
+	e.want("withdrawals", "10.244.2.0/26 via 10.0.0.2", "10.244.5.0/26 via 10.0.0.2",
+		"10.244.6.0/26 via 10.0.0.2", "10.244.9.0/26 via 10.0.0.3")
 }

@@ -31,29 +31,28 @@ func (r *RIB) HandleUpdate(u *bgp.Update) {
 	r.flushLocked()
 }
 
-// evaluator returns the policy judgement for one peer's prefixes.
-func (r *RIB) evaluator(pt *peerTable) func(netip.Prefix) policy.Reason {
+// evaluator returns the policy judgement for one peer's paths.
+func (r *RIB) evaluator(pt *peerTable) evalFunc {
 	im := r.settings.Policy
 	if im == nil {
-		return func(netip.Prefix) policy.Reason { return policy.RejectedUnknownPeer }
+		return func(netip.Prefix, netip.Addr, *bgp.Attrs) policy.Reason { return policy.RejectedUnknownPeer }
 	}
 	pp, known := im.Peer(pt.addr)
-	return func(p netip.Prefix) policy.Reason {
-		return im.EvaluatePeer(pp, known, p).Reason
+	return func(p netip.Prefix, nh netip.Addr, a *bgp.Attrs) policy.Reason {
+		var originator netip.Addr
+		if a != nil {
+			originator = a.OriginatorID
+		}
+		return im.EvaluatePath(pp, known, p, nh, originator).Reason
 	}
 }
 
-// judge applies the import policy, then refuses paths whose next hop is
-// this node itself (a route through ourselves would loop).
-func (r *RIB) judge(eval func(netip.Prefix) policy.Reason, p netip.Prefix, nh netip.Addr) policy.Reason {
-	reason := eval(p)
-	if reason == policy.Accepted && r.settings.Policy != nil && r.settings.Policy.IsOwnAddress(nh) {
-		reason = policy.RejectedNextHopSelf
-	}
-	return reason
-}
+// evalFunc judges one path of a peer: import policy, next hops included
+// (never through this node itself; from our nodes, only through the node
+// that originated the path).
+type evalFunc func(p netip.Prefix, nh netip.Addr, a *bgp.Attrs) policy.Reason
 
-func (r *RIB) announceLocked(pt *peerTable, rp *bgp.ReceivedPath, eval func(netip.Prefix) policy.Reason) {
+func (r *RIB) announceLocked(pt *peerTable, rp *bgp.ReceivedPath, eval evalFunc) {
 	k := keyOf(rp.Prefix)
 	d := r.dests[k]
 	if d == nil {
@@ -73,7 +72,7 @@ func (r *RIB) announceLocked(pt *peerTable, rp *bgp.ReceivedPath, eval func(neti
 	}
 	p := &d.paths[i]
 	p.nh, p.attrs, p.stale, p.gen = rp.NextHop, rp.Attrs, rp.Stale, pt.gen
-	p.reason = r.judge(eval, rp.Prefix, rp.NextHop)
+	p.reason = eval(rp.Prefix, rp.NextHop, rp.Attrs)
 	pt.count(p, 1)
 	if p.accepted() {
 		r.markDirty(d)

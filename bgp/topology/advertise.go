@@ -10,11 +10,15 @@ import (
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 )
 
-// Local is what this node's IPAM holds: its affine blocks and the addresses
-// its pods borrowed from other nodes' blocks.
+// Local is what this node's IPAM view holds: its affine blocks and the
+// addresses its pods borrowed from other nodes' blocks; and what every node
+// may originate (Owners: every block's node, every borrowed address's),
+// against which the routes from our nodes are judged. Nil Owners: nothing
+// from our nodes is accepted (held until the IPAM view is known).
 type Local struct {
 	Blocks   []netip.Prefix
 	Borrowed []netip.Addr
+	Owners   *policy.Owners
 }
 
 // Pools converts IPPools for the policy and the advertisements; a pool with
@@ -28,10 +32,18 @@ func Pools(in []*v1alpha1.IPPool) ([]policy.Pool, []string) {
 			problems = append(problems, fmt.Sprintf("IPPool %s: cidr %q is not a network prefix; ignored", p.Name, p.Spec.CIDR))
 			continue
 		}
+		bits := v1alpha1.DefaultBlockSizeIPv4
+		if cidr.Addr().Is6() {
+			bits = v1alpha1.DefaultBlockSizeIPv6
+		}
+		if p.Spec.BlockSize != nil {
+			bits = int(*p.Spec.BlockSize)
+		}
 		out = append(out, policy.Pool{
 			Name:             p.Name,
 			CIDR:             cidr,
 			DisableBGPExport: p.Spec.DisableBGPExport,
+			BlockBits:        bits,
 		})
 	}
 	slices.SortFunc(out, func(a, b policy.Pool) int { return comparePrefix(a.CIDR, b.CIDR) })
@@ -112,6 +124,8 @@ func ImportPolicy(d *Desired, pools []policy.Pool, local Local) *policy.Import {
 		Pools:     pools,
 		Services:  d.Config.Services,
 		OwnBlocks: local.Blocks,
+		Owners:    local.Owners,
+		Nodes:     d.Nodes,
 		Peers:     make(map[netip.Addr]policy.PeerPolicy),
 	}
 	for _, a := range []netip.Addr{d.NodeIPv4, d.NodeIPv6, d.Global.RouterID} {
@@ -123,7 +137,11 @@ func ImportPolicy(d *Desired, pools []policy.Pool, local Local) *policy.Import {
 		if s.NotStarted != "" {
 			continue
 		}
-		in.Peers[s.Peer.Address] = policy.PeerPolicy{Internal: s.Kind != v1alpha1.SessionExternal, Rules: s.Import}
+		pp := policy.PeerPolicy{Internal: s.Kind != v1alpha1.SessionExternal, Rules: s.Import}
+		if pp.Internal {
+			pp.Node, pp.Reflector = s.Node, s.Reflector
+		}
+		in.Peers[s.Peer.Address] = pp
 	}
 	return policy.Compile(in)
 }

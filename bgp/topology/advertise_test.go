@@ -82,21 +82,35 @@ func TestAdvertisementsAndPolicies(t *testing.T) {
 		t.Errorf("advertisements (-want +got):\n%s", diff)
 	}
 
+	// What the nodes may originate: a, this reflector's client, has
+	// 10.244.2.0/26; the block beside it is nobody's yet.
+	local.Owners = policy.NewOwners([]policy.OwnedBlock{
+		{CIDR: netip.MustParsePrefix("10.244.1.0/26"), Node: "rr1"},
+		{CIDR: netip.MustParsePrefix("10.244.2.0/26"), Node: "a"},
+		{CIDR: netip.MustParsePrefix("10.244.4.0/26"), Node: "rr1"},
+	}, map[netip.Addr]string{netip.MustParseAddr("10.244.1.5"): "a"})
 	im := ImportPolicy(&d, pools, local)
 	for _, c := range []struct {
-		peer, prefix string
-		want         policy.Reason
+		peer, prefix, nh string
+		want             policy.Reason
 	}{
-		{"10.0.1.1", "10.244.2.0/26", policy.Accepted},
-		{"10.0.1.1", "10.244.1.0/26", policy.RejectedOwnBlock},
-		{"10.0.1.1", "10.250.0.0/26", policy.RejectedOwnBlock},
-		{"10.0.1.1", "10.0.1.10/32", policy.RejectedOwnAddress},
-		{"10.0.1.254", "10.244.2.0/26", policy.RejectedNoFilterMatch},
-		{"10.9.9.9", "10.244.2.0/26", policy.RejectedUnknownPeer},
+		{"10.0.1.1", "10.244.2.0/26", "10.0.1.1", policy.Accepted},
+		{"10.0.1.1", "10.244.2.0/26", "10.0.1.2", policy.RejectedNextHop},
+		{"10.0.1.1", "10.244.1.5/32", "10.0.1.1", policy.Accepted},
+		{"10.0.1.1", "10.244.3.0/26", "10.0.1.1", policy.RejectedHeld},
+		{"10.0.1.1", "10.244.4.0/26", "10.0.1.1", policy.RejectedNotOwner}, // rr1's, not in local.Blocks
+		{"10.0.1.1", "10.244.1.0/26", "10.0.1.1", policy.RejectedOwnBlock},
+		{"10.0.1.1", "10.250.0.0/26", "10.0.1.1", policy.RejectedOwnBlock},
+		{"10.0.1.1", "10.0.1.10/32", "10.0.1.1", policy.RejectedOwnAddress},
+		{"10.0.1.254", "10.244.2.0/26", "10.0.1.254", policy.RejectedNoFilterMatch},
+		{"10.9.9.9", "10.244.2.0/26", "10.9.9.9", policy.RejectedUnknownPeer},
 	} {
-		if v := im.Evaluate(netip.MustParseAddr(c.peer), netip.MustParsePrefix(c.prefix)); v.Reason != c.want {
-			t.Errorf("import %s from %s: %s, want %s", c.prefix, c.peer, v.Reason, c.want)
+		if v := im.Evaluate(netip.MustParseAddr(c.peer), netip.MustParsePrefix(c.prefix), netip.MustParseAddr(c.nh), netip.Addr{}); v.Reason != c.want {
+			t.Errorf("import %s via %s from %s: %s, want %s", c.prefix, c.nh, c.peer, v.Reason, c.want)
 		}
+	}
+	if p := im.Input().Pools; len(p) != 2 || p[0].BlockBits != 26 {
+		t.Errorf("policy pools %+v, want two with /26 blocks", p)
 	}
 
 	ex := ExportPolicy(&d, pools, ads)

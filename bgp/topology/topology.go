@@ -76,6 +76,9 @@ type Session struct {
 	Source string
 	// Node is the peer node's name for mesh and rr sessions.
 	Node string
+	// Reflector: the peer node is a route reflector in our AS, so it
+	// passes on other nodes' routes to us (whatever the session's kind).
+	Reflector bool
 	// Import and Export are the BGPPeer's filters.
 	Import, Export []policy.Rule
 	// BFD, if set, runs a BFD session with these timers beside the BGP
@@ -95,6 +98,10 @@ type Desired struct {
 	Sessions []Session
 	// Problems are configuration errors that belong to no single session.
 	Problems []string
+	// Nodes are every node's addresses and router ID, for the import
+	// policy: what our nodes send is only accepted through the address of
+	// the node that originated it.
+	Nodes *policy.Nodes
 }
 
 // RouteReflector reports whether this node reflects routes.
@@ -163,6 +170,7 @@ func Compute(in Input) (Desired, error) {
 	if !rid.IsValid() {
 		rid = self.v4
 	}
+	d.Nodes = nodeTable(nodes, published, self, rid)
 	if !rid.Is4() {
 		return d, fmt.Errorf("node %s has no IPv4 address to use as BGP router ID: set one (--router-id)", in.NodeName)
 	}
@@ -230,7 +238,8 @@ func (c *computer) nodeSession(n *nodeInfo, f bgp.Family, kind v1alpha1.SessionK
 	if cfg.ClusterID.IsValid() && !n.cfg.ClusterID.IsValid() && cfg.ASN == n.cfg.ASN {
 		p.RouteReflectorClient, p.RouteReflectorClusterID = true, cfg.ClusterID
 	}
-	s := &Session{Peer: p, Kind: kind, Source: source, Node: n.name}
+	s := &Session{Peer: p, Kind: kind, Source: source, Node: n.name,
+		Reflector: n.cfg.ClusterID.IsValid() && n.cfg.ASN == cfg.ASN}
 	// Mesh BFD when both ends have it on, like the mesh itself: a session
 	// whose other end never answers would only sit Down.
 	if kind == v1alpha1.SessionMesh && cfg.MeshBFD.Enabled && n.cfg.MeshBFD.Enabled {
@@ -363,6 +372,32 @@ func (c *computer) external() {
 		c.applyPeerSpec(s, bp)
 		c.sessions[addr] = s
 	}
+}
+
+// nodeTable indexes every node's addresses and router ID. A node's router
+// ID is what its agent published in its RhizomeNode status (it may be set
+// with --router-id), else its IPv4 address, the default; this node's is
+// the one it runs with.
+func nodeTable(nodes []*nodeInfo, published map[string]*v1alpha1.RhizomeNode, self *nodeInfo, selfRID netip.Addr) *policy.Nodes {
+	l := make([]policy.NodeInfo, 0, len(nodes))
+	for _, n := range nodes {
+		ni := policy.NodeInfo{Name: n.name, RouterID: n.v4}
+		for _, a := range []netip.Addr{n.v4, n.v6} {
+			if a.IsValid() {
+				ni.Addresses = append(ni.Addresses, a)
+			}
+		}
+		if rz := published[n.name]; rz != nil {
+			if a, err := netip.ParseAddr(rz.Status.RouterID); err == nil && a.Is4() {
+				ni.RouterID = a
+			}
+		}
+		if n == self {
+			ni.RouterID = selfRID
+		}
+		l = append(l, ni)
+	}
+	return policy.NewNodes(l)
 }
 
 func (c *computer) nodeByAddr(a netip.Addr) string {

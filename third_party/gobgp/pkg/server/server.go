@@ -211,6 +211,9 @@ type BgpServer struct {
 	uuidMap      map[string]uuid.UUID
 	logger       log.Logger
 	timingHook   FSMTimingHook
+	// importCheck, if set, refuses received paths on top of the import
+	// policy (SetImportCheck).
+	importCheck ImportCheck
 }
 
 func NewBgpServer(opt ...ServerOption) *BgpServer {
@@ -1339,6 +1342,9 @@ func (s *BgpServer) propagateUpdate(peer *peer, pathList []*table.Path) {
 		if p := s.policy.ApplyPolicy(tableId, table.POLICY_DIRECTION_IMPORT, path, policyOptions); p != nil {
 			path = p
 		} else {
+			path = path.Clone(true)
+		}
+		if !rs && peer != nil && !importAccepts(s.importCheck, path) {
 			path = path.Clone(true)
 		}
 

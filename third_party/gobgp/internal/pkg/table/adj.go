@@ -136,6 +136,27 @@ func (adj *AdjRib) PathList(rfList []bgp.RouteFamily, accepted bool) []*Path {
 	return pathList
 }
 
+// PathsFor returns the paths held for one NLRI (in Adj-RIB-In: one per
+// path identifier), leaving out those rejected on receipt (AS or
+// ORIGINATOR_ID loops). The slice belongs to the table: read it only.
+func (adj *AdjRib) PathsFor(nlri bgp.AddrPrefixInterface) []*Path {
+	t, ok := adj.table[bgp.AfiSafiToRouteFamily(nlri.AFI(), nlri.SAFI())]
+	if !ok {
+		return nil
+	}
+	d := t.GetDestination(nlri)
+	if d == nil {
+		return nil
+	}
+	out := make([]*Path, 0, len(d.knownPathList))
+	for _, p := range d.knownPathList {
+		if !p.IsRejected() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func (adj *AdjRib) Count(rfList []bgp.RouteFamily) int {
 	count := 0
 	adj.walk(rfList, func(d *Destination) bool {
