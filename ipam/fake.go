@@ -141,6 +141,21 @@ func (f *Fake) AddBlock(block netip.Prefix, node string) {
 	f.signal()
 }
 
+// MoveBlock gives another node's block (or one of this node's) to node,
+// as a new claim after the old owner let it go would: its allocations
+// stay.
+func (f *Fake) MoveBlock(block netip.Prefix, node string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.blocks[block]
+	if !ok {
+		f.t.Errorf("ipam.Fake: MoveBlock(%v): no such block", block)
+		return
+	}
+	b.node = node
+	f.signal()
+}
+
 // Lend records that another node's pod holds addr of one of this node's
 // blocks (as the other node borrowing it would).
 func (f *Fake) Lend(addr netip.Addr, node, handle string) {
