@@ -114,6 +114,8 @@ type agent struct {
 	// set of failing routes it reported (loop goroutine only).
 	events    *nodeEvents
 	routeErrs routeErrorState
+	// rejected is what the last RoutesRejected events reported.
+	rejected rejectedState
 	// allocDuration observes the local API's allocations (nil: none).
 	allocDuration *prometheus.HistogramVec
 	status        *nodeStatusWriter

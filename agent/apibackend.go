@@ -136,6 +136,7 @@ func (s *nodeState) Status() *agentapi.StatusResponse {
 					Peer: ss.Peer, PeerAs: uint32(ss.PeerAS), Kind: string(ss.Kind), State: ss.State,
 					PrefixesReceived: ss.PrefixesReceived, PrefixesAccepted: ss.PrefixesAccepted,
 					PrefixesAdvertised: ss.PrefixesAdvertised, LastError: ss.LastError, Source: ss.Source,
+					PrefixesRejected: ss.PrefixesRejected,
 				}
 				if ss.Since != nil {
 					sess.SinceUnix = ss.Since.Unix()

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/rhizome-net/rhizome/bgp/reconcile"
+	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/internal/kubecore"
 )
 
@@ -174,4 +175,61 @@ func (e *nodeEvents) routeErrors(st *routeErrorState, errs map[string]string) {
 		parts = append(parts, p+": "+errs[p])
 	}
 	e.emit("routes", corev1.EventTypeWarning, "RouteProgrammingFailed", fmt.Sprintf("%d route(s) cannot be programmed: %s", len(keys), strings.Join(parts, "; ")))
+}
+
+// rejectedState is what routesRejected last reported, per session: the
+// rejections it counts, by reason.
+type rejectedState struct{ last map[string]map[string]int64 }
+
+// heldReason is a route from our nodes that IPAM does not justify yet (a
+// block's route before its IPAMBlock): routine while blocks are claimed,
+// so it never makes an event by itself.
+const heldReason = "held"
+
+// routesRejected reports, for the sessions to our own nodes (mesh, rr),
+// prefixes the import policy rejected because IPAM does not let the node
+// announce them (docs/design/0014): a warning whenever a session's count
+// of such rejections grows. None of them is installed or passed on; the
+// rest of what the node sends still is. External peers are left out:
+// their filters rejecting routes is configuration, not an attack.
+func (e *nodeEvents) routesRejected(st *rejectedState, sessions []v1alpha1.BGPSessionStatus) {
+	seen := make(map[string]map[string]int64, len(sessions))
+	for _, s := range sessions {
+		if s.Kind == v1alpha1.SessionExternal {
+			continue
+		}
+		cur := make(map[string]int64, len(s.PrefixesRejected))
+		grew := false
+		var total int64
+		for r, n := range s.PrefixesRejected {
+			if r == heldReason || n <= 0 {
+				continue
+			}
+			cur[r] = n
+			total += n
+			if n > st.last[s.Peer][r] {
+				grew = true
+			}
+		}
+		seen[s.Peer] = cur
+		if !grew {
+			continue
+		}
+		reasons := make([]string, 0, len(cur))
+		for r, n := range cur {
+			reasons = append(reasons, fmt.Sprintf("%s=%d", r, n))
+		}
+		sort.Strings(reasons)
+		from := string(s.Kind)
+		if s.Source != "" {
+			from += " " + s.Source
+		}
+		msg := fmt.Sprintf("%d prefix(es) from %s (%s) rejected: IPAM does not let that node announce them (%s); they are neither installed nor passed on, its valid routes still are",
+			total, s.Peer, from, strings.Join(reasons, ","))
+		if h := s.PrefixesRejected[heldReason]; h > 0 {
+			msg += fmt.Sprintf("; %d more held until an IPAMBlock justifies them", h)
+		}
+		e.emit("rejected/"+s.Peer, corev1.EventTypeWarning, "RoutesRejected", msg)
+	}
+	st.last = seen
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -120,5 +121,39 @@ func TestRouteErrorEvents(t *testing.T) {
 	e.routeErrors(&st, map[string]string{})
 	if got := sink.take(); len(got) != 1 || !strings.Contains(got[0], "Normal RoutesProgrammed") {
 		t.Fatalf("recovery: %q", got)
+	}
+}
+
+// A node announcing what IPAM does not let it announce is a warning on
+// this node's RhizomeNode when its count of such rejections grows: not
+// for routes merely held until their IPAMBlock arrives, not for external
+// peers' filters, not again while nothing grows.
+func TestRoutesRejectedEvents(t *testing.T) {
+	e, sink, now := newTestEvents(t)
+	var st rejectedState
+	mesh := func(rejected map[string]int64) []v1alpha1.BGPSessionStatus {
+		return []v1alpha1.BGPSessionStatus{
+			{Peer: "10.0.1.12", Kind: v1alpha1.SessionMesh, Source: "node-2", State: "Established", PrefixesRejected: rejected},
+			{Peer: "10.0.1.254", Kind: v1alpha1.SessionExternal, Source: "tor", State: "Established", PrefixesRejected: map[string]int64{"no-filter-match": 40}},
+		}
+	}
+	for i, c := range []struct {
+		rejected map[string]int64
+		after    time.Duration
+		want     []string
+	}{
+		{rejected: map[string]int64{"held": 2}},
+		{rejected: map[string]int64{"held": 1, "not-owner": 3, "next-hop": 1}, want: []string{
+			"Warning RoutesRejected: 4 prefix(es) from 10.0.1.12 (mesh node-2) rejected: IPAM does not let that node announce them (next-hop=1,not-owner=3); they are neither installed nor passed on, its valid routes still are; 1 more held until an IPAMBlock justifies them"}},
+		{rejected: map[string]int64{"held": 5, "not-owner": 3, "next-hop": 1}, after: time.Minute},
+		{rejected: map[string]int64{"not-owner": 2}, after: time.Minute},
+		{rejected: map[string]int64{"not-owner": 2, "unknown-originator": 1}, after: time.Minute, want: []string{
+			"Warning RoutesRejected: 3 prefix(es) from 10.0.1.12 (mesh node-2) rejected: IPAM does not let that node announce them (not-owner=2,unknown-originator=1); they are neither installed nor passed on, its valid routes still are"}},
+	} {
+		*now = now.Add(c.after)
+		e.routesRejected(&st, mesh(c.rejected))
+		if got := sink.take(); !slices.Equal(got, c.want) {
+			t.Errorf("step %d: events %q, want %q", i, got, c.want)
+		}
 	}
 }

@@ -139,10 +139,14 @@ func (a *agent) setBGPReadiness(ctx context.Context) {
 		a.ready.Set("bgp", err.Error())
 	case !bs.Running:
 		a.ready.Set("bgp", "not started")
+		return
 	case !bs.Converged:
 		a.ready.Set("bgp", "first synchronisation: waiting for the peers' End-of-RIB")
 	default:
 		a.ready.Set("bgp", "")
+	}
+	if err == nil && a.events != nil {
+		a.events.routesRejected(&a.rejected, bs.Sessions)
 	}
 }
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"maps"
 	"net/netip"
 	"testing"
 
@@ -76,6 +77,23 @@ func wantRejected(t *testing.T, w *world, from string, received, accepted int, r
 	for r := range policy.NumReasons {
 		if r := policy.Reason(r); r != policy.Accepted && c.Rejected[r] != rejected[r] {
 			t.Errorf("%s: rejected %s: %d, want %d", from, r, c.Rejected[r], rejected[r])
+		}
+	}
+	// The same counts by reason in the RhizomeNode status, which
+	// rhizomectl bgp peers shows.
+	want := map[string]int64{}
+	for r, n := range rejected {
+		if n > 0 {
+			want[r.String()] = int64(n)
+		}
+	}
+	st, err := w.run.bgp.Status(w.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Sessions {
+		if s.Peer == a.String() && !maps.Equal(s.PrefixesRejected, want) && (len(want) > 0 || len(s.PrefixesRejected) > 0) {
+			t.Errorf("%s: status prefixesRejected %v, want %v", from, s.PrefixesRejected, want)
 		}
 	}
 	paths, err := w.run.speaker.Received(w.ctx, a)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"path/filepath"
 	"strings"
@@ -62,7 +63,8 @@ func TestStatusPeersRoutes(t *testing.T) {
 		NodeName: "node-1", RouterId: "10.0.1.10", AsNumber: 64512, Ready: true,
 		Blocks: []string{"10.244.0.0/26"},
 		Sessions: []*agentapi.Session{
-			{Peer: "10.0.1.11", PeerAs: 64512, Kind: "mesh", State: "Established", SinceUnix: time.Now().Add(-time.Minute).Unix(), PrefixesReceived: 2, PrefixesAccepted: 2, PrefixesAdvertised: 1, Source: "node-2"},
+			{Peer: "10.0.1.11", PeerAs: 64512, Kind: "mesh", State: "Established", SinceUnix: time.Now().Add(-time.Minute).Unix(), PrefixesReceived: 6, PrefixesAccepted: 2, PrefixesAdvertised: 1, Source: "node-2",
+				PrefixesRejected: map[string]int64{"not-owner": 3, "held": 1}},
 			{Peer: "10.0.1.1", PeerAs: 65001, Kind: "external", State: "Active", LastError: "wrong password: TCP MD5 signature mismatch"},
 		},
 		Routes: []*agentapi.Route{{Prefix: "10.244.1.0/26", NextHops: []string{"10.0.1.11"}, Encapsulation: "none", Device: "eth0"}},
@@ -100,7 +102,8 @@ func TestStatusPeersRoutes(t *testing.T) {
 			err = yaml.Unmarshal([]byte(out), &peers) // YAML is a superset of JSON
 		}
 		if err != nil || len(peers.Items) != 2 || peers.Items[0]["peer"] != "10.0.1.1" || peers.Items[1]["peerAS"] != float64(64512) ||
-			peers.Items[1]["node"] != "node-1" || peers.Items[1]["prefixesAdvertised"] != float64(1) || peers.Items[0]["lastError"] == nil {
+			peers.Items[1]["node"] != "node-1" || peers.Items[1]["prefixesAdvertised"] != float64(1) || peers.Items[0]["lastError"] == nil ||
+			fmt.Sprint(peers.Items[1]["prefixesRejected"]) != "map[held:1 not-owner:3]" {
 			t.Errorf("bgp peers -o %s: %v\n%s", format, err, out)
 		}
 	}
@@ -112,7 +115,8 @@ func TestStatusPeersRoutes(t *testing.T) {
 		t.Errorf("routes -o json: %v\n%s", err, out)
 	}
 	out, err = run(t, "--socket", sock, "bgp", "peers", "-o", "wide")
-	if err != nil || !strings.Contains(out, "SOURCE") || !strings.Contains(out, "LAST ERROR") || !strings.Contains(out, "node-2") {
+	if err != nil || !strings.Contains(out, "SOURCE") || !strings.Contains(out, "LAST ERROR") || !strings.Contains(out, "node-2") ||
+		!strings.Contains(out, "REJECTED") || !strings.Contains(out, "held=1,not-owner=3") {
 		t.Errorf("bgp peers -o wide: %v\n%s", err, out)
 	}
 	out, err = run(t, "--socket", sock, "status", "-o", "wide")

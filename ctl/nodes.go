@@ -28,8 +28,10 @@ type peerRow struct {
 	PrefixesReceived   int64      `json:"prefixesReceived"`
 	PrefixesAccepted   int64      `json:"prefixesAccepted"`
 	PrefixesAdvertised int64      `json:"prefixesAdvertised"`
-	LastError          string     `json:"lastError,omitempty"`
-	Source             string     `json:"source,omitempty"`
+	// PrefixesRejected counts the rejected prefixes by reason.
+	PrefixesRejected map[string]int64 `json:"prefixesRejected,omitempty"`
+	LastError        string           `json:"lastError,omitempty"`
+	Source           string           `json:"source,omitempty"`
 	// BFD is the BFD session's state, when BFD runs beside the session
 	// (known from the RhizomeNode status).
 	BFD string `json:"bfd,omitempty"`
@@ -43,7 +45,8 @@ func peerRowsFromAgent(st *agentapi.StatusResponse) []peerRow {
 	for _, s := range st.GetSessions() {
 		r := peerRow{Node: st.GetNodeName(), Peer: s.GetPeer(), PeerAS: int64(s.GetPeerAs()), Kind: s.GetKind(), State: s.GetState(),
 			PrefixesReceived: s.GetPrefixesReceived(), PrefixesAccepted: s.GetPrefixesAccepted(), PrefixesAdvertised: s.GetPrefixesAdvertised(),
-			LastError: s.GetLastError(), Source: s.GetSource(), BFD: s.GetBfdState()}
+			LastError: s.GetLastError(), Source: s.GetSource(), BFD: s.GetBfdState(),
+			PrefixesRejected: s.GetPrefixesRejected()}
 		r.bfdDetail = bfdDetail(r.BFD, s.GetBfdDiagnostic(), time.Duration(s.GetBfdDetectionMs())*time.Millisecond)
 		if s.GetSinceUnix() > 0 {
 			t := time.Unix(s.GetSinceUnix(), 0).UTC()
@@ -60,7 +63,7 @@ func peerRowsFromNode(n *v1alpha1.RhizomeNode) []peerRow {
 	for _, s := range n.Status.Sessions {
 		r := peerRow{Node: n.Name, Peer: s.Peer, PeerAS: s.PeerAS, Kind: string(s.Kind), State: s.State,
 			PrefixesReceived: s.PrefixesReceived, PrefixesAccepted: s.PrefixesAccepted, PrefixesAdvertised: s.PrefixesAdvertised,
-			LastError: s.LastError, Source: s.Source}
+			LastError: s.LastError, Source: s.Source, PrefixesRejected: s.PrefixesRejected}
 		if s.Since != nil {
 			t := s.Since.UTC()
 			r.Since = &t
@@ -110,11 +113,11 @@ func bfdDetail(state, diagnostic string, detection time.Duration) string {
 // writePeerTable prints sessions; withNode adds the NODE column (every
 // node's sessions), wide the source and last error apart. BFD is in both:
 // it is what says a session will fail over in a second or at its hold
-// timer.
+// timer. Wide also shows the rejected prefixes by reason.
 func writePeerTable(w io.Writer, rows []peerRow, withNode, wide bool) error {
 	head := "PEER\tAS\tKIND\tSTATE\tSINCE\tBFD\tRECEIVED\tACCEPTED\tADVERTISED\tINFO"
 	if wide {
-		head = "PEER\tAS\tKIND\tSTATE\tSINCE\tBFD\tRECEIVED\tACCEPTED\tADVERTISED\tSOURCE\tLAST ERROR"
+		head = "PEER\tAS\tKIND\tSTATE\tSINCE\tBFD\tRECEIVED\tACCEPTED\tADVERTISED\tSOURCE\tREJECTED\tLAST ERROR"
 	}
 	if withNode {
 		head = "NODE\t" + head
@@ -128,7 +131,7 @@ func writePeerTable(w io.Writer, rows []peerRow, withNode, wide bool) error {
 		line := fmt.Sprintf("%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d", r.Peer, r.PeerAS, r.Kind, r.State, since(r.Since),
 			bfdCol, r.PrefixesReceived, r.PrefixesAccepted, r.PrefixesAdvertised)
 		if wide {
-			line += fmt.Sprintf("\t%s\t%s", orDash(r.Source), orDash(r.LastError))
+			line += fmt.Sprintf("\t%s\t%s\t%s", orDash(r.Source), orDash(rejected(r.PrefixesRejected)), orDash(r.LastError))
 		} else {
 			info := r.LastError
 			if info == "" {
@@ -142,6 +145,19 @@ func writePeerTable(w io.Writer, rows []peerRow, withNode, wide bool) error {
 		fmt.Fprintln(w, line)
 	}
 	return nil
+}
+
+// rejected renders rejected prefixes by reason, e.g. "held=1,not-owner=3",
+// sorted by reason.
+func rejected(m map[string]int64) string {
+	reasons := make([]string, 0, len(m))
+	for r, n := range m {
+		if n > 0 {
+			reasons = append(reasons, fmt.Sprintf("%s=%d", r, n))
+		}
+	}
+	sort.Strings(reasons)
+	return strings.Join(reasons, ",")
 }
 
 func (g *globals) rhizomeNodes(ctx context.Context) ([]v1alpha1.RhizomeNode, error) {

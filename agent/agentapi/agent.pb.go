@@ -960,8 +960,11 @@ type Session struct {
 	BfdDiagnostic string `protobuf:"bytes,12,opt,name=bfd_diagnostic,json=bfdDiagnostic,proto3" json:"bfd_diagnostic,omitempty"`
 	// Negotiated BFD detection time, milliseconds.
 	BfdDetectionMs int64 `protobuf:"varint,13,opt,name=bfd_detection_ms,json=bfdDetectionMs,proto3" json:"bfd_detection_ms,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Received prefixes the import policy rejected, by reason (the
+	// RhizomeNode status's prefixesRejected).
+	PrefixesRejected map[string]int64 `protobuf:"bytes,14,rep,name=prefixes_rejected,json=prefixesRejected,proto3" json:"prefixes_rejected,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -1083,6 +1086,13 @@ func (x *Session) GetBfdDetectionMs() int64 {
 		return x.BfdDetectionMs
 	}
 	return 0
+}
+
+func (x *Session) GetPrefixesRejected() map[string]int64 {
+	if x != nil {
+		return x.PrefixesRejected
+	}
+	return nil
 }
 
 type Route struct {
@@ -1224,7 +1234,7 @@ const file_agent_agentapi_agent_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x10\n" +
 	"\x03mtu\x18\x03 \x01(\x05R\x03mtu\x12\x18\n" +
-	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xaf\x03\n" +
+	"\aaddress\x18\x04 \x01(\tR\aaddress\"\xd2\x04\n" +
 	"\aSession\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12\x17\n" +
 	"\apeer_as\x18\x02 \x01(\rR\x06peerAs\x12\x12\n" +
@@ -1241,7 +1251,11 @@ const file_agent_agentapi_agent_proto_rawDesc = "" +
 	" \x01(\tR\x06source\x12\x1b\n" +
 	"\tbfd_state\x18\v \x01(\tR\bbfdState\x12%\n" +
 	"\x0ebfd_diagnostic\x18\f \x01(\tR\rbfdDiagnostic\x12(\n" +
-	"\x10bfd_detection_ms\x18\r \x01(\x03R\x0ebfdDetectionMs\"z\n" +
+	"\x10bfd_detection_ms\x18\r \x01(\x03R\x0ebfdDetectionMs\x12\\\n" +
+	"\x11prefixes_rejected\x18\x0e \x03(\v2/.rhizome.agent.v1.Session.PrefixesRejectedEntryR\x10prefixesRejected\x1aC\n" +
+	"\x15PrefixesRejectedEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\"z\n" +
 	"\x05Route\x12\x16\n" +
 	"\x06prefix\x18\x01 \x01(\tR\x06prefix\x12\x1b\n" +
 	"\tnext_hops\x18\x02 \x03(\tR\bnextHops\x12$\n" +
@@ -1267,7 +1281,7 @@ func file_agent_agentapi_agent_proto_rawDescGZIP() []byte {
 	return file_agent_agentapi_agent_proto_rawDescData
 }
 
-var file_agent_agentapi_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_agent_agentapi_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_agent_agentapi_agent_proto_goTypes = []any{
 	(*AllocateRequest)(nil),        // 0: rhizome.agent.v1.AllocateRequest
 	(*AllocateResponse)(nil),       // 1: rhizome.agent.v1.AllocateResponse
@@ -1285,29 +1299,31 @@ var file_agent_agentapi_agent_proto_goTypes = []any{
 	(*Device)(nil),                 // 13: rhizome.agent.v1.Device
 	(*Session)(nil),                // 14: rhizome.agent.v1.Session
 	(*Route)(nil),                  // 15: rhizome.agent.v1.Route
+	nil,                            // 16: rhizome.agent.v1.Session.PrefixesRejectedEntry
 }
 var file_agent_agentapi_agent_proto_depIdxs = []int32{
 	14, // 0: rhizome.agent.v1.StatusResponse.sessions:type_name -> rhizome.agent.v1.Session
 	15, // 1: rhizome.agent.v1.StatusResponse.routes:type_name -> rhizome.agent.v1.Route
 	13, // 2: rhizome.agent.v1.StatusResponse.devices:type_name -> rhizome.agent.v1.Device
 	12, // 3: rhizome.agent.v1.StatusResponse.build:type_name -> rhizome.agent.v1.Build
-	0,  // 4: rhizome.agent.v1.Agent.Allocate:input_type -> rhizome.agent.v1.AllocateRequest
-	2,  // 5: rhizome.agent.v1.Agent.Release:input_type -> rhizome.agent.v1.ReleaseRequest
-	4,  // 6: rhizome.agent.v1.Agent.GarbageCollect:input_type -> rhizome.agent.v1.GarbageCollectRequest
-	5,  // 7: rhizome.agent.v1.Agent.Lookup:input_type -> rhizome.agent.v1.LookupRequest
-	8,  // 8: rhizome.agent.v1.Agent.NetworkConfig:input_type -> rhizome.agent.v1.NetworkConfigRequest
-	10, // 9: rhizome.agent.v1.Agent.Status:input_type -> rhizome.agent.v1.StatusRequest
-	1,  // 10: rhizome.agent.v1.Agent.Allocate:output_type -> rhizome.agent.v1.AllocateResponse
-	3,  // 11: rhizome.agent.v1.Agent.Release:output_type -> rhizome.agent.v1.ReleaseResponse
-	7,  // 12: rhizome.agent.v1.Agent.GarbageCollect:output_type -> rhizome.agent.v1.GarbageCollectResponse
-	6,  // 13: rhizome.agent.v1.Agent.Lookup:output_type -> rhizome.agent.v1.LookupResponse
-	9,  // 14: rhizome.agent.v1.Agent.NetworkConfig:output_type -> rhizome.agent.v1.NetworkConfigResponse
-	11, // 15: rhizome.agent.v1.Agent.Status:output_type -> rhizome.agent.v1.StatusResponse
-	10, // [10:16] is the sub-list for method output_type
-	4,  // [4:10] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	16, // 4: rhizome.agent.v1.Session.prefixes_rejected:type_name -> rhizome.agent.v1.Session.PrefixesRejectedEntry
+	0,  // 5: rhizome.agent.v1.Agent.Allocate:input_type -> rhizome.agent.v1.AllocateRequest
+	2,  // 6: rhizome.agent.v1.Agent.Release:input_type -> rhizome.agent.v1.ReleaseRequest
+	4,  // 7: rhizome.agent.v1.Agent.GarbageCollect:input_type -> rhizome.agent.v1.GarbageCollectRequest
+	5,  // 8: rhizome.agent.v1.Agent.Lookup:input_type -> rhizome.agent.v1.LookupRequest
+	8,  // 9: rhizome.agent.v1.Agent.NetworkConfig:input_type -> rhizome.agent.v1.NetworkConfigRequest
+	10, // 10: rhizome.agent.v1.Agent.Status:input_type -> rhizome.agent.v1.StatusRequest
+	1,  // 11: rhizome.agent.v1.Agent.Allocate:output_type -> rhizome.agent.v1.AllocateResponse
+	3,  // 12: rhizome.agent.v1.Agent.Release:output_type -> rhizome.agent.v1.ReleaseResponse
+	7,  // 13: rhizome.agent.v1.Agent.GarbageCollect:output_type -> rhizome.agent.v1.GarbageCollectResponse
+	6,  // 14: rhizome.agent.v1.Agent.Lookup:output_type -> rhizome.agent.v1.LookupResponse
+	9,  // 15: rhizome.agent.v1.Agent.NetworkConfig:output_type -> rhizome.agent.v1.NetworkConfigResponse
+	11, // 16: rhizome.agent.v1.Agent.Status:output_type -> rhizome.agent.v1.StatusResponse
+	11, // [11:17] is the sub-list for method output_type
+	5,  // [5:11] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_agent_agentapi_agent_proto_init() }
@@ -1321,7 +1337,7 @@ func file_agent_agentapi_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_agentapi_agent_proto_rawDesc), len(file_agent_agentapi_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

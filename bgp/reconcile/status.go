@@ -163,7 +163,12 @@ func (c *statusCache) compute(ctx context.Context) (Status, error) {
 			ss.PrefixesReceived, ss.PrefixesAccepted = int64(cnt.Received), int64(cnt.Accepted)
 			for reason, n := range cnt.Rejected {
 				if n > 0 {
-					st.Rejected[policy.Reason(reason).String()] += n
+					name := policy.Reason(reason).String()
+					st.Rejected[name] += n
+					if ss.PrefixesRejected == nil {
+						ss.PrefixesRejected = map[string]int64{}
+					}
+					ss.PrefixesRejected[name] = int64(n)
 				}
 			}
 		}

@@ -83,6 +83,14 @@ type BGPSessionStatus struct {
 	// PrefixesAdvertised counts the prefixes sent to the peer.
 	// +optional
 	PrefixesAdvertised int64 `json:"prefixesAdvertised,omitempty"`
+	// PrefixesRejected counts the received prefixes that import policy
+	// rejected, by reason: for our own nodes held (nothing in IPAM
+	// justifies it yet), not-owner, not-originated, next-hop,
+	// unknown-originator, not-in-pool; for every peer own-block,
+	// own-address, next-hop-self, filter, no-filter-match, unknown-peer
+	// (docs/design/0014). Reasons with none are left out.
+	// +optional
+	PrefixesRejected map[string]int64 `json:"prefixesRejected,omitempty"`
 	// LastError explains why the session is not established, or why it
 	// last went down.
 	// +optional

@@ -409,6 +409,13 @@ func (in *BGPSessionStatus) DeepCopyInto(out *BGPSessionStatus) {
 		in, out := &in.Since, &out.Since
 		*out = (*in).DeepCopy()
 	}
+	if in.PrefixesRejected != nil {
+		in, out := &in.PrefixesRejected, &out.PrefixesRejected
+		*out = make(map[string]int64, len(*in))
+		for key, val := range *in {
+			(*out)[key] = val
+		}
+	}
 	if in.BFD != nil {
 		in, out := &in.BFD, &out.BFD
 		*out = new(BFDSessionStatus)
