@@ -7,7 +7,13 @@
 //	  -> agent/ribsink (+ internal/burstgc) -> routes.Reconciler.Apply (batched rtnetlink)
 //
 // The feeder's session is passive eBGP; everything inside 0.0.0.0/0 is
-// accepted. It stays in the foreground until SIGTERM. (go.mod turns
+// accepted. GoBGP gets the import policy as its import check, as the
+// agent's speaker does (every received path is judged there too). With
+// -from-node N the feeder is judged as one of our nodes instead (design
+// note 0014): the first N prefixes are addresses its pods borrowed from
+// /26 blocks of another node, so every path costs what a mesh peer's does
+// at its dearest (block lookup, borrower lookup, next hop's node) in the
+// RIB and in the import check. It stays in the foreground until SIGTERM. (go.mod turns
 // Go's default MPTCP listener off, as the agent needs.)
 package main
 
@@ -55,6 +61,7 @@ func run() error {
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run here")
 	memprofile := flag.String("memprofile", "", "write an allocation profile of the whole run here (every allocation sampled at 64 KiB)")
 	tracefile := flag.String("trace", "", "write a runtime execution trace of the whole run here (go tool trace -pprof=sched shows where goroutines waited for a CPU)")
+	fromNode := flag.Int("from-node", 0, "judge the feeder as one of our nodes whose pods borrowed its first N prefixes (10.0.0.0 + i) from /26 blocks of another node (0: an external peer)")
 	flag.Parse()
 	if *memprofile != "" {
 		runtime.MemProfileRate = 64 << 10
@@ -124,15 +131,11 @@ func run() error {
 	tuner := burstgc.New(burstgc.Config{Percent: *burstGOGC, HeapCap: uint64(*burstCap) << 20, Logger: log})
 	defer tuner.Close()
 	r := rib.New(rib.Config{Speaker: spk, Sink: ribsink.New(rec, tuner, log), Logger: log})
-	r.Set(rib.Settings{
-		Policy: policy.Compile(policy.Input{
-			OwnAddresses: []netip.Addr{self},
-			Peers: map[netip.Addr]policy.PeerPolicy{feeder: {Rules: []policy.Rule{
-				{CIDR: netip.MustParsePrefix("0.0.0.0/0"), Op: policy.In, MinLen: -1, MaxLen: -1, Action: policy.Accept},
-			}}},
-		}),
-		Peers: map[netip.Addr]rib.PeerInfo{feeder: {EBGP: true}},
-	})
+	im := importPolicy(self, feeder, *fromNode)
+	r.Set(rib.Settings{Policy: im, Peers: map[netip.Addr]rib.PeerInfo{feeder: {EBGP: true}}})
+	if err := spk.SetImportCheck(ctx, im.Check, nil, true); err != nil {
+		return err
+	}
 	go r.Run(ctx)
 	if err := spk.Watch(ctx, r); err != nil {
 		return err
@@ -146,6 +149,40 @@ func run() error {
 	log.Info("receiver ready", "peer", feeder)
 	<-ctx.Done()
 	return <-done
+}
+
+// importPolicy is the policy of an external feeder whose filter accepts
+// everything, or (fromNode > 0) of a feeder judged as one of our nodes.
+func importPolicy(self, feeder netip.Addr, fromNode int) *policy.Import {
+	if fromNode <= 0 {
+		return policy.Compile(policy.Input{
+			OwnAddresses: []netip.Addr{self},
+			Peers: map[netip.Addr]policy.PeerPolicy{feeder: {Rules: []policy.Rule{
+				{CIDR: netip.MustParsePrefix("0.0.0.0/0"), Op: policy.In, MinLen: -1, MaxLen: -1, Action: policy.Accept},
+			}}},
+		})
+	}
+	base := netip.MustParseAddr("10.0.0.0").As4()
+	start := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
+	addr := func(i int) netip.Addr {
+		v := start + uint32(i)
+		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+	}
+	var blocks []policy.OwnedBlock
+	for i := 0; i < fromNode; i += 64 {
+		blocks = append(blocks, policy.OwnedBlock{CIDR: netip.PrefixFrom(addr(i), 26), Node: "lender"})
+	}
+	borrowed := make(map[netip.Addr]string, fromNode)
+	for i := range fromNode {
+		borrowed[addr(i)] = "feeder"
+	}
+	return policy.Compile(policy.Input{
+		Pools:        []policy.Pool{{Name: "bench", CIDR: netip.MustParsePrefix("10.0.0.0/8"), BlockBits: 26}},
+		Owners:       policy.NewOwners(blocks, borrowed),
+		Nodes:        policy.NewNodes([]policy.NodeInfo{{Name: "feeder", Addresses: []netip.Addr{feeder}, RouterID: feeder}, {Name: "self", Addresses: []netip.Addr{self}, RouterID: self}}),
+		OwnAddresses: []netip.Addr{self},
+		Peers:        map[netip.Addr]policy.PeerPolicy{feeder: {Internal: true, Node: "feeder"}},
+	})
 }
 
 // record starts a recorder (CPU profile, execution trace) writing to a new
