@@ -50,6 +50,22 @@ func (p *Plan) nextNode(rack int) (NodePlan, error) {
 // ToRs, the ToR learns it only after a reconfiguration, so JoinNode rewrites
 // and reloads the ToR's configuration.
 func (l *Lab) JoinNode(ctx context.Context, rack int) (NodePlan, error) {
+	n, err := l.JoinNodeWithoutAgent(ctx, rack)
+	if err != nil {
+		return n, err
+	}
+	if err := l.startAgent(n.Name); err != nil {
+		return n, err
+	}
+	return n, l.waitAgentsReady(ctx, []string{n.Name}, 2*time.Minute)
+}
+
+// JoinNodeWithoutAgent adds a machine registered as a Node (its namespace
+// and link, its Node object) whose BGP speaker is not Rhizome's agent: the
+// test runs its own there, as a compromised or misconfigured node would
+// (for example gobgpd; rhizome-lab exec runs commands in its namespace).
+// The other agents peer with it like with any node.
+func (l *Lab) JoinNodeWithoutAgent(ctx context.Context, rack int) (NodePlan, error) {
 	n, err := l.Plan.nextNode(rack)
 	if err != nil {
 		return n, err
@@ -69,13 +85,7 @@ func (l *Lab) JoinNode(ctx context.Context, rack int) (NodePlan, error) {
 	if err != nil {
 		return n, err
 	}
-	if err := l.registerNode(ctx, c, n); err != nil {
-		return n, err
-	}
-	if err := l.startAgent(n.Name); err != nil {
-		return n, err
-	}
-	return n, l.waitAgentsReady(ctx, []string{n.Name}, 2*time.Minute)
+	return n, l.registerNode(ctx, c, n)
 }
 
 // RemoveNode takes a node out of a running lab as a machine leaving the
