@@ -160,6 +160,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}()
 	}
 	goRun("health server", func() error { return serveHealth(ctx, cfg.HealthAddress, a.ready, a.alive, reg, a.statusView, log) })
+	if cfg.PprofAddress != "" {
+		goRun("pprof server", func() error { return servePprof(ctx, cfg.PprofAddress, log) })
+	}
 
 	caches, err := startCaches(ctx, c, cfg, a.sig.Signal, log)
 	if err != nil {

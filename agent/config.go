@@ -13,6 +13,7 @@ package agent
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"time"
 
@@ -45,6 +46,9 @@ type Config struct {
 	GoBGPAPIAddress string
 	// HealthAddress serves /healthz, /readyz and /metrics. Default :9099.
 	HealthAddress string
+	// PprofAddress, if set, serves Go's pprof endpoints there (a loopback
+	// address: they expose the process's memory).
+	PprofAddress string
 	// AgentSocket is the local API's unix socket.
 	AgentSocket string
 	// ResyncPeriod bounds how long the agent goes without a full pass.
@@ -108,6 +112,11 @@ func (c Config) Validate() error {
 	}
 	if c.BurstGOGC >= 0 && c.BurstGOGC < 100 {
 		return fmt.Errorf("--burst-gogc %d: use at least 100 (the default GOGC), or -1 to turn burst tuning off", c.BurstGOGC)
+	}
+	if c.PprofAddress != "" {
+		if _, _, err := net.SplitHostPort(c.PprofAddress); err != nil {
+			return fmt.Errorf("--pprof-address %q: %w", c.PprofAddress, err)
+		}
 	}
 	if c.BurstHeapCapMiB < 0 {
 		return fmt.Errorf("--burst-heap-cap-mib %d must not be negative", c.BurstHeapCapMiB)

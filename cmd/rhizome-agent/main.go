@@ -77,6 +77,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&cfg.Interface, "interface", "", "underlay interface (default: the one holding the node's address)")
 	f.StringVar(&cfg.GoBGPAPIAddress, "gobgp-api-address", cfg.GoBGPAPIAddress, "serve GoBGP's read-write gRPC API here for the gobgp CLI: unix:///path (its directory is made root-only; gobgp --target unix:///path) or host:port on TCP (open to every local process); empty to turn off")
 	f.StringVar(&cfg.HealthAddress, "health-address", cfg.HealthAddress, "serve /healthz, /readyz and /metrics here")
+	f.StringVar(&cfg.PprofAddress, "pprof-address", "", "serve Go's pprof endpoints here (e.g. 127.0.0.1:6060; off when empty)")
 	f.StringVar(&cfg.AgentSocket, "agent-socket", cfg.AgentSocket, "unix socket of the local API (CNI plugin, rhizomectl)")
 	f.DurationVar(&cfg.ResyncPeriod, "resync-period", cfg.ResyncPeriod, "longest time between two full reconcile passes")
 	f.DurationVar(&cfg.StatusInterval, "status-interval", cfg.StatusInterval, "shortest time between two writes of this node's RhizomeNode status")
