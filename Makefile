@@ -22,7 +22,7 @@ export GOTOOLCHAIN := local
 # Test tags: integration = needs the local control plane; privileged = needs
 # root for network namespaces.
 TEST_TAGS  := integration,privileged
-LINT_TAGS  := integration,privileged,e2e,image
+LINT_TAGS  := integration,privileged,e2e,image,bench
 TEST_TIMEOUT ?= 30m
 
 .DEFAULT_GOAL := help
@@ -176,6 +176,15 @@ bench-failover: deps build controlplane ## Link cut to routes withdrawn at the T
 	@mkdir -p $(BIN)
 	RHIZOME_BENCH_REPS=$(REPS) $(GO) test -count=1 -timeout 60m -tags e2e -run '^$$' -bench '^BenchmarkFailover$$' -benchtime 1x ./test/e2e/ 2>&1 | tee $(BIN)/bench-failover.log | grep -E '^bfd='
 	$(GO) test -count=1 -timeout 20m -tags privileged -run '^$$' -bench '^BenchmarkSessionsCPU$$' -benchtime 1x ./bfd/ 2>&1 | tee $(BIN)/bench-bfd-cpu.log | grep -E '^bfd_cpu='
+
+# bench-rr's sizes: N given on the command line, else its own default
+# (the N above is bench-routes' route counts).
+RR_N = $(if $(filter command line,$(origin N)),$(N),500,1000,2000,5000)
+
+.PHONY: bench-rr
+bench-rr: deps build controlplane ## Route reflectors at scale: Rhizome vs BIRD as reflector for N clients (N=500,1000,2000,5000 REPS=3; root); results and plot in docs/
+	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/rrbench ./test/bench/cmd/rrbench
+	$(BIN)/rrbench -n $(RR_N) -reps $(REPS) -out $(CURDIR)/docs
 
 .PHONY: bench-ipam
 bench-ipam: controlplane ## IPAM allocations/s, API writes and conflicts per allocation (1 and 8 nodes)

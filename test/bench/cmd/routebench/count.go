@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rhizome-net/rhizome/test/bench/benchproc"
 )
 
 // count is the route counter (subcommand `count`), run inside the receiver's
@@ -48,7 +50,7 @@ func count(args []string) error {
 	if err := c.dump(); err != nil {
 		return err
 	}
-	event("READY", "count", len(c.set))
+	benchproc.Event("READY", "count", len(c.set))
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 
@@ -68,15 +70,15 @@ func count(args []string) error {
 		n := len(c.set)
 		if !first && n > 0 {
 			first = true
-			event("FIRST", "count", n)
+			benchproc.Event("FIRST", "count", n)
 		}
 		if !full && n >= *target {
 			full = true
-			event("FULL", "count", n)
+			benchproc.Event("FULL", "count", n)
 		}
 		if full && !empty && n == 0 {
 			empty = true
-			event("EMPTY")
+			benchproc.Event("EMPTY")
 		}
 	}
 	for {
@@ -84,7 +86,7 @@ func count(args []string) error {
 		case <-sig:
 			var ru unix.Rusage
 			_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
-			event("STATS", "cpu_s", fmt.Sprintf("%.3f", float64(ru.Utime.Nano()+ru.Stime.Nano())/1e9), "resyncs", resyncs, "count", len(c.set))
+			benchproc.Event("STATS", "cpu_s", fmt.Sprintf("%.3f", float64(ru.Utime.Nano()+ru.Stime.Nano())/1e9), "resyncs", resyncs, "count", len(c.set))
 			return nil
 		default:
 		}
@@ -99,7 +101,7 @@ func count(args []string) error {
 				if err := c.dump(); err != nil {
 					return err
 				}
-				event("RESYNC", "count", len(c.set))
+				benchproc.Event("RESYNC", "count", len(c.set))
 				got++
 				continue
 			}

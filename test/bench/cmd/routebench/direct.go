@@ -6,12 +6,12 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/rhizome-net/rhizome/routes"
+	"github.com/rhizome-net/rhizome/test/bench/benchproc"
 )
 
 // nlbatch is the batched-netlink limit (subcommand `nlbatch`): no BGP, the
@@ -43,7 +43,7 @@ func nlbatch(args []string) error {
 	for i := range rs {
 		rs[i] = routes.Route{Dst: prefixN(i), NextHops: nh}
 	}
-	event("START")
+	benchproc.Event("START")
 	if *del {
 		err = t.Delete(rs)
 	} else {
@@ -51,7 +51,7 @@ func nlbatch(args []string) error {
 	}
 	var ru unix.Rusage
 	_ = unix.Getrusage(unix.RUSAGE_SELF, &ru)
-	event("DONE", "cpu_s", fmt.Sprintf("%.3f", float64(ru.Utime.Nano()+ru.Stime.Nano())/1e9), "vmhwm_kb", vmHWM(os.Getpid()))
+	benchproc.Event("DONE", "cpu_s", fmt.Sprintf("%.3f", float64(ru.Utime.Nano()+ru.Stime.Nano())/1e9), "vmhwm_kb", benchproc.VmHWM(os.Getpid()))
 	return err
 }
 
@@ -80,20 +80,4 @@ func writeIPBatch(path string, n int, gw, dev string, del bool) error {
 		return err
 	}
 	return f.Close()
-}
-
-// vmHWM is a process's peak resident set in kB (0 if unknown).
-func vmHWM(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			var kb int
-			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
-			return kb
-		}
-	}
-	return 0
 }

@@ -3,10 +3,8 @@ package main
 import (
 	"bufio"
 	"encoding/binary"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -14,6 +12,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/rhizome-net/rhizome/test/bench/benchproc"
+	"github.com/rhizome-net/rhizome/test/bench/bgpwire"
 )
 
 // feeder is the BGP speaker that feeds the receiver (subcommand `feeder`),
@@ -63,21 +64,21 @@ func feeder(args []string) error {
 		_, err := conn.Write(b)
 		return err
 	}
-	if err := write(bgpOpen(uint32(*as), self)); err != nil {
+	if err := write(bgpwire.Open(uint32(*as), self, 90)); err != nil {
 		return fmt.Errorf("sending OPEN: %w", err)
 	}
 	r := bufio.NewReaderSize(conn, 64<<10)
 	for established := false; !established; {
-		typ, body, err := readMsg(r)
+		typ, body, err := bgpwire.ReadMsg(r)
 		if err != nil {
 			return fmt.Errorf("handshake: %w", err)
 		}
 		switch typ {
 		case 1: // OPEN
-			if pa := peerASOf(body); pa != uint32(*peerAS) {
+			if pa := bgpwire.PeerAS(body); pa != uint32(*peerAS) {
 				return fmt.Errorf("peer AS %d, want %d", pa, *peerAS)
 			}
-			if err := write(bgpMsg(4, nil)); err != nil {
+			if err := write(bgpwire.Msg(4, nil)); err != nil {
 				return err
 			}
 		case 3:
@@ -86,23 +87,23 @@ func feeder(args []string) error {
 			established = true
 		}
 	}
-	event("ESTABLISHED")
-	if err := write(append(announce, bgpMsg(2, []byte{0, 0, 0, 0})...)); err != nil {
+	benchproc.Event("ESTABLISHED")
+	if err := write(append(announce, bgpwire.Msg(2, []byte{0, 0, 0, 0})...)); err != nil {
 		return fmt.Errorf("sending the table: %w", err)
 	}
-	event("SENT")
+	benchproc.Event("SENT")
 	go func() {
 		for range time.Tick(30 * time.Second) {
-			if write(bgpMsg(4, nil)) != nil {
+			if write(bgpwire.Msg(4, nil)) != nil {
 				return
 			}
 		}
 	}()
 	go func() {
 		for {
-			typ, body, err := readMsg(r)
+			typ, body, err := bgpwire.ReadMsg(r)
 			if err != nil || typ == 3 {
-				event("DOWN", "err", fmt.Sprintf("%q", fmt.Sprint(err, body)))
+				benchproc.Event("DOWN", "err", fmt.Sprintf("%q", fmt.Sprint(err, body)))
 				return
 			}
 		}
@@ -111,64 +112,12 @@ func feeder(args []string) error {
 		if s != syscall.SIGUSR1 {
 			return conn.Close()
 		}
-		event("WITHDRAW")
+		benchproc.Event("WITHDRAW")
 		if err := write(withdraw); err != nil {
 			return fmt.Errorf("sending withdrawals: %w", err)
 		}
 	}
 	return nil
-}
-
-func bgpMsg(typ byte, body []byte) []byte {
-	m := make([]byte, 19, 19+len(body))
-	for i := range 16 {
-		m[i] = 0xff
-	}
-	binary.BigEndian.PutUint16(m[16:], uint16(19+len(body)))
-	m[18] = typ
-	return append(m, body...)
-}
-
-// bgpOpen: version 4, hold 90 s, capabilities multiprotocol IPv4 unicast,
-// route refresh and 4-octet AS.
-func bgpOpen(as uint32, id netip.Addr) []byte {
-	caps := []byte{1, 4, 0, 1, 0, 1, 2, 0, 65, 4, 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(caps[10:], as)
-	b := []byte{4, 0, 0, 0, 90}
-	binary.BigEndian.PutUint16(b[1:], uint16(min(as, 23456)))
-	id4 := id.As4()
-	b = append(b, id4[:]...)
-	b = append(b, byte(2+len(caps)), 2, byte(len(caps)))
-	return bgpMsg(1, append(b, caps...))
-}
-
-func peerASOf(open []byte) uint32 {
-	if len(open) < 10 {
-		return 0
-	}
-	as := uint32(binary.BigEndian.Uint16(open[1:]))
-	for opt := open[10:]; len(opt) >= 2 && 2+int(opt[1]) <= len(opt); opt = opt[2+int(opt[1]):] {
-		for c := opt[2 : 2+int(opt[1])]; len(c) >= 2 && 2+int(c[1]) <= len(c); c = c[2+int(c[1]):] {
-			if c[0] == 65 && c[1] == 4 {
-				as = binary.BigEndian.Uint32(c[2:])
-			}
-		}
-	}
-	return as
-}
-
-func readMsg(r io.Reader) (byte, []byte, error) {
-	var h [19]byte
-	if _, err := io.ReadFull(r, h[:]); err != nil {
-		return 0, nil, err
-	}
-	l := int(binary.BigEndian.Uint16(h[16:]))
-	if l < 19 || l > 65535 {
-		return 0, nil, errors.New("bad BGP message length")
-	}
-	body := make([]byte, l-19)
-	_, err := io.ReadFull(r, body)
-	return h[18], body, err
 }
 
 // encodeUpdates packs prefixes 10.0.0.0+i/32 into UPDATEs of at most 4096
@@ -198,7 +147,7 @@ func encodeUpdates(n int, as uint32, nh netip.Addr, withdraw bool) []byte {
 			body = append([]byte{0, 0}, byte(len(attrs)>>8), byte(len(attrs)))
 			body = append(append(body, attrs...), nlri...)
 		}
-		out = append(out, bgpMsg(2, body)...)
+		out = append(out, bgpwire.Msg(2, body)...)
 	}
 	return out
 }

@@ -23,12 +23,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/rhizome-net/rhizome/test/bench/benchproc"
 	"github.com/rhizome-net/rhizome/test/bench/chart"
 	"github.com/rhizome-net/rhizome/test/netns"
 )
@@ -134,7 +134,7 @@ func matrix(args []string) error {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
-				waitQuiet(*quiet)
+				benchproc.WaitQuiet(*quiet)
 				res, err := rn.run(ctx, r, n)
 				res.rep = rep
 				if err != nil {
@@ -163,18 +163,6 @@ func matrix(args []string) error {
 	return nil
 }
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // writeCharts writes the summary as JSON and renders its chart.
 func writeCharts(jsonPath, svgPath string, results []result, receivers []string, counts []int) error {
 	if jsonPath == "" && svgPath == "" {
@@ -194,9 +182,9 @@ func writeCharts(jsonPath, svgPath string, results []result, receivers []string,
 				continue
 			}
 			rs = append(rs, chart.RouteResult{Receiver: r, Routes: n, Runs: len(ins),
-				Install:  chart.Stat{Median: median(ins), Min: slices.Min(ins), Max: slices.Max(ins)},
-				Withdraw: chart.Stat{Median: median(wd), Min: slices.Min(wd), Max: slices.Max(wd)},
-				RSSMiB:   median(rss), CPUSeconds: median(cpu)})
+				Install:  chart.Stat{Median: benchproc.Median(ins), Min: slices.Min(ins), Max: slices.Max(ins)},
+				Withdraw: chart.Stat{Median: benchproc.Median(wd), Min: slices.Min(wd), Max: slices.Max(wd)},
+				RSSMiB:   benchproc.Median(rss), CPUSeconds: benchproc.Median(cpu)})
 		}
 	}
 	if jsonPath != "" {
@@ -242,8 +230,8 @@ func summarize(w io.Writer, results []result, receivers []string, counts []int) 
 				continue
 			}
 			fmt.Fprintf(w, "| %s | %d | %d | %.3f (%.3f-%.3f) | %.3f (%.3f-%.3f) | %.1f | %.2f |\n", r, n, len(a.install),
-				median(a.install), slices.Min(a.install), slices.Max(a.install),
-				median(a.withdraw), slices.Min(a.withdraw), slices.Max(a.withdraw), median(a.rss), median(a.cpu))
+				benchproc.Median(a.install), slices.Min(a.install), slices.Max(a.install),
+				benchproc.Median(a.withdraw), slices.Min(a.withdraw), slices.Max(a.withdraw), benchproc.Median(a.rss), benchproc.Median(a.cpu))
 		}
 	}
 	for _, n := range counts {
@@ -266,10 +254,10 @@ func summarize(w io.Writer, results []result, receivers []string, counts []int) 
 				}
 			}
 			fmt.Fprintf(w, "ratio n=%d rhizome/%s install=%.2f withdraw=%.2f", n, other,
-				median(rz.install)/median(o.install), median(rz.withdraw)/median(o.withdraw))
+				benchproc.Median(rz.install)/benchproc.Median(o.install), benchproc.Median(rz.withdraw)/benchproc.Median(o.withdraw))
 			if len(pi) > 0 {
 				fmt.Fprintf(w, " paired_install=%.2f (%.2f-%.2f) paired_withdraw=%.2f (%.2f-%.2f) rounds=%d",
-					median(pi), slices.Min(pi), slices.Max(pi), median(pw), slices.Min(pw), slices.Max(pw), len(pi))
+					benchproc.Median(pi), slices.Min(pi), slices.Max(pi), benchproc.Median(pw), slices.Min(pw), slices.Max(pw), len(pi))
 			}
 			fmt.Fprintln(w)
 		}

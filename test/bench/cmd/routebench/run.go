@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rhizome-net/rhizome/test/bench/benchproc"
 	"github.com/rhizome-net/rhizome/test/netns"
 )
 
@@ -84,17 +85,17 @@ func (rn *runner) run(ctx context.Context, receiver string, n int) (res result, 
 	if err := netns.AddAddr(recv, recvDev, netip.MustParsePrefix(recvIP+"/30")); err != nil {
 		return res, err
 	}
-	var procs []*proc
+	var procs []*benchproc.Proc
 	defer func() {
 		for i := len(procs) - 1; i >= 0; i-- {
-			procs[i].stop()
+			procs[i].Stop(3 * time.Second)
 		}
 		if err != nil {
 			err = fmt.Errorf("%s n=%d (logs in %s): %w", receiver, n, dir, err)
 		}
 	}()
-	start := func(ns *netns.NS, name string, args ...string) (*proc, error) {
-		p, err := startProc(name, filepath.Join(dir, name+".log"), append([]string{"ip", "netns", "exec", ns.Name}, args...)...)
+	start := func(ns *netns.NS, name string, args ...string) (*benchproc.Proc, error) {
+		p, err := benchproc.Start(name, filepath.Join(dir, name+".log"), append([]string{"ip", "netns", "exec", ns.Name}, args...)...)
 		if err == nil {
 			procs = append(procs, p)
 		}
@@ -105,13 +106,13 @@ func (rn *runner) run(ctx context.Context, receiver string, n int) (res result, 
 	if err != nil {
 		return res, err
 	}
-	if e, err := counter.wait("READY", 10*time.Second); err != nil {
+	if e, err := counter.Wait("READY", 10*time.Second); err != nil {
 		return res, err
-	} else if e.fields["count"] != "0" {
-		return res, fmt.Errorf("receiver namespace already holds %s matching routes", e.fields["count"])
+	} else if e.Fields["count"] != "0" {
+		return res, fmt.Errorf("receiver namespace already holds %s matching routes", e.Fields["count"])
 	}
 
-	var rx []*proc // the receiver's processes (RSS, CPU)
+	var rx []*benchproc.Proc // the receiver's processes (RSS, CPU)
 	var t0, t0w time.Time
 	switch receiver {
 	case "bird", "frr", "rhizome", "rhizome-b":
@@ -125,10 +126,10 @@ func (rn *runner) run(ctx context.Context, receiver string, n int) (res result, 
 			if receiver == "rhizome-b" {
 				bin, extra = rn.rhizomeBBin, rn.rhizomeBArgs
 			}
-			var p *proc
+			var p *benchproc.Proc
 			p, err = start(recv, receiver, append([]string{bin, "-local", recvIP, "-peer", feedIP,
 				"-as", strconv.Itoa(recvAS), "-peer-as", strconv.Itoa(feedAS)}, extra...)...)
-			rx = []*proc{p}
+			rx = []*benchproc.Proc{p}
 		}
 		if err != nil {
 			return res, err
@@ -137,37 +138,37 @@ func (rn *runner) run(ctx context.Context, receiver string, n int) (res result, 
 		// startup (FRR's bgpd holds routes that arrive in its first ~0.7 s).
 		time.Sleep(rn.settle)
 		for _, p := range rx {
-			if !p.alive() {
-				return res, fmt.Errorf("%s died at startup", p.name)
+			if !p.Alive() {
+				return res, fmt.Errorf("%s died at startup", p.Name)
 			}
 		}
-		otherStart, oursStart := busyTicks(), rn.ticks(append(rx, counter)...)
+		otherStart, oursStart := benchproc.BusyTicks(), rn.ticks(append(rx, counter)...)
 		fd, err := start(feed, "feeder", rn.self, "feeder", "-n", strconv.Itoa(n), "-local", feedIP, "-peer", recvIP,
 			"-as", strconv.Itoa(feedAS), "-peer-as", strconv.Itoa(recvAS))
 		if err != nil {
 			return res, err
 		}
-		est, err := fd.wait("ESTABLISHED", 2*time.Minute, rx...)
+		est, err := fd.Wait("ESTABLISHED", 2*time.Minute, rx...)
 		if err != nil {
 			return res, err
 		}
-		t0 = est.t
-		full, err := counter.wait("FULL", rn.timeout, append(rx, fd)...)
+		t0 = est.T
+		full, err := counter.Wait("FULL", rn.timeout, append(rx, fd)...)
 		if err != nil {
 			return res, err
 		}
-		res.install = full.t.Sub(t0)
+		res.install = full.T.Sub(t0)
 		oursEnd := rn.ticks(append(rx, counter, fd)...)
-		res.otherPct = otherPct(otherStart, oursStart, oursEnd, full.t.Sub(t0)+rn.settle)
-		waitIdle(rn.pids(rx))
-		if err := fd.cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		res.otherPct = otherPct(otherStart, oursStart, oursEnd, full.T.Sub(t0)+rn.settle)
+		benchproc.WaitIdle(rn.pids(rx), 30*time.Second)
+		if err := fd.Cmd.Process.Signal(syscall.SIGUSR1); err != nil {
 			return res, err
 		}
-		w, err := fd.wait("WITHDRAW", 10*time.Second, fd)
+		w, err := fd.Wait("WITHDRAW", 10*time.Second, fd)
 		if err != nil {
 			return res, err
 		}
-		t0w = w.t
+		t0w = w.T
 	case "ipbatch":
 		add, del := filepath.Join(dir, "add.batch"), filepath.Join(dir, "del.batch")
 		if err := writeIPBatch(add, n, feedIP, recvDev, false); err != nil {
@@ -180,11 +181,11 @@ func (rn *runner) run(ctx context.Context, receiver string, n int) (res result, 
 		if err != nil {
 			return res, err
 		}
-		full, err := counter.wait("FULL", rn.timeout)
+		full, err := counter.Wait("FULL", rn.timeout)
 		if err != nil {
 			return res, err
 		}
-		res.install = full.t.Sub(t0)
+		res.install = full.T.Sub(t0)
 		if t0w, err = rn.ipBatch(recv, del, &res); err != nil {
 			return res, err
 		}
@@ -193,61 +194,61 @@ func (rn *runner) run(ctx context.Context, receiver string, n int) (res result, 
 		if err != nil {
 			return res, err
 		}
-		s, err := p.wait("START", time.Minute)
+		s, err := p.Wait("START", time.Minute)
 		if err != nil {
 			return res, err
 		}
-		full, err := counter.wait("FULL", rn.timeout, p)
+		full, err := counter.Wait("FULL", rn.timeout, p)
 		if err != nil {
 			return res, err
 		}
-		t0, res.install = s.t, full.t.Sub(s.t)
+		t0, res.install = s.T, full.T.Sub(s.T)
 		rn.addDone(p, &res)
 		p, err = start(recv, "nlbatch-del", rn.self, "nlbatch", "-del", "-n", strconv.Itoa(n), "-gw", feedIP, "-dev", recvDev)
 		if err != nil {
 			return res, err
 		}
-		s, err = p.wait("START", time.Minute)
+		s, err = p.Wait("START", time.Minute)
 		if err != nil {
 			return res, err
 		}
-		t0w = s.t
+		t0w = s.T
 		rn.addDone(p, &res)
 	default:
 		return res, fmt.Errorf("unknown receiver %q", receiver)
 	}
-	if first, err := counter.wait("FIRST", time.Second); err == nil {
-		res.first = first.t.Sub(t0)
+	if first, err := counter.Wait("FIRST", time.Second); err == nil {
+		res.first = first.T.Sub(t0)
 	}
-	empty, err := counter.wait("EMPTY", rn.timeout, rx...)
+	empty, err := counter.Wait("EMPTY", rn.timeout, rx...)
 	if err != nil {
 		return res, err
 	}
-	res.withdraw = empty.t.Sub(t0w)
+	res.withdraw = empty.T.Sub(t0w)
 	if len(rx) > 0 {
 		pids := rn.pids(rx)
 		for _, p := range pids {
-			res.rssKB += vmHWM(p)
+			res.rssKB += benchproc.VmHWM(p)
 		}
-		res.cpu = float64(cpuTicks(pids...)) / clkTck
+		res.cpu = float64(benchproc.CPUTicks(pids...)) / benchproc.ClkTck
 	}
 	return res, nil
 }
 
-func (rn *runner) pids(ps []*proc) []int {
+func (rn *runner) pids(ps []*benchproc.Proc) []int {
 	var out []int
 	for _, p := range ps {
-		out = append(out, procTree(p.pid())...)
+		out = append(out, benchproc.Tree(p.PID())...)
 	}
 	return out
 }
 
-func (rn *runner) ticks(ps ...*proc) int64 { return cpuTicks(rn.pids(ps)...) }
+func (rn *runner) ticks(ps ...*benchproc.Proc) int64 { return benchproc.CPUTicks(rn.pids(ps)...) }
 
 // otherPct is the CPU used by everything but our processes during d, in %
 // of one core: a contamination indicator (a few % on an idle machine).
 func otherPct(busy0, ours0, ours1 int64, d time.Duration) float64 {
-	other := float64(busyTicks()-busy0-(ours1-ours0)) / clkTck
+	other := float64(benchproc.BusyTicks()-busy0-(ours1-ours0)) / benchproc.ClkTck
 	return max(0, 100*other/d.Seconds())
 }
 
@@ -267,17 +268,17 @@ func (rn *runner) ipBatch(ns *netns.NS, file string, res *result) (time.Time, er
 }
 
 // addDone waits for an nlbatch process and adds its CPU and RSS.
-func (rn *runner) addDone(p *proc, res *result) {
-	if e, err := p.wait("DONE", rn.timeout); err == nil {
-		c, _ := strconv.ParseFloat(e.fields["cpu_s"], 64)
-		kb, _ := strconv.Atoi(e.fields["vmhwm_kb"])
+func (rn *runner) addDone(p *benchproc.Proc, res *result) {
+	if e, err := p.Wait("DONE", rn.timeout); err == nil {
+		c, _ := strconv.ParseFloat(e.Fields["cpu_s"], 64)
+		kb, _ := strconv.Atoi(e.Fields["vmhwm_kb"])
 		res.cpu += c
 		res.rssKB = max(res.rssKB, kb)
 	}
-	<-p.done
+	<-p.Done()
 }
 
-func (rn *runner) startBird(dir string, ns *netns.NS, start func(*netns.NS, string, ...string) (*proc, error)) ([]*proc, error) {
+func (rn *runner) startBird(dir string, ns *netns.NS, start func(*netns.NS, string, ...string) (*benchproc.Proc, error)) ([]*benchproc.Proc, error) {
 	conf := filepath.Join(dir, "bird.conf")
 	err := os.WriteFile(conf, fmt.Appendf(nil, `log "%s/bird.log" { info, remote, warning, error, auth, fatal, bug };
 router id %s;
@@ -294,13 +295,13 @@ protocol bgp feeder {
 		return nil, err
 	}
 	p, err := start(ns, "bird", "bird", "-f", "-c", conf, "-s", filepath.Join(dir, "bird.ctl"), "-P", filepath.Join(dir, "bird.pid"))
-	return []*proc{p}, err
+	return []*benchproc.Proc{p}, err
 }
 
 // startFRR starts zebra and bgpd as Debian's defaults do (zebra -s
 // 90000000: its netlink buffer), with private paths. The daemons drop to
 // user frr, so their directory belongs to frr.
-func (rn *runner) startFRR(dir string, ns *netns.NS, start func(*netns.NS, string, ...string) (*proc, error)) ([]*proc, error) {
+func (rn *runner) startFRR(dir string, ns *netns.NS, start func(*netns.NS, string, ...string) (*benchproc.Proc, error)) ([]*benchproc.Proc, error) {
 	fd := filepath.Join(dir, "frr")
 	if err := os.MkdirAll(fd, 0o755); err != nil {
 		return nil, err
@@ -352,12 +353,12 @@ router bgp %d
 		if _, err := os.Stat(filepath.Join(fd, "zserv.api")); err == nil {
 			break
 		}
-		if time.Now().After(deadline) || !zebra.alive() {
+		if time.Now().After(deadline) || !zebra.Alive() {
 			return nil, errors.New("zebra did not come up")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	bgp, err := start(ns, "bgpd", append([]string{"/usr/lib/frr/bgpd", "-f", filepath.Join(fd, "bgpd.conf"),
 		"-i", filepath.Join(fd, "bgpd.pid")}, common...)...)
-	return []*proc{zebra, bgp}, err
+	return []*benchproc.Proc{zebra, bgp}, err
 }
