@@ -86,9 +86,9 @@ func normalizeExport(p ExportPolicy) ExportPolicy {
 		out.Deny[a] = slices.Compact(l)
 	}
 	out.Reflect = coverSet(p.Reflect)
-	out.ReflectTo = slices.Clone(p.ReflectTo)
-	slices.SortFunc(out.ReflectTo, netip.Addr.Compare)
-	out.ReflectTo = slices.Compact(out.ReflectTo)
+	out.NoReflect = slices.Clone(p.NoReflect)
+	slices.SortFunc(out.NoReflect, netip.Addr.Compare)
+	out.NoReflect = slices.Compact(out.NoReflect)
 	return out
 }
 
@@ -120,7 +120,7 @@ func comparePrefix(a, b netip.Prefix) int {
 }
 
 func exportEqual(a, b ExportPolicy) bool {
-	if len(a.Deny) != len(b.Deny) || !slices.Equal(a.Reflect, b.Reflect) || !slices.Equal(a.ReflectTo, b.ReflectTo) {
+	if len(a.Deny) != len(b.Deny) || !slices.Equal(a.Reflect, b.Reflect) || !slices.Equal(a.NoReflect, b.NoReflect) {
 		return false
 	}
 	for k, v := range a.Deny {
@@ -135,7 +135,8 @@ func exportChangedFor(a, b ExportPolicy, peer netip.Addr) bool {
 	if !slices.Equal(a.Deny[peer], b.Deny[peer]) {
 		return true
 	}
-	inA, inB := slices.Contains(a.ReflectTo, peer), slices.Contains(b.ReflectTo, peer)
+	inA := len(a.Reflect) > 0 && !slices.Contains(a.NoReflect, peer)
+	inB := len(b.Reflect) > 0 && !slices.Contains(b.NoReflect, peer)
 	return inA != inB || (inB && !slices.Equal(a.Reflect, b.Reflect))
 }
 
@@ -146,7 +147,7 @@ func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).St
 //	deny-N:    peer N's denied prefixes, if locally originated → reject
 //	local:     any locally originated route                    → accept
 //	reflect-F: an iBGP-learned route inside Reflect, towards a
-//	           peer in ReflectTo (family F)                     → accept
+//	           peer not in NoReflect (family F)                 → accept
 //	default:                                                    reject
 func applyExportPolicy(ctx context.Context, srv *server.BgpServer, p ExportPolicy, initial bool) error {
 	var sets []*api.DefinedSet
@@ -187,12 +188,19 @@ func applyExportPolicy(ctx context.Context, srv *server.BgpServer, p ExportPolic
 		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
 		Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
 	})
-	if len(p.ReflectTo) > 0 {
-		to := &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: "rhizome-reflect-to"}
-		for _, a := range p.ReflectTo {
-			to.List = append(to.List, hostPrefix(a))
+	if len(p.Reflect) > 0 {
+		// Towards every peer but the external ones: a neighbor set of
+		// those few, inverted. GoBGP matches a neighbor set by scanning
+		// it, so a set of every node would cost a reflector O(nodes) per
+		// route and peer.
+		var notTo *api.DefinedSet
+		if len(p.NoReflect) > 0 {
+			notTo = &api.DefinedSet{DefinedType: api.DefinedType_NEIGHBOR, Name: "rhizome-no-reflect"}
+			for _, a := range p.NoReflect {
+				notTo.List = append(notTo.List, hostPrefix(a))
+			}
+			sets = append(sets, notTo)
 		}
-		sets = append(sets, to)
 		for _, f := range []Family{IPv4, IPv6} {
 			var prefixes []*api.Prefix
 			for _, pf := range p.Reflect {
@@ -205,14 +213,17 @@ func applyExportPolicy(ctx context.Context, srv *server.BgpServer, p ExportPolic
 			}
 			name := fmt.Sprintf("rhizome-reflect-v%d", f)
 			sets = append(sets, &api.DefinedSet{DefinedType: api.DefinedType_PREFIX, Name: name, Prefixes: prefixes})
+			cond := &api.Conditions{
+				PrefixSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: name},
+				RouteType: api.Conditions_ROUTE_TYPE_INTERNAL,
+			}
+			if notTo != nil {
+				cond.NeighborSet = &api.MatchSet{Type: api.MatchSet_INVERT, Name: notTo.Name}
+			}
 			pol.Statements = append(pol.Statements, &api.Statement{
-				Name: name,
-				Conditions: &api.Conditions{
-					NeighborSet: &api.MatchSet{Type: api.MatchSet_ANY, Name: to.Name},
-					PrefixSet:   &api.MatchSet{Type: api.MatchSet_ANY, Name: name},
-					RouteType:   api.Conditions_ROUTE_TYPE_INTERNAL,
-				},
-				Actions: &api.Actions{RouteAction: api.RouteAction_ACCEPT},
+				Name:       name,
+				Conditions: cond,
+				Actions:    &api.Actions{RouteAction: api.RouteAction_ACCEPT},
 			})
 		}
 	}

@@ -324,11 +324,13 @@ func TestGoBGPIPv6(t *testing.T) {
 }
 
 func TestGoBGPExportPolicy(t *testing.T) {
-	// a and c are clients of b. Without reflection b passes on nothing it
-	// learned; with reflection it passes pool routes, and nothing else.
+	// a, c and d are clients of b. Without reflection b passes on nothing
+	// it learned; with reflection it passes pool routes, and nothing else,
+	// to every peer not excluded.
 	a := startNode(t, "a", "127.0.0.31", 64512, "")
 	b := startNode(t, "b", "127.0.0.32", 64512, "")
 	c := startNode(t, "c", "127.0.0.33", 64512, "")
+	d := startNode(t, "d", "127.0.0.34", 64512, "")
 	ctx := context.Background()
 	for _, p := range []string{"10.244.1.0/26", "192.168.0.0/24"} {
 		if err := a.sp.Advertise(ctx, bgp.Advertisement{Prefix: pfx(p)}); err != nil {
@@ -345,14 +347,28 @@ func TestGoBGPExportPolicy(t *testing.T) {
 	}
 	connect(t, a, b, rr)
 	connect(t, c, b, rr)
+	connect(t, d, b, rr)
 	waitPrefixes(t, b, a, "10.244.1.0/26", "192.168.0.0/24")
 	waitPrefixes(t, c, b, "10.244.2.0/26")
 
-	// Reflection of pool routes to c only.
-	if err := b.sp.SetExportPolicy(ctx, bgp.ExportPolicy{Reflect: []netip.Prefix{pfx("10.244.0.0/16")}, ReflectTo: []netip.Addr{a.ip, c.ip}}); err != nil {
+	// Reflection of pool routes, but not to c (as for an external peer):
+	// a route a announces now reaches d, never c.
+	if err := b.sp.SetExportPolicy(ctx, bgp.ExportPolicy{Reflect: []netip.Prefix{pfx("10.244.0.0/16")}, NoReflect: []netip.Addr{c.ip}}); err != nil {
 		t.Fatal(err)
 	}
-	waitPrefixes(t, c, b, "10.244.1.0/26", "10.244.2.0/26")
+	if err := a.sp.Advertise(ctx, bgp.Advertisement{Prefix: pfx("10.244.5.0/26")}); err != nil {
+		t.Fatal(err)
+	}
+	waitPrefixes(t, d, b, "10.244.1.0/26", "10.244.2.0/26", "10.244.5.0/26")
+	if got := c.rec.prefixes(b.ip); !slices.Equal(got, []string{"10.244.2.0/26"}) {
+		t.Fatalf("c, excluded from reflection, holds %v from b", got)
+	}
+	// To every peer but one that does not exist: c gets the pool routes
+	// (a soft reset out), and nothing else.
+	if err := b.sp.SetExportPolicy(ctx, bgp.ExportPolicy{Reflect: []netip.Prefix{pfx("10.244.0.0/16")}, NoReflect: []netip.Addr{addr("127.0.0.39")}}); err != nil {
+		t.Fatal(err)
+	}
+	waitPrefixes(t, c, b, "10.244.1.0/26", "10.244.2.0/26", "10.244.5.0/26")
 	rp, _ := c.rec.path(b.ip, pfx("10.244.1.0/26"))
 	if rp.NextHop != a.ip || rp.Attrs.OriginatorID != a.ip || rp.Attrs.ClusterListLen != 1 {
 		t.Errorf("reflected path = %+v %+v, want next hop and originator %s", rp, rp.Attrs, a.ip)

@@ -363,11 +363,18 @@ type ExportPolicy struct {
 	// the prefixes listed here for that peer (its export filters).
 	Deny map[netip.Addr][]netip.Prefix
 	// Reflect, on a route reflector, lets routes learned over iBGP pass to
-	// the peers in ReflectTo when their prefix lies inside one of these
-	// prefixes (pools and Service ranges). BGP's own reflection rules still
-	// decide which of those peers get them.
-	Reflect   []netip.Prefix
-	ReflectTo []netip.Addr
+	// every peer except those in NoReflect when their prefix lies inside
+	// one of these prefixes (pools and Service ranges). BGP's own
+	// reflection rules still decide which of those peers get them. Empty:
+	// nothing learned is passed on.
+	Reflect []netip.Prefix
+	// NoReflect are the peers that never get reflected routes: the
+	// sessions to routers outside the cluster. They are named rather than
+	// the node sessions that do get them because there are few of them: a
+	// reflector of N nodes would otherwise match every route it passes on
+	// against N addresses, for each of the N peers (GoBGP scans a neighbor
+	// set linearly), N^3 work per convergence (docs/design/0018).
+	NoReflect []netip.Addr
 }
 
 // Attrs are the path attributes that Rhizome uses. One value is shared by

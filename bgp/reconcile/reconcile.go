@@ -271,6 +271,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, st State) error {
 		}
 	}
 	r.publishKinds(kinds)
+	if len(ex.Reflect) > 0 {
+		// Sessions about to be removed get nothing reflected in the
+		// meantime: the export policy is applied before they go.
+		for a := range r.sessions {
+			if _, ok := started[a]; !ok {
+				ex.NoReflect = append(ex.NoReflect, a)
+			}
+		}
+	}
 	originated := make([]netip.Prefix, len(ads))
 	for i, a := range ads {
 		originated[i] = a.Prefix

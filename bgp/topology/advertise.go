@@ -148,12 +148,22 @@ func ImportPolicy(d *Desired, pools []policy.Pool, local Local) *policy.Import {
 
 // ExportPolicy builds the speaker's export policy: per session, the
 // advertised prefixes its export filters reject; on a route reflector, the
-// pool and Service ranges reflected between our own nodes.
+// pool and Service ranges reflected to every peer but the external ones.
 func ExportPolicy(d *Desired, pools []policy.Pool, ads []bgp.Advertisement) bgp.ExportPolicy {
 	var ex bgp.ExportPolicy
+	reflects := false // a reflector with at least one node session
 	for _, s := range d.Sessions {
+		// An external session is listed even when it is not started: if
+		// the speaker still has it from before, it must not get reflected
+		// routes until it is removed.
+		if s.Kind == v1alpha1.SessionExternal {
+			ex.NoReflect = append(ex.NoReflect, s.Peer.Address)
+		}
 		if s.NotStarted != "" {
 			continue
+		}
+		if s.Kind != v1alpha1.SessionExternal && d.RouteReflector() {
+			reflects = true
 		}
 		if len(s.Export) > 0 {
 			for _, a := range ads {
@@ -165,11 +175,10 @@ func ExportPolicy(d *Desired, pools []policy.Pool, ads []bgp.Advertisement) bgp.
 				}
 			}
 		}
-		if d.RouteReflector() && s.Kind != v1alpha1.SessionExternal {
-			ex.ReflectTo = append(ex.ReflectTo, s.Peer.Address)
-		}
 	}
-	if len(ex.ReflectTo) > 0 {
+	if !reflects {
+		ex.NoReflect = nil
+	} else {
 		for _, p := range pools {
 			ex.Reflect = append(ex.Reflect, p.CIDR)
 		}

@@ -117,7 +117,7 @@ func TestAdvertisementsAndPolicies(t *testing.T) {
 	wantEx := bgp.ExportPolicy{
 		Deny:      map[netip.Addr][]netip.Prefix{netip.MustParseAddr("10.0.1.254"): {netip.MustParsePrefix("10.244.9.7/32")}},
 		Reflect:   []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.250.0.0/16"), netip.MustParsePrefix("10.96.0.0/12")},
-		ReflectTo: []netip.Addr{netip.MustParseAddr("10.0.1.1")},
+		NoReflect: []netip.Addr{netip.MustParseAddr("10.0.1.254")},
 	}
 	if diff := cmp.Diff(wantEx, ex, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("export policy (-want +got):\n%s", diff)
@@ -125,7 +125,7 @@ func TestAdvertisementsAndPolicies(t *testing.T) {
 
 	// Not a reflector: nothing reflected.
 	d2, _ := Compute(Input{NodeName: "a", Nodes: []*corev1.Node{nodeA, nodeB}})
-	if ex := ExportPolicy(&d2, pools, nil); ex.Reflect != nil || ex.ReflectTo != nil || ex.Deny != nil {
+	if ex := ExportPolicy(&d2, pools, nil); ex.Reflect != nil || ex.NoReflect != nil || ex.Deny != nil {
 		t.Errorf("export policy of a plain node = %+v", ex)
 	}
 	if s := strings.Join(d2.Problems, ";"); s != "" {
