@@ -290,7 +290,7 @@ func (f *Fake) ImportAccepts(peer netip.Addr, rp ReceivedPath) bool {
 }
 
 // Peers implements Speaker.
-func (f *Fake) Peers(context.Context) ([]PeerStatus, error) {
+func (f *Fake) Peers(_ context.Context, countAdvertised func(netip.Addr) bool) ([]PeerStatus, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.running {
@@ -299,7 +299,7 @@ func (f *Fake) Peers(context.Context) ([]PeerStatus, error) {
 	out := make([]PeerStatus, 0, len(f.states))
 	for a, st := range f.states {
 		st.Received = uint64(len(f.received[a]))
-		if st.State == StateEstablished {
+		if st.State == StateEstablished && countAdvertised != nil && countAdvertised(a) {
 			st.Advertised = uint64(len(f.ads))
 		}
 		out = append(out, st)

@@ -513,20 +513,65 @@ func toAPIPath(a Advertisement) (*api.Path, error) {
 	return p, nil
 }
 
-// Peers implements Speaker.
-func (s *GoBGP) Peers(ctx context.Context) ([]PeerStatus, error) {
+// Peers implements Speaker. Advertised counts come from GoBGP's
+// ListPeer with EnableAdvertised, which evaluates the export policy for
+// every route of the table: for all sessions at once when all are asked
+// for, else one session at a time.
+func (s *GoBGP) Peers(ctx context.Context, countAdvertised func(netip.Addr) bool) ([]PeerStatus, error) {
 	srv, err := s.server()
 	if err != nil {
 		return nil, err
 	}
 	var out []PeerStatus
-	err = srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
-		out = append(out, s.peerStatus(p))
+	var counted []int
+	err = srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
+		st := s.peerStatus(p)
+		if countAdvertised != nil && st.State == StateEstablished && countAdvertised(st.Address) {
+			counted = append(counted, len(out))
+		}
+		out = append(out, st)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listing peers: %w", err)
 	}
+	if len(counted) == 0 {
+		return out, nil
+	}
+	if len(counted) == len(out) {
+		i := map[netip.Addr]int{}
+		for k := range out {
+			i[out[k].Address] = k
+		}
+		err = srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
+			if k, ok := i[s.peerStatus(p).Address]; ok {
+				out[k].Advertised = advertisedOf(p)
+			}
+		})
+	} else {
+		for _, k := range counted {
+			err = errors.Join(err, srv.ListPeer(ctx, &api.ListPeerRequest{Address: out[k].Address.String(), EnableAdvertised: true}, func(p *api.Peer) {
+				out[k].Advertised = advertisedOf(p)
+			}))
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("counting advertised prefixes: %w", err)
+	}
 	return out, nil
+}
+
+// advertisedOf is what GoBGP counts as sent to a peer, without the
+// End-of-RIB marker it counts as a route when graceful restart is on.
+func advertisedOf(p *api.Peer) uint64 {
+	var n uint64
+	for _, a := range p.GetAfiSafis() {
+		n += a.GetState().GetAdvertised()
+	}
+	if gr := p.GetGracefulRestart(); gr != nil && gr.Enabled && n > 0 &&
+		p.GetState().GetSessionState() == api.PeerState_ESTABLISHED && remoteHasGR(p.GetState()) {
+		n--
+	}
+	return n
 }
 
 func (s *GoBGP) peerStatus(p *api.Peer) PeerStatus {
@@ -546,18 +591,12 @@ func (s *GoBGP) peerStatus(p *api.Peer) PeerStatus {
 	}
 	for _, a := range p.GetAfiSafis() {
 		st.Received += a.GetState().GetReceived()
-		st.Advertised += a.GetState().GetAdvertised()
 		if t := a.GetLongLivedGracefulRestart().GetState().GetPeerRestartTime(); t > 0 {
 			st.PeerLLGRStaleTime = time.Duration(t) * time.Second
 		}
 	}
 	if gr := p.GetGracefulRestart(); gr != nil {
 		st.PeerRestartTime = time.Duration(gr.PeerRestartTime) * time.Second
-		// GoBGP counts the End-of-RIB marker as an advertised route when
-		// graceful restart is negotiated.
-		if gr.Enabled && st.Advertised > 0 && st.State == StateEstablished && remoteHasGR(p.GetState()) {
-			st.Advertised--
-		}
 	}
 	st.LastError = s.glog.lastErrorOf(st.Address)
 	s.mu.Lock()

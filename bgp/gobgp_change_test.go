@@ -54,7 +54,7 @@ func (w *heldWatch) end() (missing, polls int) {
 }
 
 func since(n *node, peer netip.Addr) time.Time {
-	l, _ := n.sp.Peers(context.Background())
+	l, _ := n.sp.Peers(context.Background(), nil)
 	for _, p := range l {
 		if p.Address == peer {
 			return p.Since
@@ -64,7 +64,7 @@ func since(n *node, peer netip.Addr) time.Time {
 }
 
 func status(n *node, peer netip.Addr) bgp.PeerStatus {
-	l, _ := n.sp.Peers(context.Background())
+	l, _ := n.sp.Peers(context.Background(), func(netip.Addr) bool { return true })
 	for _, p := range l {
 		if p.Address == peer {
 			return p

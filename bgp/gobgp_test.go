@@ -267,7 +267,7 @@ func TestGoBGPAdvertiseAndReceive(t *testing.T) {
 	}
 
 	// Status.
-	peers, err := b.sp.Peers(ctx)
+	peers, err := b.sp.Peers(ctx, func(netip.Addr) bool { return true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +275,7 @@ func TestGoBGPAdvertiseAndReceive(t *testing.T) {
 		peers[0].Since.IsZero() || peers[0].RemoteRouterID != a.ip || peers[0].PeerRestartTime != 0 {
 		t.Errorf("b's peers = %+v", peers)
 	}
-	peers, _ = a.sp.Peers(ctx)
+	peers, _ = a.sp.Peers(ctx, func(netip.Addr) bool { return true })
 	if len(peers) != 1 || peers[0].Advertised != 2 {
 		t.Errorf("a's peers = %+v, want 2 advertised", peers)
 	}
@@ -471,10 +471,10 @@ func TestGoBGPMaxPrefix(t *testing.T) {
 		}
 	}
 	waitFor(t, "b to report the exceeded limit", 30*time.Second, func() bool {
-		peers, err := b.sp.Peers(ctx)
+		peers, err := b.sp.Peers(ctx, func(netip.Addr) bool { return true })
 		return err == nil && len(peers) == 1 && peers[0].State != bgp.StateEstablished && strings.Contains(peers[0].LastError, "maximum prefix limit exceeded") && peers[0].AdminDown
 	})
-	peers, _ := a.sp.Peers(ctx)
+	peers, _ := a.sp.Peers(ctx, func(netip.Addr) bool { return true })
 	if len(peers) != 1 || !strings.Contains(peers[0].LastError, "notification received") {
 		t.Errorf("a's view of the teardown: %+v", peers)
 	}

@@ -91,8 +91,12 @@ type Speaker interface {
 	// everything. Until the first call every path is accepted.
 	SetImportCheck(ctx context.Context, check ImportCheck, recheck []netip.Prefix, all bool) error
 
-	// Peers returns the state of every configured session.
-	Peers(ctx context.Context) ([]PeerStatus, error)
+	// Peers returns the state of every configured session. Advertised is
+	// counted only for the sessions countAdvertised reports true for (nil:
+	// none, 0 for the others): the speaker keeps no Adj-RIB-Out, so
+	// counting what a session was sent walks the whole table through the
+	// export policy, for each session (docs/design/0018).
+	Peers(ctx context.Context, countAdvertised func(netip.Addr) bool) ([]PeerStatus, error)
 	// Received returns every path the peer has sent us and we still hold,
 	// before import policy, including paths kept as stale during a graceful
 	// restart. The returned slice belongs to the caller.

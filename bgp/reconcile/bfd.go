@@ -174,7 +174,7 @@ func (r *Reconciler) onBFDFailure(e bfd.Event, settle bool) {
 }
 
 func (r *Reconciler) peerStatus(ctx context.Context, sp bgp.Speaker, peer netip.Addr) (bgp.PeerStatus, error) {
-	l, err := sp.Peers(ctx)
+	l, err := sp.Peers(ctx, nil)
 	if err != nil {
 		return bgp.PeerStatus{}, err
 	}

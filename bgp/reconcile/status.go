@@ -97,6 +97,7 @@ func (c *statusCache) compute(ctx context.Context) (Status, error) {
 	}
 	st := Status{Problems: slices.Clone(r.problems), Running: sp != nil}
 	bfdErrs := maps.Clone(r.bfdErrs)
+	nAds := len(r.ads)
 	r.mu.Unlock()
 	var bfds map[netip.Addr]bfd.Status
 	if r.cfg.BFD != nil {
@@ -112,7 +113,7 @@ func (c *statusCache) compute(ctx context.Context) (Status, error) {
 	st.RouterID, st.ASN = d.Global.RouterID, d.Config.ASN
 	peers := map[netip.Addr]bgp.PeerStatus{}
 	if sp != nil {
-		l, err := sp.Peers(ctx)
+		l, err := sp.Peers(ctx, r.countAdvertised(d.Sessions, nAds))
 		if err != nil {
 			return st, fmt.Errorf("reading BGP session state: %w", err)
 		}
@@ -175,6 +176,35 @@ func (c *statusCache) compute(ctx context.Context) (Status, error) {
 		st.Sessions = append(st.Sessions, ss)
 	}
 	return st, nil
+}
+
+// advertisedBudget bounds what counting advertised prefixes may cost the
+// speaker per status snapshot, in routes evaluated: GoBGP keeps no
+// Adj-RIB-Out and walks its whole table through the export policy for
+// each session counted, in its server loop, which then handles nothing
+// else. A reflector of 5,000 clients would evaluate 26 million routes per
+// snapshot, every status interval (docs/design/0018).
+const advertisedBudget = 100_000
+
+// countAdvertised chooses the sessions whose advertised prefixes a
+// snapshot counts: all of them while that stays within advertisedBudget,
+// else the external ones if they fit, else none. Sessions not counted
+// report 0 (the status field is then left out).
+func (r *Reconciler) countAdvertised(sessions []topology.Session, ads int) func(netip.Addr) bool {
+	routes := r.rib.Size() + ads
+	if len(sessions)*routes <= advertisedBudget {
+		return func(netip.Addr) bool { return true }
+	}
+	ext := map[netip.Addr]bool{}
+	for _, s := range sessions {
+		if s.Kind == v1alpha1.SessionExternal {
+			ext[s.Peer.Address] = true
+		}
+	}
+	if len(ext) == 0 || len(ext)*routes > advertisedBudget {
+		return nil
+	}
+	return func(a netip.Addr) bool { return ext[a] }
 }
 
 // explainDown says why a configured session is not established.

@@ -256,6 +256,14 @@ func (r *RIB) Counters() map[netip.Addr]PeerCounters {
 	return out
 }
 
+// Size is how many prefixes the RIB holds (received from any peer, or
+// still being withdrawn).
+func (r *RIB) Size() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.dests)
+}
+
 // Totals returns the cumulative counters.
 func (r *RIB) Totals() Totals {
 	r.mu.Lock()
