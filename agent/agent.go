@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -341,8 +343,12 @@ func startCaches(ctx context.Context, c *clients, cfg Config, signal func(), log
 	core.SecretsNamespace = cfg.Namespace
 	rz := informers.NewRhizome(c.rz, cfg.ResyncPeriod)
 	onChange := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { signal() },
-		UpdateFunc: func(any, any) { signal() },
+		AddFunc: func(any) { signal() },
+		UpdateFunc: func(old, cur any) {
+			if passReads(old, cur) {
+				signal()
+			}
+		},
 		DeleteFunc: func(any) { signal() },
 	}
 	for _, inf := range []cache.SharedIndexInformer{
@@ -374,6 +380,24 @@ func startCaches(ctx context.Context, c *clients, cfg Config, signal func(), log
 		Pools:        rz.IPPoolLister(),
 		Secrets:      core.SecretLister().Secrets(cfg.Namespace),
 	}, nil
+}
+
+// passReads reports whether an update changes anything a pass reads. Every
+// other node's kubelet and agent update their Node and RhizomeNode now and
+// then (heartbeats, conditions, the agent's own status); in a large cluster
+// a pass over everything on each of those would keep the agent busy for
+// nothing. Of a Node the pass reads its labels (selectors) and addresses,
+// of a RhizomeNode its spec; other kinds change rarely and always count.
+func passReads(old, cur any) bool {
+	switch o := old.(type) {
+	case *corev1.Node:
+		c, ok := cur.(*corev1.Node)
+		return !ok || o.UID != c.UID || !maps.Equal(o.Labels, c.Labels) || !slices.Equal(o.Status.Addresses, c.Status.Addresses)
+	case *v1alpha1.RhizomeNode:
+		c, ok := cur.(*v1alpha1.RhizomeNode)
+		return !ok || o.UID != c.UID || o.Spec != c.Spec
+	}
+	return true
 }
 
 // waitNode waits until this node's Node object exists.

@@ -47,8 +47,51 @@ func New[L runtime.Object](r Lister[L], example runtime.Object, resync time.Dura
 			return r.Watch(ctx, o)
 		},
 	}
-	return cache.NewSharedIndexInformer(lw, example, resync,
+	inf := cache.NewSharedIndexInformer(lw, example, resync,
 		cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	_ = inf.SetTransform(dropManagedFields) // fails only once started
+	return inf
+}
+
+// dropManagedFields is every informer's transform: no reader of a cache
+// looks at server-side-apply bookkeeping, which can be the largest part of
+// an object that several managers write (a RhizomeNode).
+func dropManagedFields(obj any) (any, error) {
+	if m, ok := obj.(metav1.Object); ok {
+		m.SetManagedFields(nil)
+	}
+	return obj, nil
+}
+
+// slimNode is the Nodes informer's transform: the cache keeps a Node's
+// metadata (without annotations), spec and addresses, the fields Rhizome
+// reads (names and UIDs, labels for selectors, InternalIPs). A Node as a
+// kubelet writes it is mostly its image list, conditions, capacity and
+// system information; a reflector caching every Node of a 5,000-node
+// cluster held them all (docs/design/0018). Code reading other fields of a
+// cached Node finds them empty.
+func slimNode(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil
+	}
+	n.ManagedFields, n.Annotations = nil, nil
+	n.Status = corev1.NodeStatus{Addresses: n.Status.Addresses}
+	return n, nil
+}
+
+// slimRhizomeNode is the RhizomeNodes informer's transform: readers of the
+// cache use the spec (addresses, VTEPs) that agents publish; the status
+// each agent writes about itself (a reflector's lists every session) is
+// left out. Code reading a cached RhizomeNode's status finds it empty.
+func slimRhizomeNode(obj any) (any, error) {
+	r, ok := obj.(*v1alpha1.RhizomeNode)
+	if !ok {
+		return obj, nil
+	}
+	r.ManagedFields = nil
+	r.Status = v1alpha1.RhizomeNodeStatus{}
+	return r, nil
 }
 
 // Factory holds informers by the type of object they cache and starts and
@@ -213,10 +256,13 @@ func (r *Rhizome) BGPPeerLister() listers.BGPPeerLister {
 	return listers.NewBGPPeerLister(r.BGPPeers().GetIndexer())
 }
 
-// RhizomeNodes is the informer of RhizomeNodes.
+// RhizomeNodes is the informer of RhizomeNodes, cached without their
+// status (slimRhizomeNode).
 func (r *Rhizome) RhizomeNodes() cache.SharedIndexInformer {
 	return r.For(&v1alpha1.RhizomeNode{}, func(resync time.Duration) cache.SharedIndexInformer {
-		return New[*v1alpha1.RhizomeNodeList](r.c.RhizomeNodes(), &v1alpha1.RhizomeNode{}, resync, nil)
+		inf := New[*v1alpha1.RhizomeNodeList](r.c.RhizomeNodes(), &v1alpha1.RhizomeNode{}, resync, nil)
+		_ = inf.SetTransform(slimRhizomeNode)
+		return inf
 	})
 }
 
@@ -240,10 +286,13 @@ func NewCore(c kubecore.Interface, resync time.Duration) *Core {
 	return &Core{Factory: NewFactory(resync), c: c}
 }
 
-// Nodes is the informer of Nodes.
+// Nodes is the informer of Nodes, cached without most of their status
+// (slimNode).
 func (k *Core) Nodes() cache.SharedIndexInformer {
 	return k.For(&corev1.Node{}, func(resync time.Duration) cache.SharedIndexInformer {
-		return New[*corev1.NodeList](k.c.Nodes(), &corev1.Node{}, resync, k.NodeTweak)
+		inf := New[*corev1.NodeList](k.c.Nodes(), &corev1.Node{}, resync, k.NodeTweak)
+		_ = inf.SetTransform(slimNode)
+		return inf
 	})
 }
 

@@ -54,7 +54,9 @@ func TestOtherCharts(t *testing.T) {
 		"propagation": PropagationSVG([]PropagationResult{{Label: "10-node mesh", P50ms: 3.2, P99ms: 14, MaxMs: 20.4}}),
 		"cni":         CNISVG([]CNIResult{{Label: "run 1", AddP50ms: 17.9, AddP99ms: 29.3, DelP50ms: 51.8, DelP99ms: 70.6, PodsPerSec: 54}}),
 		"scale":       ScaleSVG([]ScaleResult{{Nodes: 30, Mode: "mesh", ConvergenceSec: 24.1, RSSMedianMiB: 41, RSSMaxMiB: 42.2}}),
-		"empty":       SVG([]Panel{{Title: "nothing"}}),
+		"rr": RRSVG([]RRResult{{Reflector: "bird", Clients: 500, Runs: 3, Converge: Stat{0.5, 0.4, 0.7}, Churn: Stat{0.05, 0.04, 0.06}, RSSMiB: Stat{16, 16, 16}, CPUSeconds: Stat{0.9, 0.8, 1}},
+			{Reflector: "rhizome", Clients: 500, Runs: 3, Converge: Stat{0.3, 0.2, 0.4}, Churn: Stat{0.04, 0.03, 0.05}, RSSMiB: Stat{90, 80, 95}, CPUSeconds: Stat{3, 2, 4}}}),
+		"empty": SVG([]Panel{{Title: "nothing"}}),
 	} {
 		if n := wellFormed(t, svg); n["svg"] != 1 {
 			t.Errorf("%s: %v", name, n)

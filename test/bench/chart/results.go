@@ -125,3 +125,51 @@ func ScaleSVG(rs []ScaleResult) string {
 		{Title: "Agent memory (RSS)", Unit: "MiB", Groups: rss},
 	})
 }
+
+// RRResult is one route reflector at one client count (make bench-rr:
+// rrbench -json).
+type RRResult struct {
+	Reflector  string `json:"reflector"`
+	Clients    int    `json:"clients"`
+	Runs       int    `json:"runs"`
+	Converge   Stat   `json:"tConvergeSeconds"`
+	Churn      Stat   `json:"tChurnSeconds"`
+	RSSMiB     Stat   `json:"rssMiB"`
+	CPUSeconds Stat   `json:"cpuSeconds"`
+}
+
+// RRSVG: the four figures of the reflector benchmark by reflector, for each
+// client count.
+func RRSVG(rs []RRResult) string {
+	var sizes []int
+	seen := map[int]bool{}
+	for _, r := range rs {
+		if !seen[r.Clients] {
+			seen[r.Clients] = true
+			sizes = append(sizes, r.Clients)
+		}
+	}
+	groups := func(stat func(RRResult) Stat) []Group {
+		var gs []Group
+		for _, n := range sizes {
+			g := Group{Label: fmt.Sprintf("%d clients", n)}
+			for _, r := range rs {
+				if r.Clients == n {
+					g.Bars = append(g.Bars, stat(r).bar(r.Reflector, 1))
+				}
+			}
+			gs = append(gs, g)
+		}
+		return gs
+	}
+	return SVG([]Panel{
+		{Title: "Convergence: every client announces at once, until every client has every other's routes (median, range)", Unit: "s", Log: true, Highlight: "rhizome",
+			Groups: groups(func(r RRResult) Stat { return r.Converge })},
+		{Title: "Churn: 1% of the clients flap, until the change has reached every client (median, range)", Unit: "s", Log: true, Highlight: "rhizome",
+			Groups: groups(func(r RRResult) Stat { return r.Churn })},
+		{Title: "Reflector peak RSS", Unit: "MiB", Log: true, Highlight: "rhizome",
+			Groups: groups(func(r RRResult) Stat { return r.RSSMiB })},
+		{Title: "Reflector CPU over the whole run", Unit: "s", Log: true, Highlight: "rhizome",
+			Groups: groups(func(r RRResult) Stat { return r.CPUSeconds })},
+	})
+}

@@ -1,6 +1,7 @@
 // Command benchcharts renders the charts of docs/benchmarks.md from the
 // benches' JSON results in a directory (default docs/bench): routes.json,
-// propagation.json, cni.json and scale.json, each to the .svg beside it.
+// propagation.json, cni.json, scale.json and rr.json, each to the .svg
+// beside it.
 // The benches render their own chart when they write results (package
 // chart); this re-renders them all, e.g. after the renderer changed.
 package main
@@ -60,6 +61,11 @@ func render(dir string) error {
 		var rs []chart.ScaleResult
 		err := chart.ReadJSON(p, &rs)
 		return chart.ScaleSVG(rs), err
+	})
+	one("rr", func(p string) (string, error) {
+		var rs []chart.RRResult
+		err := chart.ReadJSON(p, &rs)
+		return chart.RRSVG(rs), err
 	})
 	return errors.Join(errs...)
 }

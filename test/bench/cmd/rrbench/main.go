@@ -5,20 +5,19 @@
 // sessions, all spoken by one process (`rrbench clients`) from N source
 // addresses in a namespace of its own. See test/bench/README.md.
 //
-//	rrbench [-n 500,1000,2000,5000] [-reps 3] [-reflectors bird,rhizome] [-out docs]
+//	rrbench [-n 500,1000,2000,5000] [-reps 3] [-reflectors bird,rhizome] [-json rr.json -svg rr.svg]
 //
 // It prints one line per run,
 //
 //	reflector=NAME clients=N t_converge_s=S t_churn_s=S rss_mb=M cpu_s=S ...
 //
-// then the medians and Rhizome's ratios to the others; with -out it writes
-// the results as JSON (rr-scale.json) and renders the plot from them
-// (rr-scale.svg).
+// then the medians and Rhizome's ratios to the others; with -json and -svg
+// it writes the medians and ranges as JSON and renders their chart
+// (package chart; make bench-charts renders it again from the JSON).
 package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -32,6 +31,7 @@ import (
 	"time"
 
 	"github.com/rhizome-net/rhizome/test/bench/benchproc"
+	"github.com/rhizome-net/rhizome/test/bench/chart"
 	"github.com/rhizome-net/rhizome/test/netns"
 )
 
@@ -40,8 +40,6 @@ func main() {
 	switch {
 	case len(os.Args) > 1 && os.Args[1] == "clients":
 		err = clientsTool(os.Args[2:])
-	case len(os.Args) > 1 && os.Args[1] == "plot":
-		err = plotCommand(os.Args[2:])
 	default:
 		err = matrix(os.Args[1:])
 	}
@@ -60,7 +58,8 @@ func matrix(args []string) error {
 	quiet := fs.Duration("quiet-max", 30*time.Second, "before each measured phase, wait up to this long for the machine to be quiet")
 	flap := fs.Float64("flap-pct", 1, "percent of the clients that flap in the churn phase (at least one)")
 	keep := fs.Bool("keep", false, "keep the logs of successful runs")
-	out := fs.String("out", "", "write rr-scale.json and rr-scale.svg into this directory")
+	jsonOut := fs.String("json", "", "write the medians and ranges per reflector and client count to this JSON file")
+	svgOut := fs.String("svg", "", "render them as an SVG chart into this file (docs/benchmarks.md)")
 	results := fs.String("o", "", "also append result lines to this file")
 	rhizome := fs.String("rhizome-bin", "", "the rhizome-agent binary (default: rhizome-agent next to this binary)")
 	rhizomeArgs := fs.String("rhizome-args", "", "extra flags for the rhizome reflector, space-separated")
@@ -160,14 +159,8 @@ func matrix(args []string) error {
 		}
 	}
 	summarize(os.Stdout, all, reflectors, counts)
-	if *out != "" && len(all) > 0 {
-		j, _ := json.MarshalIndent(all, "", "  ")
-		if err := os.WriteFile(filepath.Join(*out, "rr-scale.json"), append(j, '\n'), 0o644); err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(*out, "rr-scale.svg"), []byte(plot(all, reflectors)), 0o644); err != nil {
-			return err
-		}
+	if err := writeCharts(*jsonOut, *svgOut, all, reflectors, counts); err != nil {
+		return err
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d run(s) failed; logs in %s", failed, rn.dir)
@@ -176,30 +169,6 @@ func matrix(args []string) error {
 		os.RemoveAll(rn.dir)
 	}
 	return nil
-}
-
-// plotCommand re-renders the plot from a results file: `rrbench plot
-// docs/rr-scale.json > docs/rr-scale.svg`.
-func plotCommand(args []string) error {
-	if len(args) != 1 {
-		return fmt.Errorf("usage: rrbench plot RESULTS.json")
-	}
-	b, err := os.ReadFile(args[0])
-	if err != nil {
-		return err
-	}
-	var rs []result
-	if err := json.Unmarshal(b, &rs); err != nil {
-		return fmt.Errorf("%s: %w", args[0], err)
-	}
-	var refl []string
-	for _, r := range rs {
-		if !slices.Contains(refl, r.Reflector) {
-			refl = append(refl, r.Reflector)
-		}
-	}
-	_, err = io.WriteString(os.Stdout, plot(rs, refl))
-	return err
 }
 
 // figures are the columns of the summary and the plot.
@@ -276,4 +245,38 @@ func summarize(w io.Writer, rs []result, reflectors []string, counts []int) {
 			fmt.Fprintln(w)
 		}
 	}
+}
+
+// writeCharts writes the medians and ranges as JSON and renders their
+// chart.
+func writeCharts(jsonPath, svgPath string, rs []result, reflectors []string, counts []int) error {
+	if jsonPath == "" && svgPath == "" || len(rs) == 0 {
+		return nil
+	}
+	by := group(rs)
+	stat := func(g []result, f func(result) float64) chart.Stat {
+		m, lo, hi := medianOf(g, f)
+		return chart.Stat{Median: m, Min: lo, Max: hi}
+	}
+	var out []chart.RRResult
+	for _, n := range counts {
+		for _, r := range reflectors {
+			g := by[key{r, n}]
+			if len(g) == 0 {
+				continue
+			}
+			out = append(out, chart.RRResult{Reflector: r, Clients: n, Runs: len(g),
+				Converge: stat(g, figures[0].of), Churn: stat(g, figures[1].of),
+				RSSMiB: stat(g, figures[2].of), CPUSeconds: stat(g, figures[3].of)})
+		}
+	}
+	if jsonPath != "" {
+		if err := chart.WriteJSON(jsonPath, out); err != nil {
+			return err
+		}
+	}
+	if svgPath != "" {
+		return os.WriteFile(svgPath, []byte(chart.RRSVG(out)), 0o644)
+	}
+	return nil
 }

@@ -42,7 +42,7 @@ func TestSmoke(t *testing.T) {
 	}
 	results := filepath.Join(dir, "results.txt")
 	err := matrix([]string{"-n", "20", "-reps", "1", "-reflectors", "bird,rhizome", "-rhizome-bin", agent,
-		"-o", results, "-out", dir, "-quiet-max", "2s", "-timeout", "2m"})
+		"-o", results, "-json", filepath.Join(dir, "rr.json"), "-svg", filepath.Join(dir, "rr.svg"), "-quiet-max", "2s", "-timeout", "2m"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestSmoke(t *testing.T) {
 	if !seen["bird"] || !seen["rhizome"] {
 		t.Fatalf("results for %v only", seen)
 	}
-	for _, f := range []string{"rr-scale.json", "rr-scale.svg"} {
+	for _, f := range []string{"rr.json", "rr.svg"} {
 		if st, err := os.Stat(filepath.Join(dir, f)); err != nil || st.Size() == 0 {
 			t.Errorf("%s not written: %v", f, err)
 		}
