@@ -222,6 +222,12 @@ func nodeRowOf(n *v1alpha1.RhizomeNode) nodeRow {
 			r.SessionsEstablished++
 		}
 	}
+	// A reflector's status lists only some of its sessions
+	// (sessionsOmitted); its "established/total" summary counts them all.
+	var est, total int
+	if _, err := fmt.Sscanf(n.Status.SessionsEstablished, "%d/%d", &est, &total); err == nil && n.Status.SessionsOmitted > 0 {
+		r.SessionsEstablished, r.Sessions = est, total
+	}
 	if n.Status.ObservedAt != nil {
 		t := n.Status.ObservedAt.UTC()
 		r.ObservedAt = &t

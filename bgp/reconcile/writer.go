@@ -13,13 +13,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/rhizome-net/rhizome/bgp"
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/internal/kubecore"
 )
 
 // FieldManager is the server-side-apply field manager of the BGP part of
 // a RhizomeNode's status. It owns routerID, asNumber, sessionsEstablished,
-// sessions and the BGPReady condition, and nothing else, so the agent's
+// sessions, sessionsOmitted and the BGPReady condition, and nothing else, so the agent's
 // other writers keep their own fields without conflicts.
 const FieldManager = "rhizome-agent-bgp"
 
@@ -92,7 +93,35 @@ type applyFields struct {
 	ASNumber            int64                       `json:"asNumber,omitempty"`
 	SessionsEstablished string                      `json:"sessionsEstablished"`
 	Sessions            []v1alpha1.BGPSessionStatus `json:"sessions"`
+	SessionsOmitted     int64                       `json:"sessionsOmitted,omitempty"`
 	Conditions          []metav1.Condition          `json:"conditions"`
+}
+
+// StatusSessionLimit bounds the sessions a RhizomeNode's status lists. A
+// reflector of 5,000 clients would write ~1 MB of sessions, twice that
+// with server-side apply's field bookkeeping: more than etcd stores (1.5
+// MiB), and a costly write for the API server every status interval
+// while sessions change.
+const StatusSessionLimit = 100
+
+// boundSessions returns at most limit sessions, those not established
+// first, each part in peer order, and how many were left out.
+func boundSessions(all []v1alpha1.BGPSessionStatus, limit int) ([]v1alpha1.BGPSessionStatus, int) {
+	if len(all) <= limit {
+		return all, 0
+	}
+	out := make([]v1alpha1.BGPSessionStatus, 0, limit)
+	for _, established := range []bool{false, true} {
+		for _, s := range all {
+			if len(out) == limit {
+				break
+			}
+			if (s.State == bgp.StateEstablished.String()) == established {
+				out = append(out, s)
+			}
+		}
+	}
+	return out, len(all) - len(out)
 }
 
 // Write applies st to the RhizomeNode if it differs from the last write.
@@ -104,10 +133,11 @@ func (w *StatusWriter) Write(ctx context.Context, st Status) error {
 		Metadata:   applyMeta{Name: w.node},
 		Status: applyFields{
 			SessionsEstablished: st.SessionsEstablished(),
-			Sessions:            st.Sessions,
 			Conditions:          []metav1.Condition{cond},
 		},
 	}
+	sessions, omitted := boundSessions(st.Sessions, StatusSessionLimit)
+	body.Status.Sessions, body.Status.SessionsOmitted = sessions, int64(omitted)
 	if body.Status.Sessions == nil {
 		body.Status.Sessions = []v1alpha1.BGPSessionStatus{}
 	}

@@ -146,3 +146,58 @@ func findCondition(n *v1alpha1.RhizomeNode, typ string) *metav1.Condition {
 	}
 	return nil
 }
+
+// TestStatusWriterReflector writes the status of a reflector with 5,000
+// sessions: the whole list would be more than the API server stores (the
+// write failed every interval before the list was bounded); the object
+// gets the sessions not established first, 100 in all, and the count of
+// the others.
+func TestStatusWriterReflector(t *testing.T) {
+	cp := controlplane.ForTest(t)
+	client, err := rzclient.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := kubecore.NewForConfig(cp.RESTConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const name = "bgp-writer-rr"
+	rzn := client.RhizomeV1alpha1().RhizomeNodes()
+	if _, err := rzn.Create(ctx, &v1alpha1.RhizomeNode{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	st := Status{RouterID: netip.MustParseAddr("10.0.0.1"), ASN: 64512, Running: true, Converged: true}
+	since := metav1.NewTime(time.Now().Truncate(time.Second))
+	a := netip.MustParseAddr("10.1.0.0")
+	for i := range 5000 {
+		a = a.Next()
+		s := v1alpha1.BGPSessionStatus{Peer: a.String(), PeerAS: 64512, Kind: v1alpha1.SessionRR, Source: "to-route-reflectors",
+			State: bgp.StateEstablished.String(), Since: &since, PrefixesReceived: 2, PrefixesAccepted: 2, PrefixesAdvertised: 5249}
+		if i%1000 == 999 {
+			s.State, s.LastError = bgp.StateActive.String(), "peer closed the connection"
+		}
+		st.Sessions = append(st.Sessions, s)
+		st.Total++
+		if s.State == bgp.StateEstablished.String() {
+			st.Established++
+		}
+	}
+	w := NewStatusWriter(kc, name, 0, nil)
+	if err := w.Write(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	n, err := rzn.Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(n.Status.Sessions) != StatusSessionLimit || n.Status.SessionsOmitted != 5000-StatusSessionLimit || n.Status.SessionsEstablished != "4995/5000" {
+		t.Fatalf("%d sessions listed, %d omitted, %s established", len(n.Status.Sessions), n.Status.SessionsOmitted, n.Status.SessionsEstablished)
+	}
+	for i, s := range n.Status.Sessions[:5] {
+		if s.State != bgp.StateActive.String() {
+			t.Errorf("session %d listed is %s %s, want the down ones first", i, s.Peer, s.State)
+		}
+	}
+}

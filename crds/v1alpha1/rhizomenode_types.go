@@ -125,11 +125,18 @@ type RhizomeNodeStatus struct {
 	// SessionsEstablished summarises the sessions as established/total.
 	// +optional
 	SessionsEstablished string `json:"sessionsEstablished,omitempty"`
-	// Sessions lists every BGP session the node should have.
+	// Sessions lists the BGP sessions the node should have: all of them on
+	// a node with at most 100; on a larger one (a route reflector), those
+	// not established first, then established ones, 100 in all, and
+	// SessionsOmitted counts the rest (the object would otherwise outgrow
+	// what the API server stores). The agent's /status lists them all.
 	// +optional
 	// +listType=map
 	// +listMapKey=peer
 	Sessions []BGPSessionStatus `json:"sessions,omitempty"`
+	// SessionsOmitted counts the sessions left out of Sessions.
+	// +optional
+	SessionsOmitted int64 `json:"sessionsOmitted,omitempty"`
 	// RoutesProgrammed is the number of kernel routes the agent owns.
 	// +optional
 	RoutesProgrammed int64 `json:"routesProgrammed,omitempty"`
