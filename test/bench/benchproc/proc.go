@@ -253,15 +253,19 @@ func OtherPct(busy0, ours0, busy1, ours1 int64, d time.Duration) float64 {
 	return max(0, 100*other/d.Seconds())
 }
 
-// WaitIdle waits (at most limit) until the pids used no CPU for 1 s.
+// WaitIdle waits (at most limit) until the pids used at most 2 % of a
+// core in each of two consecutive seconds. Not zero: a speaker with
+// thousands of sessions sends keepalives all the time (5,000 sessions at
+// a 30 s interval are ~170 messages a second), and a wait for no CPU at
+// all ran into its limit after every phase.
 func WaitIdle(pids []int, limit time.Duration) {
 	last := CPUTicks(pids...)
 	still := 0
 	end := time.Now().Add(limit)
-	for time.Now().Before(end) && still < 4 {
-		time.Sleep(250 * time.Millisecond)
+	for time.Now().Before(end) && still < 2 {
+		time.Sleep(time.Second)
 		now := CPUTicks(pids...)
-		if now == last {
+		if now-last <= 2*ClkTck/100 {
 			still++
 		} else {
 			still = 0

@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rhizome-net/rhizome/test/netns"
@@ -16,6 +18,10 @@ import (
 // pprofAddr is where a profiled Rhizome reflector serves its profiles,
 // inside the reflector's namespace (rrbench -profile).
 const pprofAddr = "127.0.0.1:6060"
+
+// healthAddr is where the Rhizome reflector serves /metrics, inside its
+// namespace.
+const healthAddr = "127.0.0.1:9099"
 
 // profiler fetches the agent's profiles from inside its namespace: a
 // socket keeps the namespace it was made in, so each connection is dialled
@@ -27,6 +33,11 @@ type profiler struct {
 }
 
 func newProfiler(ns *netns.NS, dir string) *profiler {
+	return &profiler{ns: ns, dir: dir, c: nsClient(ns)}
+}
+
+// nsClient is an HTTP client whose connections are made inside ns.
+func nsClient(ns *netns.NS) *http.Client {
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var c net.Conn
 		err := ns.Do(func() error {
@@ -36,7 +47,48 @@ func newProfiler(ns *netns.NS, dir string) *profiler {
 		})
 		return c, err
 	}
-	return &profiler{ns: ns, dir: dir, c: &http.Client{Transport: &http.Transport{DialContext: dial}}}
+	return &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 30 * time.Second}
+}
+
+// passTimes reads the agent's reconcile passes from its metrics (the
+// health address in its namespace): their total seconds and count.
+func passTimes(ns *netns.NS) (sum float64, count int64, err error) {
+	resp, err := nsClient(ns).Get("http://" + healthAddr + "/metrics")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, 0, err
+	}
+	return parsePassTimes(string(b))
+}
+
+// parsePassTimes finds the sum and count of the agent's pass-duration
+// histogram in a Prometheus text exposition.
+func parsePassTimes(text string) (sum float64, count int64, err error) {
+	const metric = "rhizome_agent_reconcile_duration_seconds"
+	var haveSum, haveCount bool
+	for _, line := range strings.Split(text, "\n") {
+		name, v, ok := strings.Cut(line, " ")
+		switch {
+		case !ok:
+		case name == metric+"_sum":
+			sum, err = strconv.ParseFloat(v, 64)
+			haveSum = err == nil
+		case name == metric+"_count":
+			count, err = strconv.ParseInt(v, 10, 64)
+			haveCount = err == nil
+		}
+		if err != nil {
+			return 0, 0, fmt.Errorf("%s: %w", line, err)
+		}
+	}
+	if !haveSum || !haveCount {
+		return 0, 0, fmt.Errorf("no %s in the metrics", metric)
+	}
+	return sum, count, nil
 }
 
 // cpu starts a CPU profile of d in the background, written to name.pprof;

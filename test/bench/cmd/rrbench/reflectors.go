@@ -53,7 +53,7 @@ func (z *rhizomeRR) start(ctx context.Context, n int) error {
 		"--kubeconfig", z.r.cluster.cp.Kubeconfig,
 		"--namespace", agentNamespace,
 		"--agent-socket", filepath.Join(z.dir, "agent.sock"),
-		"--health-address", "127.0.0.1:9099",
+		"--health-address", healthAddr,
 		"--gobgp-api-address", "127.0.0.1:50051",
 		"--log-level", "info"}, z.extra...)
 	p, err := benchproc.Start("rhizome-agent", log, args...)

@@ -43,11 +43,18 @@ type result struct {
 	// OtherCPU is what everything else used of the machine during the
 	// convergence, % of one core (the API server included).
 	OtherCPU float64 `json:"otherCPUPercent"`
+	// RSSIdle is the reflector's resident set once idle after the churn,
+	// MiB; Passes and PassMean (ms) the Rhizome agent's reconcile passes
+	// over the whole run, from its metrics (issue 19 item 3: an agent
+	// holding every node of the cluster and their routes).
+	RSSIdle  float64 `json:"rssIdleMiB"`
+	Passes   int64   `json:"passes,omitempty"`
+	PassMean float64 `json:"passMeanMs,omitempty"`
 }
 
 func (r result) String() string {
-	return fmt.Sprintf("reflector=%s clients=%d t_converge_s=%.3f t_churn_s=%.3f rss_mb=%.1f cpu_s=%.2f t_establish_s=%.3f t_withdraw_s=%.3f t_readvertise_s=%.3f cpu_converge_s=%.2f updates=%d other_cpu_pct=%.0f",
-		r.Reflector, r.Clients, r.Converge, r.Churn, r.RSS, r.CPU, r.Establish, r.Withdraw, r.Readvertise, r.CPUConverge, r.Updates, r.OtherCPU)
+	return fmt.Sprintf("reflector=%s clients=%d t_converge_s=%.3f t_churn_s=%.3f rss_mb=%.1f cpu_s=%.2f t_establish_s=%.3f t_withdraw_s=%.3f t_readvertise_s=%.3f cpu_converge_s=%.2f updates=%d other_cpu_pct=%.0f rss_idle_mb=%.1f passes=%d pass_mean_ms=%.1f",
+		r.Reflector, r.Clients, r.Converge, r.Churn, r.RSS, r.CPU, r.Establish, r.Withdraw, r.Readvertise, r.CPUConverge, r.Updates, r.OtherCPU, r.RSSIdle, r.Passes, r.PassMean)
 }
 
 // runner holds what every run needs.
@@ -202,10 +209,19 @@ func (rn *runner) run(ctx context.Context, name string, n int) (res result, err 
 	if evs, err = step("stats", "STATS"); err == nil {
 		res.Updates, _ = strconv.ParseInt(evs[0].Fields["updates"], 10, 64)
 	}
+	benchproc.WaitIdle(rx, time.Minute)
 	for _, pid := range rx {
 		res.RSS += float64(benchproc.VmHWM(pid)) / 1024
+		res.RSSIdle += float64(benchproc.VmRSS(pid)) / 1024
 	}
 	res.CPU = float64(benchproc.CPUTicks(rx...)) / benchproc.ClkTck
+	if strings.HasPrefix(name, "rhizome") {
+		if sum, count, err := passTimes(rrNS); err != nil {
+			fmt.Fprintf(os.Stderr, "rrbench: %s: reading the agent's pass times: %v\n", name, err)
+		} else if count > 0 {
+			res.Passes, res.PassMean = count, 1000*sum/float64(count)
+		}
+	}
 	return res, nil
 }
 
