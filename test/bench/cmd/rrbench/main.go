@@ -6,6 +6,7 @@
 // addresses in a namespace of its own. See test/bench/README.md.
 //
 //	rrbench [-n 500,1000,2000,5000] [-reps 3] [-reflectors bird,rhizome] [-json rr.json -svg rr.svg]
+//	rrbench report [-json rr.json -svg rr.svg] results.txt...
 //
 // It prints one line per run,
 //
@@ -40,6 +41,8 @@ func main() {
 	switch {
 	case len(os.Args) > 1 && os.Args[1] == "clients":
 		err = clientsTool(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "report":
+		err = reportTool(os.Args[2:])
 	default:
 		err = matrix(os.Args[1:])
 	}
