@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
@@ -172,6 +173,62 @@ func testConfigChanges(t *testing.T, h *hitlessLab) {
 					return !strings.Contains(string(out), "10.0.1.99"), string(out)
 				})
 			}
+		})
+	})
+
+	t.Run("mesh-password", func(t *testing.T) {
+		// Every agent gets a TCP MD5 password for the mesh at once, and
+		// later loses it: each time every node-to-node session starts over
+		// (gracefully: no NOTIFICATION, then the Restart State and
+		// Forwarding State bits), both ends keep each other's routes until
+		// it is back, and it comes back signed (then unsigned). The ToR
+		// sessions have no password and are not touched. The password goes
+		// again before the next scenarios, whose route-reflector sessions
+		// are not mesh sessions and would not have it.
+		mesh := func(k string) bool { return !strings.HasSuffix(k, ".1") }
+		waitMesh := func(t *testing.T, signed bool, since time.Time) {
+			t.Helper()
+			for _, n := range h.l.Plan.Nodes {
+				eventually(t, 60*time.Second, fmt.Sprintf("%s's mesh sessions back (signed: %v)", n.Name, signed), func() (bool, string) {
+					var mine []string
+					for k, d := range h.uptimes(t) {
+						if strings.HasPrefix(k, n.Name+" ") && mesh(k) {
+							if d > time.Since(since)+time.Second {
+								return false, k + " has not started over"
+							}
+							mine = append(mine, k)
+						}
+					}
+					if len(mine) != len(h.l.Plan.Nodes)-1 {
+						return false, fmt.Sprintf("%d mesh sessions established: %v", len(mine), mine)
+					}
+					// The kernel signs a session's segments when it has
+					// the connection's MD5 key, which ss shows.
+					out, _ := h.l.Exec(ctx, n.Name, "ss", "-Htni", "state", "established", "( sport = :179 or dport = :179 )")
+					keyed := strings.Count(string(out), "md5keys:")
+					if signed {
+						return keyed == len(h.l.Plan.Nodes)-1, fmt.Sprintf("%d connections signed, want the %d mesh ones:\n%s", keyed, len(mine), out)
+					}
+					return keyed == 0, fmt.Sprintf("%d connections still signed:\n%s", keyed, out)
+				})
+			}
+		}
+		sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "bgp-mesh", Namespace: lab.AgentNamespace},
+			StringData: map[string]string{"password": "mesh-s3cret"}}
+		if _, err := c.kube.CoreV1().Secrets(lab.AgentNamespace).Create(ctx, sec, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // the agents' Secret informers have it before the configuration names it
+		scenario(t, "the mesh password set", mesh, func(t *testing.T) {
+			since := time.Now()
+			merge(t, "bgpconfiguration", v1alpha1.DefaultBGPConfigurationName,
+				`{"spec":{"nodeMeshPassword":{"secretKeyRef":{"name":"bgp-mesh","key":"password"}}}}`)
+			waitMesh(t, true, since)
+		})
+		scenario(t, "the mesh password removed", mesh, func(t *testing.T) {
+			since := time.Now()
+			merge(t, "bgpconfiguration", v1alpha1.DefaultBGPConfigurationName, `{"spec":{"nodeMeshPassword":null}}`)
+			waitMesh(t, false, since)
 		})
 	})
 
