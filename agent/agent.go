@@ -308,8 +308,12 @@ loop:
 		sctx, scancel := context.WithTimeout(stopCtx, 2*time.Second)
 		sus := bfdManager.CloseForRestart(sctx, bgpRec.BFDRestartHold)
 		scancel()
-		if err := bfd.WriteSuspended(bfd.SuspendedFile(filepath.Dir(cfg.AgentSocket)), sus); err != nil {
-			log.Warn("handing the BFD sessions to the next agent", "op", "bfd", "error", err)
+		// Nothing to hand over, no file: a node without BFD sessions keeps
+		// no state of them (the uninstall checks that none is left).
+		if len(sus) > 0 {
+			if err := bfd.WriteSuspended(bfd.SuspendedFile(filepath.Dir(cfg.AgentSocket)), sus); err != nil {
+				log.Warn("handing the BFD sessions to the next agent", "op", "bfd", "error", err)
+			}
 		}
 	}
 	if err := bgpRec.Stop(stopCtx); err != nil {

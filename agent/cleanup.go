@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rhizome-net/rhizome/bfd"
 	"github.com/rhizome-net/rhizome/cni"
 	"github.com/rhizome-net/rhizome/routes"
 )
@@ -53,7 +54,8 @@ var ErrAgentRunning = errors.New("an agent is running on this node")
 // CleanupReport is what Cleanup found: removed, unless it was a dry run.
 type CleanupReport struct {
 	Kernel routes.Leftovers
-	// Files are the CNI plugin's files and a stale agent socket.
+	// Files are the CNI plugin's files, a stale agent socket and the
+	// BFD sessions a stopped agent left for the next one.
 	Files []string
 }
 
@@ -102,6 +104,17 @@ func cleanupSockets(ctx context.Context, cfg CleanupConfig, agentStale bool, rep
 	}
 	if agentStale {
 		remove(cfg.AgentSocket)
+	}
+	// The BFD sessions a stopping agent handed to its successor (design
+	// 0017): no agent follows an uninstall, and one installed later must
+	// not resume sessions of another life.
+	if cfg.AgentSocket != "" {
+		sus := bfd.SuspendedFile(filepath.Dir(cfg.AgentSocket))
+		for _, p := range []string{sus, sus + ".tmp"} {
+			if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() {
+				remove(p)
+			}
+		}
 	}
 	if cfg.GoBGPSocket != "" {
 		// The agent that served it is gone (waited for above).

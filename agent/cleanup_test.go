@@ -9,6 +9,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/rhizome-net/rhizome/bfd"
 )
 
 // TestCleanupRefusesWhileAnAgentAnswers: with an agent listening on the
@@ -66,7 +68,8 @@ func TestCleanupRefusesWhileAnAgentAnswers(t *testing.T) {
 }
 
 // TestCleanupRemovesStaleSockets: the agent's socket and GoBGP's, left by
-// an agent killed with SIGKILL, go, and so does GoBGP's directory once
+// an agent killed with SIGKILL, go, as do the BFD sessions a stopped agent
+// handed over, and GoBGP's directory once
 // empty; a dry run reports them and removes nothing; a directory holding
 // something else is kept.
 func TestCleanupRemovesStaleSockets(t *testing.T) {
@@ -86,6 +89,10 @@ func TestCleanupRemovesStaleSockets(t *testing.T) {
 	agentSock, gobgpSock := filepath.Join(dir, "agent.sock"), filepath.Join(dir, "gobgp", "gobgp.sock")
 	stale(agentSock)
 	stale(gobgpSock)
+	suspended := bfd.SuspendedFile(dir) // a stopped agent's BFD hand-over
+	if err := os.WriteFile(suspended, []byte("[]"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	files := func(dryRun bool) []string {
 		t.Helper()
 		stale, err := waitAgentGone(context.Background(), agentSock, time.Second)
@@ -99,7 +106,7 @@ func TestCleanupRemovesStaleSockets(t *testing.T) {
 		}
 		return rep.Files
 	}
-	want := []string{agentSock, gobgpSock, filepath.Dir(gobgpSock)}
+	want := []string{agentSock, suspended, gobgpSock, filepath.Dir(gobgpSock)}
 	if got := files(true); !slices.Equal(got, want) {
 		t.Fatalf("dry run found %v, want %v", got, want)
 	}

@@ -50,7 +50,7 @@ var CleanupSteps = []string{
 // hand on every node as root: the same removals as `rhizome-agent cleanup`
 // with the default route protocol and table.
 const NodeCleanupScript = `rm -f /etc/cni/net.d/10-rhizome.conflist /opt/cni/bin/rhizome
-rm -rf /var/run/rhizome/agent.sock /var/run/rhizome/gobgp
+rm -rf /var/run/rhizome/agent.sock /var/run/rhizome/gobgp /var/run/rhizome/bfd-suspended.json
 ip -4 route flush proto 114
 ip -6 route flush proto 114
 ip link delete vxlan.rhizome 2>/dev/null || true
