@@ -192,6 +192,9 @@ func (rn *runner) run(ctx context.Context, name string, n int) (res result, err 
 	res.CPUConverge = float64(benchproc.CPUTicks(rx...)-cpu0) / benchproc.ClkTck
 	res.OtherCPU = benchproc.OtherPct(busy0, ours0, benchproc.BusyTicks(), benchproc.CPUTicks(benchproc.PIDs(procs...)...), time.Duration(res.Converge*float64(time.Second)))
 
+	// What the reflector does after the clients hold everything (a
+	// Rhizome reflector stayed busy for minutes at 1,000 clients).
+	profiled("tail")()
 	benchproc.WaitIdle(rx, 2*time.Minute)
 	benchproc.WaitQuiet(rn.quiet)
 	k := max(1, int(float64(n)*rn.flapPct/100+0.5))
