@@ -195,6 +195,9 @@ type fsm struct {
 	marshallingOptions   *bgp.MarshallingOption
 	notification         chan *bgp.BGPMessage
 	logger               log.Logger
+	// rhizome: paths the server loop gathers for this peer's writer
+	// (outgoing_batch.go); only the server loop touches it.
+	pendingOut []*table.Path
 }
 
 func (fsm *fsm) bgpMessageStateUpdate(MessageType uint8, isIn bool) {
@@ -1771,6 +1774,78 @@ func (h *fsmHandler) sendMessageloop(ctx context.Context, wg *sync.WaitGroup) er
 		return nil
 	}
 
+	// sendUpdates sends paths as UPDATEs, as send would, gathering their
+	// bytes into writes of about writeBatchBytes (rhizome). With shared,
+	// paths that WireUpdate can serialise once for every session go
+	// first, as they are; the packer orders the rest (withdrawals,
+	// announcements, End-of-RIB last). A message's paths are of distinct
+	// destinations (outgoing_batch.go), so their order does not matter.
+	sendUpdates := func(paths []*table.Path, shared bool, options *bgp.MarshallingOption) error {
+		bp := writeBufPool.Get().(*[]byte)
+		defer func() {
+			*bp = (*bp)[:0]
+			writeBufPool.Put(bp)
+		}()
+		n := 0 // UPDATEs in the buffer
+		flush := func(force bool) error {
+			if len(*bp) == 0 || (!force && len(*bp) < writeBatchBytes) {
+				return nil
+			}
+			if err := writeBatch(fsm, conn, *bp); err != nil {
+				sendToStateReasonCh(fsmWriteFailed, nil)
+				return err
+			}
+			*bp = (*bp)[:0]
+			for ; n > 0; n-- {
+				fsm.bgpMessageStateUpdate(bgp.BGP_MSG_UPDATE, false)
+			}
+			return nil
+		}
+		rest := paths
+		if shared {
+			rest = nil
+			for _, p := range paths {
+				b, ok := p.WireUpdate()
+				if !ok {
+					rest = append(rest, p)
+					continue
+				}
+				*bp = append(*bp, b...)
+				n++
+				if err := flush(false); err != nil {
+					return err
+				}
+			}
+		}
+		for _, m := range table.CreateUpdateMsgFromPaths(rest, options) {
+			fsm.lock.RLock()
+			if fsm.twoByteAsTrans {
+				table.UpdatePathAttrs2ByteAs(m.Body.(*bgp.BGPUpdate))
+				table.UpdatePathAggregator2ByteAs(m.Body.(*bgp.BGPUpdate))
+			}
+			b, err := m.Serialize(fsm.marshallingOptions)
+			fsm.lock.RUnlock()
+			if err != nil {
+				fsm.lock.RLock()
+				fsm.logger.Warn("failed to serialize",
+					log.Fields{
+						"Topic": "Peer",
+						"Key":   fsm.pConf.State.NeighborAddress,
+						"State": fsm.state.String(),
+						"Data":  err})
+				fsm.lock.RUnlock()
+				fsm.bgpMessageStateUpdate(0, false)
+				continue
+			}
+			*bp = append(*bp, b...)
+			n++
+			if err := flush(false); err != nil {
+				return err
+			}
+		}
+		return flush(true)
+	}
+
 	for {
 		select {
 		case <-ctx.Done():
@@ -1780,11 +1855,14 @@ func (h *fsmHandler) sendMessageloop(ctx context.Context, wg *sync.WaitGroup) er
 			case *fsmOutgoingMsg:
 				h.fsm.lock.RLock()
 				options := h.fsm.marshallingOptions
+				twoByteAs := h.fsm.twoByteAsTrans
 				h.fsm.lock.RUnlock()
-				for _, msg := range table.CreateUpdateMsgFromPaths(m.Paths, options) {
-					if err := send(msg); err != nil {
-						return nil
-					}
+				// rhizome: the UPDATEs of one message go out in as few
+				// writes as writeBatchBytes allows (upstream: a write
+				// each), and a path shared by many sessions is
+				// serialised once for all of them (WireUpdate).
+				if err := sendUpdates(m.Paths, options == nil && !twoByteAs, options); err != nil {
+					return nil
 				}
 				if m.Notification != nil {
 					if m.StayIdle {
@@ -2058,6 +2136,44 @@ func (h *fsmHandler) changeadminState(s adminState) error {
 				"Key":   fsm.pConf.State.NeighborAddress,
 				"State": fsm.state.String()})
 		return fmt.Errorf("cannot change to the same state")
+	}
+	return nil
+}
+
+// writeBatchBytes is about how many bytes of UPDATEs a session's writer
+// gathers into one write (rhizome): ~250 reflected paths, enough to make
+// the syscall cheap per UPDATE, small enough that thousands of sessions
+// writing at once (a reflector's convergence) hold little.
+const writeBatchBytes = 16 << 10
+
+// writeBufPool holds the writers' buffers between batches, so that idle
+// sessions hold none (rhizome).
+var writeBufPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, writeBatchBytes+bgp.BGP_MAX_MESSAGE_LENGTH)
+	return &b
+}}
+
+// writeBatch writes b to the session's connection under the session's
+// write deadline, closing the connection if that fails (rhizome).
+func writeBatch(fsm *fsm, conn net.Conn, b []byte) error {
+	fsm.lock.RLock()
+	err := conn.SetWriteDeadline(time.Now().Add(time.Second * time.Duration(fsm.pConf.Timers.State.NegotiatedHoldTime)))
+	fsm.lock.RUnlock()
+	if err != nil {
+		conn.Close()
+		return fmt.Errorf("failed to set write deadline")
+	}
+	if _, err := conn.Write(b); err != nil {
+		fsm.lock.RLock()
+		fsm.logger.Warn("failed to send",
+			log.Fields{
+				"Topic": "Peer",
+				"Key":   fsm.pConf.State.NeighborAddress,
+				"State": fsm.state.String(),
+				"Data":  err})
+		fsm.lock.RUnlock()
+		conn.Close()
+		return fmt.Errorf("closed")
 	}
 	return nil
 }

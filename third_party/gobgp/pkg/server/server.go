@@ -214,6 +214,12 @@ type BgpServer struct {
 	// importCheck, if set, refuses received paths on top of the import
 	// policy (SetImportCheck).
 	importCheck ImportCheck
+
+	// rhizome: incomingsGen changes with incomings (the loop's select
+	// cases are rebuilt only then); outBatch is what the loop gathers
+	// for the writers (outgoing_batch.go).
+	incomingsGen int
+	outBatch     outgoingBatch
 }
 
 func NewBgpServer(opt ...ServerOption) *BgpServer {
@@ -267,12 +273,14 @@ func (s *BgpServer) Stop() {
 
 func (s *BgpServer) addIncoming(ch *channels.InfiniteChannel) {
 	s.incomings = append(s.incomings, ch)
+	s.incomingsGen++
 }
 
 func (s *BgpServer) delIncoming(ch *channels.InfiniteChannel) {
 	for i, c := range s.incomings {
 		if c == ch {
 			s.incomings = append(s.incomings[:i], s.incomings[i+1:]...)
+			s.incomingsGen++
 			return
 		}
 	}
@@ -478,6 +486,7 @@ func (s *BgpServer) Serve() {
 				})
 			}
 
+			dropPending(fsm)
 			cleanInfiniteChannel(fsm.outgoingCh)
 			cleanInfiniteChannel(fsm.incomingCh)
 			s.delIncoming(fsm.incomingCh)
@@ -498,8 +507,24 @@ func (s *BgpServer) Serve() {
 		s.handleFSMMessage(peer, e)
 	}
 
+	// rhizome: the select cases are rebuilt only when the peers' channels
+	// change (upstream built them for every message: O(peers) each), and
+	// while paths are pending for the writers one more case, a default,
+	// makes the select return when no input is ready: then they go out
+	// (outgoing_batch.go).
+	var cases []reflect.SelectCase
+	casesGen := -1
 	for {
-		cases := make([]reflect.SelectCase, firstPeerCaseIndex+len(s.incomings))
+		if casesGen != s.incomingsGen || cases == nil {
+			cases = make([]reflect.SelectCase, firstPeerCaseIndex+len(s.incomings), firstPeerCaseIndex+len(s.incomings)+1)
+			for i := firstPeerCaseIndex; i < len(cases); i++ {
+				cases[i] = reflect.SelectCase{
+					Dir:  reflect.SelectRecv,
+					Chan: reflect.ValueOf(s.incomings[i-firstPeerCaseIndex].Out()),
+				}
+			}
+			casesGen = s.incomingsGen
+		}
 		cases[0] = reflect.SelectCase{
 			Dir:  reflect.SelectRecv,
 			Chan: reflect.ValueOf(s.mgmtCh),
@@ -512,14 +537,19 @@ func (s *BgpServer) Serve() {
 			Dir:  reflect.SelectRecv,
 			Chan: reflect.ValueOf(s.roaManager.ReceiveROA()),
 		}
-		for i := firstPeerCaseIndex; i < len(cases); i++ {
-			cases[i] = reflect.SelectCase{
-				Dir:  reflect.SelectRecv,
-				Chan: reflect.ValueOf(s.incomings[i-firstPeerCaseIndex].Out()),
-			}
-		}
 
-		chosen, value, ok := reflect.Select(cases)
+		var chosen int
+		var value reflect.Value
+		var ok bool
+		if s.outBatch.paths > 0 {
+			chosen, value, ok = reflect.Select(append(cases, reflect.SelectCase{Dir: reflect.SelectDefault}))
+			if chosen == len(cases) {
+				s.flushOutgoing()
+				continue
+			}
+		} else {
+			chosen, value, ok = reflect.Select(cases)
+		}
 		tStart := time.Now()
 		switch chosen {
 		case 0:
@@ -549,6 +579,9 @@ func (s *BgpServer) Serve() {
 				s.timingHook.Observe(FSMMessage, time.Since(tStart), tWait)
 			}
 		}
+		if s.outBatch.paths >= outgoingFlushPaths {
+			s.flushOutgoing()
+		}
 	}
 }
 
@@ -572,6 +605,8 @@ func (s *BgpServer) matchLongestDynamicNeighborPrefix(a string) *peerGroup {
 }
 
 func sendfsmOutgoingMsg(peer *peer, paths []*table.Path, notification *bgp.BGPMessage, stayIdle bool) {
+	// rhizome: what the loop gathered for this peer goes first.
+	flushPending(peer.fsm)
 	peer.fsm.outgoingCh.In() <- &fsmOutgoingMsg{
 		Paths:        paths,
 		Notification: notification,
@@ -1445,6 +1480,8 @@ func (s *BgpServer) propagateUpdateToNeighbors(rib *table.TableManager, source *
 	if table.SelectionOptions.DisableBestPathSelection {
 		return
 	}
+	// rhizome: the paths below are gathered per peer (outgoing_batch.go).
+	s.startPropagation(newPath, len(dsts))
 	var gBestList, gOldList, bestList, oldList []*table.Path
 	var mpathList [][]*table.Path
 	if source == nil || !source.isRouteServerClient() {
@@ -1560,7 +1597,7 @@ func (s *BgpServer) propagateUpdateToNeighbors(rib *table.TableManager, source *
 				}
 			}
 			if needToAdvertise(targetPeer) && len(bestList) > 0 {
-				sendfsmOutgoingMsg(targetPeer, bestList, nil, false)
+				s.queueOutgoing(targetPeer, bestList)
 			}
 		} else {
 			if targetPeer.isRouteServerClient() {
@@ -1579,7 +1616,7 @@ func (s *BgpServer) propagateUpdateToNeighbors(rib *table.TableManager, source *
 				oldList = nil
 			}
 			if paths := s.processOutgoingPaths(targetPeer, bestList, oldList); len(paths) > 0 {
-				sendfsmOutgoingMsg(targetPeer, paths, nil, false)
+				s.queueOutgoing(targetPeer, paths)
 			}
 		}
 	}
@@ -1590,6 +1627,7 @@ func (s *BgpServer) deleteDynamicNeighbor(peer *peer, oldState bgp.FSMState, e *
 	peer.fsm.lock.RLock()
 	delete(s.neighborMap, peer.fsm.pConf.State.NeighborAddress)
 	peer.fsm.lock.RUnlock()
+	dropPending(peer.fsm)
 	cleanInfiniteChannel(peer.fsm.outgoingCh)
 	cleanInfiniteChannel(peer.fsm.incomingCh)
 	s.delIncoming(peer.fsm.incomingCh)
@@ -1740,6 +1778,7 @@ func (s *BgpServer) handleFSMMessage(peer *peer, e *fsmMsg) {
 			}
 		}
 
+		dropPending(peer.fsm)
 		cleanInfiniteChannel(peer.fsm.outgoingCh)
 		peer.fsm.outgoingCh = channels.NewInfiniteChannel()
 		if nextState == bgp.BGP_FSM_ESTABLISHED {

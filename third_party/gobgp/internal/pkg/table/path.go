@@ -22,6 +22,7 @@ import (
 	"math"
 	"net"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/osrg/gobgp/v3/pkg/config/oc"
@@ -141,6 +142,11 @@ type Path struct {
 	// For BGP Nexthop Tracking, this field shows if nexthop is invalidated by IGP.
 	IsNexthopInvalid bool
 	IsWithdraw       bool
+
+	// rhizome: what this path becomes towards route-reflector clients,
+	// and the UPDATE that carries it alone (rhizome_shared.go).
+	reflected atomic.Pointer[reflectedPath]
+	wire      atomic.Pointer[[]byte]
 }
 
 type FilteredType uint8
@@ -222,7 +228,18 @@ func UpdatePathAttrs(logger log.Logger, global *oc.Global, peer *oc.Neighbor, in
 	if peer.RouteServer.Config.RouteServerClient {
 		return original
 	}
+	// rhizome: every route-reflector client of one cluster gets the
+	// same attributes; make them once (rhizome_shared.go).
+	key, shareable := reflectedKey(global, peer, original)
+	if shareable {
+		if r := original.reflected.Load(); r != nil && r.key == key {
+			return r.path
+		}
+	}
 	path := original.Clone(original.IsWithdraw)
+	if shareable {
+		defer func() { original.reflected.Store(&reflectedPath{key: key, path: path}) }()
+	}
 
 	for _, a := range path.GetPathAttrs() {
 		if _, y := bgp.PathAttrFlags[a.GetType()]; !y {
