@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
@@ -49,6 +50,12 @@ type GoBGP struct {
 	// started is when Start succeeded: a Restarting speaker marks the
 	// sessions it configures within their restart time as restarting.
 	started time.Time
+
+	// changes counts what can change GoBGP's session listing; snap is
+	// the last listing (gobgp_peers.go).
+	changes atomic.Uint64
+	snapMu  sync.Mutex
+	snap    peersSnapshot
 }
 
 type peerState struct {
@@ -81,6 +88,7 @@ func NewGoBGP(o GoBGPOptions) *GoBGP {
 
 // Start implements Speaker.
 func (s *GoBGP) Start(ctx context.Context, g Global) error {
+	defer s.changed() // the session listing may differ (gobgp_peers.go)
 	if g.ASN == 0 {
 		return errors.New("starting bgp speaker: AS number 0")
 	}
@@ -167,6 +175,7 @@ func (s *GoBGP) Stop(ctx context.Context) error { return s.stop(ctx, false) }
 func (s *GoBGP) StopGracefully(ctx context.Context) error { return s.stop(ctx, true) }
 
 func (s *GoBGP) stop(ctx context.Context, graceful bool) error {
+	defer s.changed() // the session listing may differ (gobgp_peers.go)
 	s.mu.Lock()
 	if !s.running {
 		s.mu.Unlock()
@@ -199,6 +208,7 @@ func (s *GoBGP) server() (*server.BgpServer, error) {
 }
 
 func (s *GoBGP) trackPeerState(r *api.WatchEventResponse) {
+	s.changed()
 	pe := r.GetPeer()
 	if pe == nil || pe.Type != api.WatchEventResponse_PeerEvent_STATE || pe.Peer.GetState() == nil {
 		return
@@ -217,6 +227,7 @@ func (s *GoBGP) trackPeerState(r *api.WatchEventResponse) {
 
 // AddPeer implements Speaker.
 func (s *GoBGP) AddPeer(ctx context.Context, p Peer) error {
+	defer s.changed() // the session listing may differ (gobgp_peers.go)
 	if err := p.Validate(); err != nil {
 		return err
 	}
@@ -246,6 +257,7 @@ func (s *GoBGP) AddPeer(ctx context.Context, p Peer) error {
 // first three and never applied the last. Other changes that need a new
 // OPEN (AS, families, graceful restart, transport) reset it with a Cease.
 func (s *GoBGP) UpdatePeer(ctx context.Context, p Peer) error {
+	defer s.changed() // the session listing may differ (gobgp_peers.go)
 	if err := p.Validate(); err != nil {
 		return err
 	}
@@ -284,6 +296,7 @@ func (s *GoBGP) UpdatePeer(ctx context.Context, p Peer) error {
 
 // DeletePeer implements Speaker.
 func (s *GoBGP) DeletePeer(ctx context.Context, addr netip.Addr) error {
+	defer s.changed() // the session listing may differ (gobgp_peers.go)
 	srv, err := s.server()
 	if err != nil {
 		return err
@@ -412,53 +425,6 @@ func toAPIPeer(p Peer, restarting bool) *api.Peer {
 		}
 	}
 	return ap
-}
-
-// Peers implements Speaker. Advertised counts come from GoBGP's
-// ListPeer with EnableAdvertised, which evaluates the export policy for
-// every route of the table: for all sessions at once when all are asked
-// for, else one session at a time.
-func (s *GoBGP) Peers(ctx context.Context, countAdvertised func(netip.Addr) bool) ([]PeerStatus, error) {
-	srv, err := s.server()
-	if err != nil {
-		return nil, err
-	}
-	var out []PeerStatus
-	var counted []int
-	err = srv.ListPeer(ctx, &api.ListPeerRequest{}, func(p *api.Peer) {
-		st := s.peerStatus(p)
-		if countAdvertised != nil && st.State == StateEstablished && countAdvertised(st.Address) {
-			counted = append(counted, len(out))
-		}
-		out = append(out, st)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("listing peers: %w", err)
-	}
-	if len(counted) == 0 {
-		return out, nil
-	}
-	if len(counted) == len(out) {
-		i := map[netip.Addr]int{}
-		for k := range out {
-			i[out[k].Address] = k
-		}
-		err = srv.ListPeer(ctx, &api.ListPeerRequest{EnableAdvertised: true}, func(p *api.Peer) {
-			if k, ok := i[s.peerStatus(p).Address]; ok {
-				out[k].Advertised = advertisedOf(p)
-			}
-		})
-	} else {
-		for _, k := range counted {
-			err = errors.Join(err, srv.ListPeer(ctx, &api.ListPeerRequest{Address: out[k].Address.String(), EnableAdvertised: true}, func(p *api.Peer) {
-				out[k].Advertised = advertisedOf(p)
-			}))
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("counting advertised prefixes: %w", err)
-	}
-	return out, nil
 }
 
 // advertisedOf is what GoBGP counts as sent to a peer, without the

@@ -18,6 +18,7 @@ import (
 // after the new one is in place; GoBGP imports again only the paths whose
 // verdict changed.
 func (s *GoBGP) SetImportCheck(ctx context.Context, check ImportCheck, recheck []netip.Prefix, all bool) error {
+	defer s.changed() // the session listing may differ (gobgp_peers.go)
 	srv, err := s.server()
 	if err != nil {
 		return err

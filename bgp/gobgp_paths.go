@@ -14,6 +14,7 @@ import (
 // withdrawn from it.
 // Advertise implements Speaker.
 func (s *GoBGP) Advertise(ctx context.Context, a Advertisement) error {
+	defer s.changed() // the session listing may differ (gobgp_peers.go)
 	if !a.Prefix.IsValid() || a.Prefix != a.Prefix.Masked() {
 		return fmt.Errorf("advertising %s: not a network prefix", a.Prefix)
 	}
@@ -47,6 +48,7 @@ func (s *GoBGP) Advertise(ctx context.Context, a Advertisement) error {
 
 // Withdraw implements Speaker.
 func (s *GoBGP) Withdraw(ctx context.Context, prefix netip.Prefix) error {
+	defer s.changed() // the session listing may differ (gobgp_peers.go)
 	srv, err := s.server()
 	if err != nil {
 		return err

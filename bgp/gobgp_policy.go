@@ -21,6 +21,7 @@ const exportPolicyName = "rhizome-export"
 // the new policy too), so a peer whose deny list now covers a route it was
 // already sent gets its session reset, alone.
 func (s *GoBGP) SetExportPolicy(ctx context.Context, p ExportPolicy) error {
+	defer s.changed() // the session listing may differ (gobgp_peers.go)
 	srv, err := s.server()
 	if err != nil {
 		return err

@@ -78,6 +78,7 @@ func (w *watcher) live() bool { return w.ctx.Err() == nil }
 // event takes the protobuf events: sessions and End-of-RIB (updates go to
 // adjIn).
 func (w *watcher) event(r *api.WatchEventResponse) {
+	w.s.changed()
 	if pe := r.GetPeer(); pe != nil {
 		w.peerEvent(pe)
 		return
@@ -102,6 +103,7 @@ func (w *watcher) event(r *api.WatchEventResponse) {
 
 // adjIn takes one UPDATE's paths as GoBGP decoded them.
 func (w *watcher) adjIn(ev *server.AdjInUpdate) {
+	w.s.changed()
 	peer, ok := netip.AddrFromSlice(ev.PeerAddress)
 	if !ok || len(ev.Paths) == 0 {
 		return
