@@ -175,6 +175,9 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"config: local table", bgpConfig("default", `{routeTable: 255}`), []string{"routeTable cannot be the kernel's unspec (0), default (253) or local (255) table"}},
 		{"config: port out of range", bgpConfig("default", `{listenPort: 70000}`), []string{"spec.listenPort", "less than or equal to 65535"}},
 		{"config: service range with host bits", bgpConfig("default", `{serviceClusterIPs: [{cidr: 10.96.0.1/12}]}`), []string{"cidr 10.96.0.1/12 must be a network address"}},
+		{"config: mesh TTL security zero", bgpConfig("default", `{nodeMeshTTLSecurity: 0}`), []string{"spec.nodeMeshTTLSecurity", "greater than or equal to 1"}},
+		{"config: mesh TTL security 255", bgpConfig("default", `{nodeMeshTTLSecurity: 255}`), []string{"spec.nodeMeshTTLSecurity", "less than or equal to 254"}},
+		{"config: mesh TTL security per node", bgpConfig("node.n1", `{nodeMeshTTLSecurity: 2}`), []string{"nodeMeshTTLSecurity is cluster-wide"}},
 		{"config: restart time too long", bgpConfig("default", `{gracefulRestart: {restartTime: 2h}}`), []string{"restartTime must be between 1s and 4095s"}},
 
 		// BGPPeer

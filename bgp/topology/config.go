@@ -27,6 +27,9 @@ type Config struct {
 	// MeshPassword is the mesh sessions' MD5 password Secret (from the
 	// default configuration only), nil for none.
 	MeshPassword *v1alpha1.BGPPassword
+	// MeshTTLSecurity is GTSM on the sessions between nodes, in hops as
+	// BGPPeer ttlSecurity (from the default configuration only); 0 for off.
+	MeshTTLSecurity uint8
 	// ClusterID makes the node a route reflector.
 	ClusterID netip.Addr
 	// Services are the Service ranges the node advertises (cluster,
@@ -77,6 +80,19 @@ func MergeConfig(def, node *v1alpha1.BGPConfigurationSpec) (Config, []string) {
 	}
 	if node != nil && node.NodeMeshPassword != nil {
 		problems = append(problems, "nodeMeshPassword is cluster-wide: set it in BGPConfiguration default; the per-node value is ignored")
+	}
+	// GTSM holds only when both ends send with TTL 255, so, like the
+	// password, it is the cluster's (the API server refuses it elsewhere;
+	// an older CRD did not).
+	if def != nil && def.NodeMeshTTLSecurity != nil {
+		if n := *def.NodeMeshTTLSecurity; n >= 1 && n <= 254 {
+			c.MeshTTLSecurity = uint8(n)
+		} else {
+			problems = append(problems, fmt.Sprintf("nodeMeshTTLSecurity %d is not a number of hops 1-254; TTL security is off on the sessions between nodes", n))
+		}
+	}
+	if node != nil && node.NodeMeshTTLSecurity != nil {
+		problems = append(problems, "nodeMeshTTLSecurity is cluster-wide: set it in BGPConfiguration default; the per-node value is ignored")
 	}
 	for _, s := range []*v1alpha1.BGPConfigurationSpec{def, node} {
 		if s == nil {

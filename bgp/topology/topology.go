@@ -246,6 +246,10 @@ func (c *computer) nodeSession(n *nodeInfo, f bgp.Family, kind v1alpha1.SessionK
 		t := cfg.MeshBFD.Timers
 		s.BFD = &t
 	}
+	// TTL security between nodes: on the mesh and on reflector sessions
+	// alike (a mesh turned into reflector sessions must not lose it); a
+	// BGPPeer's own ttlSecurity or ebgpMultihop wins (applyPeerSpec).
+	s.Peer.TTLSecurityHops = cfg.MeshTTLSecurity
 	// The mesh password. Fail closed: without the Secret's value the
 	// session is not opened, never opened without the password.
 	if kind == v1alpha1.SessionMesh && cfg.MeshPassword != nil {
@@ -415,6 +419,7 @@ func (c *computer) applyPeerSpec(s *Session, bp *v1alpha1.BGPPeer) {
 	p := &s.Peer
 	if spec.EBGPMultihop != nil {
 		p.EBGPMultihop = uint8(*spec.EBGPMultihop)
+		p.TTLSecurityHops = 0 // nodeMeshTTLSecurity gives way to it
 	}
 	if spec.TTLSecurity != nil {
 		p.TTLSecurityHops = uint8(*spec.TTLSecurity)

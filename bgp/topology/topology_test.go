@@ -336,6 +336,55 @@ func TestCompute(t *testing.T) {
 			},
 		},
 		{
+			name: "nodeMeshTTLSecurity: the mesh and reflector sessions, not external peers",
+			in: Input{NodeName: "a", Nodes: []*corev1.Node{nodeA, nodeB, nodeR1},
+				Configs: []*v1alpha1.BGPConfiguration{rr1Config,
+					bgpConfig("default", func(s *v1alpha1.BGPConfigurationSpec) { s.NodeMeshTTLSecurity = ptr(int32(2)) }),
+				},
+				Peers: []*v1alpha1.BGPPeer{toRRs,
+					bgpPeer("tor", func(s *v1alpha1.BGPPeerSpec) { s.PeerIP, s.ASNumber = "10.0.1.254", ptr(int64(65001)) }),
+				}},
+			want: []string{
+				"10.0.1.2 mesh src=b as=64512/64512 node=b local=10.0.1.1 gtsm=2 " + meshTimers,
+				"10.0.1.10 rr src=to-rrs as=64512/64512 node=rr1 local=10.0.1.1 gtsm=2 " + meshTimers,
+				"10.0.1.254 external src=tor as=64512/65001 local=10.0.1.1 " + extTimers,
+			},
+		},
+		{
+			name: "nodeMeshTTLSecurity: a reflector BGPPeer's own ttlSecurity wins",
+			in: Input{NodeName: "a", Nodes: []*corev1.Node{nodeA, nodeR1},
+				Configs: []*v1alpha1.BGPConfiguration{rr1Config,
+					bgpConfig("default", func(s *v1alpha1.BGPConfigurationSpec) { s.NodeMeshTTLSecurity = ptr(int32(1)) }),
+				},
+				Peers: []*v1alpha1.BGPPeer{bgpPeer("to-rrs", func(s *v1alpha1.BGPPeerSpec) {
+					s.PeerSelector = sel("rr=true")
+					s.TTLSecurity = ptr(int32(3))
+				})}},
+			want: []string{"10.0.1.10 rr src=to-rrs as=64512/64512 node=rr1 local=10.0.1.1 gtsm=3 " + meshTimers},
+		},
+		{
+			name: "nodeMeshTTLSecurity gives way to a reflector BGPPeer's ebgpMultihop; a per-node value is a problem",
+			in: Input{NodeName: "a", Nodes: []*corev1.Node{nodeA, nodeR1},
+				Configs: []*v1alpha1.BGPConfiguration{rr1Config,
+					bgpConfig("default", func(s *v1alpha1.BGPConfigurationSpec) { s.NodeToNodeMesh, s.NodeMeshTTLSecurity = ptr(false), ptr(int32(1)) }),
+					bgpConfig("node.a", func(s *v1alpha1.BGPConfigurationSpec) { s.NodeMeshTTLSecurity = ptr(int32(5)) }),
+				},
+				Peers: []*v1alpha1.BGPPeer{bgpPeer("to-rrs", func(s *v1alpha1.BGPPeerSpec) {
+					s.PeerSelector = sel("rr=true")
+					s.EBGPMultihop = ptr(int32(3))
+				})}},
+			want:     []string{"10.0.1.10 rr src=to-rrs as=64512/64512 node=rr1 local=10.0.1.1 multihop=3 " + meshTimers},
+			problems: []string{"nodeMeshTTLSecurity is cluster-wide: set it in BGPConfiguration default; the per-node value is ignored"},
+		},
+		{
+			name: "nodeMeshTTLSecurity out of range past the API server: off, reported",
+			in: Input{NodeName: "a", Nodes: []*corev1.Node{nodeA, nodeB}, Configs: []*v1alpha1.BGPConfiguration{
+				bgpConfig("default", func(s *v1alpha1.BGPConfigurationSpec) { s.NodeMeshTTLSecurity = ptr(int32(300)) }),
+			}},
+			want:     []string{"10.0.1.2 mesh src=b as=64512/64512 node=b local=10.0.1.1 " + meshTimers},
+			problems: []string{"nodeMeshTTLSecurity 300 is not a number of hops 1-254; TTL security is off on the sessions between nodes"},
+		},
+		{
 			name: "problems: duplicate peer, bad selector, bad filter, peer naming this node",
 			in: Input{NodeName: "a", Nodes: []*corev1.Node{nodeA, nodeB}, Configs: []*v1alpha1.BGPConfiguration{meshOff},
 				Peers: []*v1alpha1.BGPPeer{

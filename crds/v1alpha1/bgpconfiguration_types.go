@@ -52,6 +52,22 @@ type BGPConfigurationSpec struct {
 	// +optional
 	NodeMeshPassword *BGPPassword `json:"nodeMeshPassword,omitempty"`
 
+	// NodeMeshTTLSecurity turns on the Generalized TTL Security Mechanism
+	// (RFC 5082) on the sessions between nodes, meaning what BGPPeer
+	// ttlSecurity means: a peer node is at most this many hops away, 1
+	// being directly connected (its segments must arrive with TTL 255), 2
+	// one router between (TTL 254 or more), and so on. Nodes in other racks,
+	// behind the ToRs, need the number of routers between plus one. It
+	// applies to the mesh and to route-reflector sessions (BGPPeer with
+	// peerSelector) unless that BGPPeer sets ttlSecurity or ebgpMultihop
+	// itself. Both ends of a session must agree, so it is cluster-wide: set
+	// it in BGPConfiguration default. Turning it on or off changes the
+	// live sessions in place, without a reset.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=254
+	NodeMeshTTLSecurity *int32 `json:"nodeMeshTTLSecurity,omitempty"`
+
 	// NodeToNodeMeshBFD configures BFD on the node-to-node mesh sessions
 	// (BFD on route-reflector and external sessions is set in their
 	// BGPPeer). Default off.
@@ -193,6 +209,7 @@ type PrefixAdvertisement struct {
 // +kubebuilder:resource:scope=Cluster,shortName=bgpconfig
 // +kubebuilder:validation:XValidation:rule="self.metadata.name == 'default' || self.metadata.name.startsWith('node.')",message="a BGPConfiguration must be named 'default' (cluster-wide) or 'node.<node name>' (one node)"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.routeReflectorClusterID) || self.metadata.name.startsWith('node.')",message="routeReflectorClusterID is per node: set it in the node's own BGPConfiguration named 'node.<node name>'"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.nodeMeshTTLSecurity) || self.metadata.name == 'default'",message="nodeMeshTTLSecurity is cluster-wide (both ends of a session must agree): set it in BGPConfiguration default"
 // +kubebuilder:printcolumn:name="AS",type=integer,JSONPath=`.spec.asNumber`
 // +kubebuilder:printcolumn:name="Mesh",type=boolean,JSONPath=`.spec.nodeToNodeMesh`
 // +kubebuilder:printcolumn:name="Port",type=integer,JSONPath=`.spec.listenPort`

@@ -161,6 +161,11 @@ func (in *BGPConfigurationSpec) DeepCopyInto(out *BGPConfigurationSpec) {
 		*out = new(BGPPassword)
 		(*in).DeepCopyInto(*out)
 	}
+	if in.NodeMeshTTLSecurity != nil {
+		in, out := &in.NodeMeshTTLSecurity, &out.NodeMeshTTLSecurity
+		*out = new(int32)
+		**out = **in
+	}
 	if in.NodeToNodeMeshBFD != nil {
 		in, out := &in.NodeToNodeMeshBFD, &out.NodeToNodeMeshBFD
 		*out = new(BFD)

@@ -3711,11 +3711,32 @@ func (s *BgpServer) updateNeighbor(c *oc.Neighbor) (needsSoftResetIn bool, err e
 		peer.fsm.pConf.EbgpMultihop.Config = c.EbgpMultihop.Config
 		setTTL = true
 	}
+	// rhizome: setPeerConnTTL sets a minimum TTL only when one is
+	// configured, so turning TTL security off left the live connection
+	// refusing segments below the old minimum (original is the same
+	// pointer as peer.fsm.pConf: read it before the change).
+	clearMinTTL := original.TtlSecurity.Config.Enabled && !c.TtlSecurity.Config.Enabled
 	if !original.TtlSecurity.Config.Equal(&c.TtlSecurity.Config) {
 		peer.fsm.pConf.TtlSecurity.Config = c.TtlSecurity.Config
 		setTTL = true
 	}
-	if setTTL && peer.fsm.conn != nil {
+	// rhizome: fsm.conn is the last connection, left closed once the
+	// session went down; a TTL change then failed the whole update, and the
+	// next connection kept the old TTL settings. Only a connection in use
+	// takes the change in place; the next one is made with the new ones.
+	peer.fsm.lock.RLock()
+	live := peer.fsm.conn != nil && peer.fsm.state >= bgp.BGP_FSM_OPENSENT
+	peer.fsm.lock.RUnlock()
+	if clearMinTTL && live {
+		if err := setTCPMinTTLSockopt(peer.fsm.conn.(*net.TCPConn), 0); err != nil {
+			s.logger.Warn("failed to clear the peer connection's minimum TTL",
+				log.Fields{
+					"Topic": "Peer",
+					"Key":   addr,
+					"Err":   err})
+		}
+	}
+	if setTTL && live {
 		if err := setPeerConnTTL(peer.fsm); err != nil {
 			s.logger.Error("failed to set peer connection TTL",
 				log.Fields{
