@@ -136,6 +136,8 @@ func (e *nodeEvents) sessionChanged(c reconcile.SessionChange) {
 	const established = "Established"
 	subject := "bgp/" + c.Peer.String()
 	switch {
+	case c.From == established && c.To != established && c.PrefixLimit:
+		e.emit(subject, corev1.EventTypeWarning, "BGPPrefixLimitExceeded", fmt.Sprintf("BGP session with %s (%s) closed: %s", c.Peer, c.Kind, c.Reason))
 	case c.From == established && c.To != established:
 		msg := fmt.Sprintf("BGP session with %s (%s) went down: %s", c.Peer, c.Kind, c.To)
 		if c.Reason != "" {

@@ -89,6 +89,19 @@ func TestSessionEventsAreRateLimited(t *testing.T) {
 	}
 }
 
+// A node session closed for its prefix limit is an event of its own kind,
+// saying how many prefixes and when it is tried again.
+func TestPrefixLimitEvent(t *testing.T) {
+	e, sink, _ := newTestEvents(t)
+	c := change("10.0.1.7", "Established", "Idle", "maximum prefix limit exceeded: the peer sent more than 261 prefixes; session closed, enabled again at 12:01:00")
+	c.Kind, c.PrefixLimit = v1alpha1.SessionMesh, true
+	e.sessionChanged(c)
+	got := sink.take()
+	if len(got) != 1 || !strings.HasPrefix(got[0], "Warning BGPPrefixLimitExceeded: BGP session with 10.0.1.7 (mesh) closed: maximum prefix limit exceeded: the peer sent more than 261 prefixes") {
+		t.Fatalf("events: %q", got)
+	}
+}
+
 // A partition taking down many sessions at once: the per-minute budget
 // holds, the rest becomes one summary.
 func TestEventBudget(t *testing.T) {

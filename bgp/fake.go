@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -398,7 +399,10 @@ func (f *Fake) SetState(addr netip.Addr, st SessionState, graceful bool, reason 
 	f.mu.Unlock()
 	if h != nil {
 		f.deliver.Lock()
-		h.HandlePeerState(PeerEvent{Peer: addr, State: st, Previous: prev, Reason: reason, Time: time.Now()})
+		// As GoBGP's watcher: a reason that starts with the prefix limit
+		// is a session closed for it.
+		h.HandlePeerState(PeerEvent{Peer: addr, State: st, Previous: prev, Reason: reason, Time: time.Now(),
+			PrefixLimit: prev == StateEstablished && st != StateEstablished && strings.HasPrefix(reason, prefixLimitExceeded)})
 		f.deliver.Unlock()
 	}
 }

@@ -123,9 +123,9 @@ func (g *gobgpLogger) capture(msg string, fields gobgplog.Fields) {
 		if _, pct := fields["Pct"]; pct {
 			return // the early warning, not the limit itself
 		}
-		reason = "maximum prefix limit exceeded: session closed"
+		reason = prefixLimitExceeded + ": session closed"
 	case "Administrative shutdown(Prefix limit reached)":
-		reason = "maximum prefix limit exceeded: session closed"
+		reason = prefixLimitExceeded + ": session closed"
 	case "failed to set md5":
 		reason = fmt.Sprintf("cannot set the TCP MD5 password: %v", fields["Error"])
 	case "graceful restart timer expired":
@@ -147,6 +147,13 @@ func (g *gobgpLogger) capture(msg string, fields gobgplog.Fields) {
 	} else {
 		g.lastError[addr] = peerError{reason: reason, notification: notification}
 	}
+	g.mu.Unlock()
+}
+
+// setReason replaces the recorded failure reason of a peer.
+func (g *gobgpLogger) setReason(addr netip.Addr, reason string) {
+	g.mu.Lock()
+	g.lastError[addr] = peerError{reason: reason, notification: true}
 	g.mu.Unlock()
 }
 
@@ -195,7 +202,7 @@ var notificationHints = map[[2]uint8]string{
 	{bgp.BGP_ERROR_OPEN_MESSAGE_ERROR, bgp.BGP_ERROR_SUB_BAD_PEER_AS}:            "AS number mismatch: check the peer's asNumber on both sides",
 	{bgp.BGP_ERROR_OPEN_MESSAGE_ERROR, bgp.BGP_ERROR_SUB_BAD_BGP_IDENTIFIER}:     "router ID rejected: two speakers may share one",
 	{bgp.BGP_ERROR_OPEN_MESSAGE_ERROR, bgp.BGP_ERROR_SUB_UNACCEPTABLE_HOLD_TIME}: "hold time rejected by the peer",
-	{bgp.BGP_ERROR_CEASE, bgp.BGP_ERROR_SUB_MAXIMUM_NUMBER_OF_PREFIXES_REACHED}:  "maximum prefix limit exceeded: the session stays down until its configuration changes",
+	{bgp.BGP_ERROR_CEASE, bgp.BGP_ERROR_SUB_MAXIMUM_NUMBER_OF_PREFIXES_REACHED}:  prefixLimitExceeded + ": the session stays down until its configuration changes or it is retried",
 	{bgp.BGP_ERROR_CEASE, bgp.BGP_ERROR_SUB_PEER_DECONFIGURED}:                   "the session was removed from the configuration",
 	{bgp.BGP_ERROR_CEASE, bgp.BGP_ERROR_SUB_CONNECTION_REJECTED}:                 "connection rejected: the peer does not expect us",
 	{bgp.BGP_ERROR_HOLD_TIMER_EXPIRED, 0}:                                        "no message from the peer within the hold time",

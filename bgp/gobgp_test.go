@@ -174,6 +174,19 @@ func (r *recorder) path(peer netip.Addr, p netip.Prefix) (bgp.ReceivedPath, bool
 	return rp, ok
 }
 
+// downs counts the session's falls from Established.
+func (r *recorder) downs(peer netip.Addr) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.events {
+		if e.Peer == peer && e.Previous == bgp.StateEstablished && e.State != bgp.StateEstablished {
+			n++
+		}
+	}
+	return n
+}
+
 func (r *recorder) state(peer netip.Addr) bgp.SessionState {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -477,6 +490,57 @@ func TestGoBGPMaxPrefix(t *testing.T) {
 	peers, _ := a.sp.Peers(ctx, func(netip.Addr) bool { return true })
 	if len(peers) != 1 || !strings.Contains(peers[0].LastError, "notification received") {
 		t.Errorf("a's view of the teardown: %+v", peers)
+	}
+}
+
+// TestGoBGPMaxPrefixRetryAndInPlace: a session closed by its prefix limit
+// with MaxPrefixRestart is enabled again after that long (and closed again
+// while the peer still sends too many); a new limit is applied to the live
+// session in place, never resetting it, even a lower one that still holds
+// what the peer sent (the sessions between nodes get a new limit whenever
+// the pools change).
+func TestGoBGPMaxPrefixRetryAndInPlace(t *testing.T) {
+	a := startNode(t, "a", "127.0.0.53", 64512, "")
+	b := startNode(t, "b", "127.0.0.54", 64512, "")
+	ctx := context.Background()
+	var bp bgp.Peer
+	connect(t, a, b, func(from, to *node, p *bgp.Peer) {
+		if from == b {
+			p.MaxPrefixes, p.MaxPrefixRestart = 2, 2*time.Second
+			bp = *p
+		}
+	})
+	waitEstablished(t, b, a)
+	for _, p := range []string{"10.244.1.0/26", "10.244.2.0/26", "10.244.3.0/26"} {
+		if err := a.sp.Advertise(ctx, bgp.Advertisement{Prefix: pfx(p)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Closed, enabled again, closed again: two falls from Established.
+	waitFor(t, "b to close the session twice", 30*time.Second, func() bool {
+		return b.rec.downs(a.ip) >= 2
+	})
+	peers, err := b.sp.Peers(ctx, nil)
+	if err != nil || len(peers) != 1 || !strings.Contains(peers[0].LastError, "the peer sent more than 2 prefixes; session closed, enabled again at") {
+		t.Fatalf("b's view: %+v %v", peers, err)
+	}
+	// A limit that holds the table: the session comes back.
+	bp.MaxPrefixes = 10
+	if err := b.sp.UpdatePeer(ctx, bp); err != nil {
+		t.Fatal(err)
+	}
+	waitEstablished(t, b, a)
+	waitFor(t, "b to hold a's 3 prefixes", 30*time.Second, func() bool { return len(b.rec.prefixes(a.ip)) == 3 })
+	downs := b.rec.downs(a.ip)
+	for _, limit := range []uint32{1000, 3} {
+		bp.MaxPrefixes = limit
+		if err := b.sp.UpdatePeer(ctx, bp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(time.Second)
+	if d := b.rec.downs(a.ip); d != downs || b.rec.state(a.ip) != bgp.StateEstablished {
+		t.Errorf("changing the limit in place reset the session: %d downs, was %d; state %v", d, downs, b.rec.state(a.ip))
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
@@ -150,6 +151,11 @@ func (w *watcher) peerEvent(pe *api.WatchEventResponse_PeerEvent) {
 	e := PeerEvent{Peer: addr, State: st, Previous: prev, Time: time.Now()}
 	if prev == StateEstablished && st != StateEstablished {
 		e.Reason = w.s.glog.lastErrorOf(addr)
+		// Ours, not the peer's NOTIFICATION about its own limit.
+		if strings.Contains(e.Reason, prefixLimitExceeded) && !strings.HasPrefix(e.Reason, "notification received") {
+			e.PrefixLimit = true
+			e.Reason = w.s.prefixLimitHit(addr)
+		}
 	}
 	if w.live() {
 		w.h.HandlePeerState(e)

@@ -292,6 +292,10 @@ type Peer struct {
 	// MaxPrefixes closes the session when the peer sends more prefixes;
 	// 0 means no limit.
 	MaxPrefixes uint32
+	// MaxPrefixRestart: a session closed for exceeding MaxPrefixes is
+	// enabled again after this long (and again closed if the peer still
+	// sends too many). 0: it stays down until its configuration changes.
+	MaxPrefixRestart time.Duration
 	// RouteReflectorClient makes us the route reflector of this peer, with
 	// RouteReflectorClusterID as the cluster ID.
 	RouteReflectorClient    bool
@@ -439,7 +443,10 @@ type PeerEvent struct {
 	Previous SessionState
 	// Reason is why the session left Established, when known.
 	Reason string
-	Time   time.Time
+	// PrefixLimit: the session left Established because the peer sent
+	// more prefixes than MaxPrefixes.
+	PrefixLimit bool
+	Time        time.Time
 }
 
 // PeerStatus is the observed state of a configured session.

@@ -269,3 +269,16 @@ func mapsEqual(a, b map[netip.Addr]string) bool {
 	}
 	return true
 }
+
+// EachBlock calls fn with every block's prefix, IPv4 first, each family in
+// address order.
+func (o *Owners) EachBlock(fn func(netip.Prefix)) {
+	if o == nil {
+		return
+	}
+	for _, l := range o.blocks {
+		for _, b := range l {
+			fn(b.prefix)
+		}
+	}
+}

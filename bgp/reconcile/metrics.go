@@ -34,7 +34,7 @@ type collector struct {
 	r *Reconciler
 
 	up, state, received, accepted, advertised, rejected, established, total, converged *prometheus.Desc
-	peers, prefixes, flaps, peerFlaps                                                  *prometheus.Desc
+	peers, prefixes, flaps, peerFlaps, prefixLimits                                    *prometheus.Desc
 	routesSet, routesWithdrawn, batches                                                *prometheus.Desc
 }
 
@@ -63,6 +63,7 @@ func newCollector(r *Reconciler) *collector {
 		prefixes:        d("kind_prefixes", "Prefixes over all sessions of a kind: received, accepted (import policy) or advertised.", "kind", "direction"),
 		flaps:           d("flaps_total", "BGP sessions that left Established, by kind.", "kind"),
 		peerFlaps:       d("session_flaps_total", "Times the BGP session to an external peer left Established.", "peer"),
+		prefixLimits:    d("prefix_limit_exceeded_total", "BGP sessions closed because the peer sent more prefixes than their limit, by kind (mesh and rr sessions have one derived from the pools).", "kind"),
 		rejected:        d("prefixes_rejected", "Held prefixes that import policy rejected, by reason.", "reason"),
 		established:     d("sessions_established", "Established BGP sessions."),
 		total:           d("sessions", "Desired BGP sessions, those not started included."),
@@ -75,7 +76,7 @@ func newCollector(r *Reconciler) *collector {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.up, c.state, c.received, c.accepted, c.advertised, c.rejected, c.established, c.total, c.converged,
-		c.peers, c.prefixes, c.flaps, c.peerFlaps, c.routesSet, c.routesWithdrawn, c.batches} {
+		c.peers, c.prefixes, c.flaps, c.peerFlaps, c.prefixLimits, c.routesSet, c.routesWithdrawn, c.batches} {
 		ch <- d
 	}
 }
@@ -149,6 +150,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for k, n := range c.r.flaps.byKind {
 		flaps[k] = n
 	}
+	limits := make(map[v1alpha1.SessionKind]uint64, len(c.r.flaps.limits))
+	for k, n := range c.r.flaps.limits {
+		limits[k] = n
+	}
 	peerFlaps := make(map[string]uint64, len(c.r.flaps.byPeer))
 	for p, n := range c.r.flaps.byPeer {
 		peerFlaps[p.String()] = n
@@ -156,6 +161,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	c.r.flaps.mu.Unlock()
 	for _, k := range bfdKinds {
 		ch <- prometheus.MustNewConstMetric(c.flaps, prometheus.CounterValue, float64(flaps[k]), string(k))
+		ch <- prometheus.MustNewConstMetric(c.prefixLimits, prometheus.CounterValue, float64(limits[k]), string(k))
 	}
 	for _, s := range st.Sessions {
 		if s.Kind == v1alpha1.SessionExternal {

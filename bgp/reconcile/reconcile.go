@@ -152,7 +152,7 @@ func New(cfg Config) *Reconciler {
 		bfdApplied:  make(map[netip.Addr]bfd.Peer),
 		bfdErrs:     make(map[netip.Addr]string),
 		bfdFailures: make(map[v1alpha1.SessionKind]uint64),
-		flaps:       flapCounters{byKind: map[v1alpha1.SessionKind]uint64{}, byPeer: map[netip.Addr]uint64{}},
+		flaps:       flapCounters{byKind: map[v1alpha1.SessionKind]uint64{}, byPeer: map[netip.Addr]uint64{}, limits: map[v1alpha1.SessionKind]uint64{}},
 	}
 	r.rib = rib.New(rib.Config{
 		Speaker:         receiver{r},
@@ -250,6 +250,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, st State) error {
 	d.Global.Restarting = r.cfg.Restarting
 	pools, poolProblems := topology.Pools(st.Pools)
 	d.Problems = append(d.Problems, poolProblems...)
+	topology.ApplyNodePrefixLimits(&d, topology.NodePrefixLimits(pools, st.Local.Owners, topology.ServiceRanges(st.Configs)))
 	ads := topology.Advertisements(&d, pools, st.Local)
 	im := topology.ImportPolicy(&d, pools, st.Local)
 	ex := topology.ExportPolicy(&d, pools, ads)

@@ -23,7 +23,11 @@ type SessionChange struct {
 	From, To string
 	// Reason is why the session left Established, when known.
 	Reason string
-	Time   time.Time
+	// PrefixLimit: the session was closed because the peer sent more
+	// prefixes than its limit (Reason says how many and when it is tried
+	// again).
+	PrefixLimit bool
+	Time        time.Time
 }
 
 // sessionKinds maps peers to the kind of their desired session.
@@ -35,6 +39,8 @@ type sessionKinds = map[netip.Addr]v1alpha1.SessionKind
 type flapCounters struct {
 	mu     sync.Mutex
 	byKind map[v1alpha1.SessionKind]uint64
+	// limits counts sessions closed for their prefix limit, by kind.
+	limits map[v1alpha1.SessionKind]uint64
 	byPeer map[netip.Addr]uint64
 }
 
@@ -81,12 +87,15 @@ func (r *Reconciler) sessionChanged(e bgp.PeerEvent) {
 	if e.Previous == bgp.StateEstablished && e.State != bgp.StateEstablished {
 		r.flaps.mu.Lock()
 		r.flaps.byKind[kind]++
+		if e.PrefixLimit {
+			r.flaps.limits[kind]++
+		}
 		if kind == v1alpha1.SessionExternal {
 			r.flaps.byPeer[e.Peer]++
 		}
 		r.flaps.mu.Unlock()
 	}
 	if f := r.cfg.OnSessionChange; f != nil {
-		f(SessionChange{Peer: e.Peer, Kind: kind, From: e.Previous.String(), To: e.State.String(), Reason: e.Reason, Time: e.Time})
+		f(SessionChange{Peer: e.Peer, Kind: kind, From: e.Previous.String(), To: e.State.String(), Reason: e.Reason, PrefixLimit: e.PrefixLimit, Time: e.Time})
 	}
 }

@@ -130,13 +130,17 @@ func TestSessionFlaps(t *testing.T) {
 		f.sp().SetState(b, bgp.StateEstablished, false, "")
 		f.sp().SetState(b, bgp.StateIdle, false, "connection reset by peer")
 	}
+	f.sp().SetState(b, bgp.StateEstablished, false, "")
+	f.sp().SetState(b, bgp.StateIdle, false, "maximum prefix limit exceeded: the peer sent more than 256 prefixes; session closed")
 	f.sp().SetState(tor, bgp.StateEstablished, false, "")
 	f.sp().SetState(tor, bgp.StateActive, false, "notification received: cease")
 	for _, c := range []struct {
 		key  string
 		want float64
 	}{
-		{`rhizome_bgp_flaps_total{kind="mesh"}`, 3},
+		{`rhizome_bgp_flaps_total{kind="mesh"}`, 4},
+		{`rhizome_bgp_prefix_limit_exceeded_total{kind="mesh"}`, 1},
+		{`rhizome_bgp_prefix_limit_exceeded_total{kind="external"}`, 0},
 		{`rhizome_bgp_flaps_total{kind="external"}`, 1},
 		{`rhizome_bgp_flaps_total{kind="rr"}`, 0},
 		{`rhizome_bgp_session_flaps_total{peer="10.0.1.254"}`, 1},
@@ -154,7 +158,7 @@ func TestSessionFlaps(t *testing.T) {
 	}
 	n, last := len(changes), changes[len(changes)-1]
 	mu.Unlock()
-	if downs != 4 || last.Peer != tor || last.Kind != v1alpha1.SessionExternal || last.From != "Established" || last.To != "Active" || !strings.Contains(last.Reason, "cease") {
+	if downs != 5 || last.Peer != tor || last.Kind != v1alpha1.SessionExternal || last.From != "Established" || last.To != "Active" || !strings.Contains(last.Reason, "cease") {
 		t.Errorf("%d changes (%d from Established), last %+v", n, downs, last)
 	}
 }

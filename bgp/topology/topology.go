@@ -86,6 +86,9 @@ type Session struct {
 	BFD *bfd.Timers
 	// NotStarted, if set, says why the session is not configured.
 	NotStarted string
+	// MaxPrefixFromPeer: the BGPPeer sets the prefix limit (maxPrefix), so
+	// the default of sessions between nodes does not apply.
+	MaxPrefixFromPeer bool
 }
 
 // Desired is the outcome for this node.
@@ -440,6 +443,7 @@ func (c *computer) applyPeerSpec(s *Session, bp *v1alpha1.BGPPeer) {
 	}
 	if spec.MaxPrefix != nil {
 		p.MaxPrefixes = uint32(*spec.MaxPrefix)
+		s.MaxPrefixFromPeer = true
 	}
 	p.GracefulRestart = mergeGR(p.GracefulRestart, spec.GracefulRestart)
 	if spec.BFD != nil {

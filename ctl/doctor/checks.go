@@ -148,7 +148,7 @@ func explainSession(ctx context.Context, in *Input, peer string, peerAS uint32, 
 	case strings.Contains(low, "hold timer expired"):
 		return fmt.Sprintf("%s because its hold timer expired: no keepalive arrived in time, so the link or the peer is down or overloaded; check connectivity to %s and the peer's health", who, hostOf(peer))
 	case strings.Contains(low, "maximum prefix"):
-		return fmt.Sprintf("%s because the peer sent more prefixes than maxPrefix allows; raise maxPrefix or filter on the peer, then the session restarts when its configuration changes", who)
+		return fmt.Sprintf("%s because the peer sent more prefixes than its limit allows (%s): a session with another node has a limit derived from the IP pools that a healthy node never reaches, so that node leaks routes; fix it, and the session is tried again every minute. For a BGPPeer's maxPrefix, raise it or filter on the peer; the session restarts when its configuration changes", who, lastErr)
 	}
 	// No BGP-level reason: probe TCP port 179 (or the peer's port).
 	addr := peer
