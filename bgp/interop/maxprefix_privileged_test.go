@@ -71,7 +71,8 @@ func (l *lab) startRogue(t *testing.T) (announce func(n int)) {
 // of /26 blocks and one Service range, 256 + 4 + 1 = 261), then more. The
 // agent must close that session, say why, and keep every other session
 // and route: the ToR's session stays up without a reset, its routes stay
-// installed throughout, and the ToR keeps ours.
+// installed throughout, and the ToR keeps ours. A pool change then raises
+// the limit on the live sessions.
 func TestNodeMaxPrefix(t *testing.T) {
 	l := newLab(t)
 	b := l.startBIRD("s3cret", torRoutes)
@@ -139,5 +140,17 @@ func TestNodeMaxPrefix(t *testing.T) {
 	}
 	if got := sorted(b.received(t)...); !slices.Equal(got, sorted("10.244.1.0/26", "10.96.0.0/12")) {
 		t.Errorf("BIRD holds %v of ours, want our block and Service range", got)
+	}
+
+	// A larger pool raises the limit (512 + 8 + 1) in place: the session
+	// is enabled again at once and holds the whole table; the ToR's is
+	// still not touched.
+	h.reload(func(s *helperState) { s.Pools[0].Spec.CIDR = "10.244.0.0/23" })
+	waitFor(t, "the session to the node to come back under its new limit", 30*time.Second, func() bool {
+		s := h.session(rogueIP)
+		return s.State == "Established" && s.PrefixesReceived == limit+1
+	})
+	if ts := h.session(torIP); ts.State != "Established" || !ts.Since.Equal(torSince) {
+		t.Errorf("the ToR's session was touched by the new limit: %+v (up since %v before)", ts, torSince)
 	}
 }

@@ -34,7 +34,7 @@ type collector struct {
 	r *Reconciler
 
 	up, state, received, accepted, advertised, rejected, established, total, converged *prometheus.Desc
-	peers, prefixes, flaps, peerFlaps, prefixLimits                                    *prometheus.Desc
+	peers, prefixes, flaps, peerFlaps, prefixLimits, nodeLimit                         *prometheus.Desc
 	routesSet, routesWithdrawn, batches                                                *prometheus.Desc
 }
 
@@ -63,6 +63,7 @@ func newCollector(r *Reconciler) *collector {
 		prefixes:        d("kind_prefixes", "Prefixes over all sessions of a kind: received, accepted (import policy) or advertised.", "kind", "direction"),
 		flaps:           d("flaps_total", "BGP sessions that left Established, by kind.", "kind"),
 		peerFlaps:       d("session_flaps_total", "Times the BGP session to an external peer left Established.", "peer"),
+		nodeLimit:       d("node_prefix_limit", "The prefix limit of every session to another node (mesh, rr) whose BGPPeer sets none, derived from the pools, by family.", "family"),
 		prefixLimits:    d("prefix_limit_exceeded_total", "BGP sessions closed because the peer sent more prefixes than their limit, by kind (mesh and rr sessions have one derived from the pools).", "kind"),
 		rejected:        d("prefixes_rejected", "Held prefixes that import policy rejected, by reason.", "reason"),
 		established:     d("sessions_established", "Established BGP sessions."),
@@ -76,7 +77,7 @@ func newCollector(r *Reconciler) *collector {
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.up, c.state, c.received, c.accepted, c.advertised, c.rejected, c.established, c.total, c.converged,
-		c.peers, c.prefixes, c.flaps, c.peerFlaps, c.prefixLimits, c.routesSet, c.routesWithdrawn, c.batches} {
+		c.peers, c.prefixes, c.flaps, c.peerFlaps, c.prefixLimits, c.nodeLimit, c.routesSet, c.routesWithdrawn, c.batches} {
 		ch <- d
 	}
 }
@@ -174,6 +175,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			g(c.rejected, float64(st.Rejected[r.String()]), r.String())
 		}
 	}
+	g(c.nodeLimit, float64(c.r.limits[0].Load()), "ipv4")
+	g(c.nodeLimit, float64(c.r.limits[1].Load()), "ipv6")
 	g(c.established, float64(st.Established))
 	g(c.total, float64(st.Total))
 	conv := 0.0

@@ -125,6 +125,9 @@ type Reconciler struct {
 	// handler (which may not take mu); flaps counts sessions going down.
 	kinds atomic.Pointer[sessionKinds]
 	flaps flapCounters
+	// limits are the default prefix limits of sessions between nodes
+	// (IPv4, IPv6) of the last Reconcile, for the metrics.
+	limits [2]atomic.Uint32
 	// current is the running speaker for the RIB's read-backs. It is not
 	// guarded by mu: the RIB reads back while handling an event, and a
 	// Reconcile holding mu may be waiting for the RIB.
@@ -250,7 +253,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, st State) error {
 	d.Global.Restarting = r.cfg.Restarting
 	pools, poolProblems := topology.Pools(st.Pools)
 	d.Problems = append(d.Problems, poolProblems...)
-	topology.ApplyNodePrefixLimits(&d, topology.NodePrefixLimits(pools, st.Local.Owners, topology.ServiceRanges(st.Configs)))
+	limits := topology.NodePrefixLimits(pools, st.Local.Owners, topology.ServiceRanges(st.Configs))
+	topology.ApplyNodePrefixLimits(&d, limits)
+	r.limits[0].Store(limits[0])
+	r.limits[1].Store(limits[1])
 	ads := topology.Advertisements(&d, pools, st.Local)
 	im := topology.ImportPolicy(&d, pools, st.Local)
 	ex := topology.ExportPolicy(&d, pools, ads)

@@ -141,6 +141,8 @@ func TestSessionFlaps(t *testing.T) {
 		{`rhizome_bgp_flaps_total{kind="mesh"}`, 4},
 		{`rhizome_bgp_prefix_limit_exceeded_total{kind="mesh"}`, 1},
 		{`rhizome_bgp_prefix_limit_exceeded_total{kind="external"}`, 0},
+		{`rhizome_bgp_node_prefix_limit{family="ipv4"}`, 65536 + 1024 + 1},
+		{`rhizome_bgp_node_prefix_limit{family="ipv6"}`, 256},
 		{`rhizome_bgp_flaps_total{kind="external"}`, 1},
 		{`rhizome_bgp_flaps_total{kind="rr"}`, 0},
 		{`rhizome_bgp_session_flaps_total{peer="10.0.1.254"}`, 1},

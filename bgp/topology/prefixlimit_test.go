@@ -40,7 +40,7 @@ func TestNodePrefixLimits(t *testing.T) {
 			v4: NodeMaxPrefixFloor, v6: NodeMaxPrefixCap},
 		{name: "dual stack", pools: []policy.Pool{pool("10.244.1.0/24", 26), pool("fd00:10:244::/112", 122)},
 			services: prefixes("10.96.0.0/12", "fd00:96::/108", "192.0.2.0/24"),
-			v4: 256 + 4 + 2, v6: 65536 + 1024 + 1},
+			v4:       256 + 4 + 2, v6: 65536 + 1024 + 1},
 		{name: "tiny pool: the floor", pools: []policy.Pool{pool("10.244.0.0/30", 30)}, v4: NodeMaxPrefixFloor, v6: NodeMaxPrefixFloor},
 		{name: "IPv4 /8: capped", pools: []policy.Pool{pool("10.0.0.0/8", 26)}, v4: NodeMaxPrefixCap, v6: NodeMaxPrefixFloor},
 		{name: "the whole address space of both families: capped", pools: []policy.Pool{pool("0.0.0.0/0", 26), pool("::/0", 122)},

@@ -366,7 +366,9 @@ func TestCompute(t *testing.T) {
 			name: "nodeMeshTTLSecurity gives way to a reflector BGPPeer's ebgpMultihop; a per-node value is a problem",
 			in: Input{NodeName: "a", Nodes: []*corev1.Node{nodeA, nodeR1},
 				Configs: []*v1alpha1.BGPConfiguration{rr1Config,
-					bgpConfig("default", func(s *v1alpha1.BGPConfigurationSpec) { s.NodeToNodeMesh, s.NodeMeshTTLSecurity = ptr(false), ptr(int32(1)) }),
+					bgpConfig("default", func(s *v1alpha1.BGPConfigurationSpec) {
+						s.NodeToNodeMesh, s.NodeMeshTTLSecurity = ptr(false), ptr(int32(1))
+					}),
 					bgpConfig("node.a", func(s *v1alpha1.BGPConfigurationSpec) { s.NodeMeshTTLSecurity = ptr(int32(5)) }),
 				},
 				Peers: []*v1alpha1.BGPPeer{bgpPeer("to-rrs", func(s *v1alpha1.BGPPeerSpec) {

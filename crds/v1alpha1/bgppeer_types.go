@@ -131,7 +131,10 @@ type BGPPeerSpec struct {
 	ConnectRetryTime *metav1.Duration `json:"connectRetryTime,omitempty"`
 
 	// MaxPrefix closes the session and reports it when the peer sends more
-	// than this many prefixes. 0 or unset: no limit.
+	// than this many prefixes; it stays down until its configuration
+	// changes (sessions between nodes: it is tried again a minute later).
+	// 0: no limit. Unset: no limit on external peers; on sessions between
+	// nodes (peerSelector), the default derived from the IP pools.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=4294967295
