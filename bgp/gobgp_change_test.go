@@ -222,3 +222,28 @@ func TestGoBGPConfigChangesKeepRoutes(t *testing.T) {
 		t.Errorf("password change: a-c restarted too")
 	}
 }
+
+// TestGoBGPTTLSecurityWhileDown: TTL security turned on or off while the
+// session is down (the peer node is away) must be taken, for the next
+// connection. Upstream GoBGP tried the socket options on the last, closed
+// connection and failed the whole update ("use of closed network
+// connection"), so the agent reported the session as not configured and
+// the next connection kept the old settings.
+func TestGoBGPTTLSecurityWhileDown(t *testing.T) {
+	a := startNode(t, "a", "127.0.0.83", 64512, "")
+	b := startNode(t, "b", "127.0.0.84", 64512, "")
+	ctx := context.Background()
+	connect(t, a, b, nil)
+	waitEstablished(t, a, b)
+	if err := b.sp.DeletePeer(ctx, a.ip); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a's session to go down", 30*time.Second, func() bool { return a.rec.state(b.ip) != bgp.StateEstablished })
+	p := a.peerConfig(b)
+	for _, hops := range []uint8{1, 0, 2} {
+		p.TTLSecurityHops = hops
+		if err := a.sp.UpdatePeer(ctx, p); err != nil {
+			t.Fatalf("TTL security %d while the session is down: %v", hops, err)
+		}
+	}
+}
