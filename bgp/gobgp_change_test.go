@@ -230,8 +230,8 @@ func TestGoBGPConfigChangesKeepRoutes(t *testing.T) {
 // connection"), so the agent reported the session as not configured and
 // the next connection kept the old settings.
 func TestGoBGPTTLSecurityWhileDown(t *testing.T) {
-	a := startNode(t, "a", "127.0.0.83", 64512, "")
-	b := startNode(t, "b", "127.0.0.84", 64512, "")
+	a := startNode(t, "a", "127.0.0.93", 64512, "")
+	b := startNode(t, "b", "127.0.0.94", 64512, "")
 	ctx := context.Background()
 	connect(t, a, b, nil)
 	waitEstablished(t, a, b)
