@@ -97,14 +97,22 @@ func (p *profiler) cpu(name string, d time.Duration) (wait func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p.fetch(name, fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), d+time.Minute)
+		p.fetch(name+".pprof", fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), d+time.Minute)
 	}()
 	return func() { <-done }
 }
 
-// heap writes the agent's heap profile (after a GC) to name.pprof.
-func (p *profiler) heap(name string) { p.fetch(name, "/debug/pprof/heap?gc=1", time.Minute) }
+// heap writes the agent's heap profile (after a GC) to name.pprof, and
+// the runtime's memory statistics (where the resident set goes besides
+// the heap: goroutine stacks, GC headroom) and goroutine counts as text
+// to name.txt and name-goroutines.txt.
+func (p *profiler) heap(name string) {
+	p.fetch(name+".pprof", "/debug/pprof/heap?gc=1", time.Minute)
+	p.fetch(name+".txt", "/debug/pprof/heap?debug=1", time.Minute)
+	p.fetch(name+"-goroutines.txt", "/debug/pprof/goroutine?debug=1", time.Minute)
+}
 
+// fetch writes what the agent serves at path to the file name.
 func (p *profiler) fetch(name, path string, timeout time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -115,7 +123,7 @@ func (p *profiler) fetch(name, path string, timeout time.Duration) {
 		return
 	}
 	defer resp.Body.Close()
-	f, err := os.Create(filepath.Join(p.dir, name+".pprof"))
+	f, err := os.Create(filepath.Join(p.dir, name))
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "rrbench: profile %s: %v\n", name, err)
 		return
