@@ -232,6 +232,37 @@ func testConfigChanges(t *testing.T, h *hitlessLab) {
 		})
 	})
 
+	t.Run("mesh-ttl-security", func(t *testing.T) {
+		// GTSM on every mesh session, set and removed on the live cluster
+		// (issue 15 item 2): the racks are two routers apart (ToR, ToR),
+		// so 3 hops. Each agent applies it to its live connections in
+		// place, one agent after the other: no session starts over, no
+		// route is deleted, no ping is lost, and every node's GoBGP holds
+		// it with minimum TTL 253, then no more.
+		gtsm := func(t *testing.T, want string) {
+			t.Helper()
+			for k := range h.uptimes(t) {
+				node, peer, _ := strings.Cut(k, " ")
+				if strings.HasSuffix(peer, ".1") {
+					continue // the ToR: a BGPPeer of its own
+				}
+				eventually(t, 30*time.Second, fmt.Sprintf("%s's session to %s with TTL security %s", node, peer, want), func() (bool, string) {
+					out, _ := h.l.Exec(ctx, node, "gobgp", "neighbor", peer, "-j")
+					on := strings.Contains(string(out), `"ttl_min":253`)
+					return on == (want == "on"), string(out)
+				})
+			}
+		}
+		scenario(t, "mesh TTL security on", none, func(t *testing.T) {
+			merge(t, "bgpconfiguration", v1alpha1.DefaultBGPConfigurationName, `{"spec":{"nodeMeshTTLSecurity":3}}`)
+			gtsm(t, "on")
+		})
+		scenario(t, "mesh TTL security off", none, func(t *testing.T) {
+			merge(t, "bgpconfiguration", v1alpha1.DefaultBGPConfigurationName, `{"spec":{"nodeMeshTTLSecurity":null}}`)
+			gtsm(t, "off")
+		})
+	})
+
 	block3 := h.blocks[2]
 	t.Run("route-reflector", func(t *testing.T) {
 		// node-1 becomes a route reflector (mesh still on): its sessions
