@@ -15,7 +15,7 @@ import (
 
 // servePprof serves Go's profiles on addr until ctx ends:
 // /debug/pprof/profile (CPU, ?seconds=N) and /debug/pprof/NAME (heap,
-// allocs, goroutine, ...; ?gc=1 collects first), for the measurements
+// allocs, goroutine, ...; ?gc=1 collects first, ?debug=1 is text), for the measurements
 // behind the agent's performance work (docs/design/0018). It is off unless
 // --pprof-address is set, and meant for a loopback address: the profiles
 // expose the process's internals to whoever can reach them.
@@ -32,12 +32,19 @@ func servePprof(ctx context.Context, addr string, log *slog.Logger) error {
 			http.Error(w, "no such profile", http.StatusNotFound)
 			return
 		}
-		w.Header().Set("Content-Type", "application/octet-stream")
+		// ?debug=1 is the text form (the heap's with the runtime's
+		// memory statistics: stacks, GC), as net/http/pprof serves it.
+		debug, _ := strconv.Atoi(r.FormValue("debug"))
+		if debug > 0 {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		} else {
+			w.Header().Set("Content-Type", "application/octet-stream")
+		}
 		gc, _ := strconv.Atoi(r.FormValue("gc"))
 		if gc > 0 {
 			runtime.GC()
 		}
-		_ = p.WriteTo(w, 0)
+		_ = p.WriteTo(w, debug)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
