@@ -30,6 +30,15 @@ func (a *agent) pass(ctx context.Context) {
 		return
 	}
 	a.ready.Set("ipam", "")
+	// The IPAM's word reaches BGP's receive side first: a route held until
+	// its block's IPAMBlock arrived (the claiming node announces it before
+	// the block reaches our cache) is installed now, not after the rest of
+	// the pass (docs/design/0014). Nothing to do when the owners did not
+	// change; Reconcile below applies the same owners again and re-judges
+	// nothing.
+	if err := a.bgp.SetOwners(ctx, a.owners(snap)); err != nil && ctx.Err() == nil {
+		a.log.Warn("applying the IPAM's owners to the import check", "op", "bgp", "error", err)
+	}
 	vxlanAddr, vxlanChanged := a.tunnelAddress(ctx, tunnelVXLAN, snap.Pools)
 	ipipAddr, ipipChanged := a.tunnelAddress(ctx, tunnelIPIP, snap.Pools)
 	if vxlanChanged || ipipChanged {

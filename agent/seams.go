@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/rhizome-net/rhizome/bgp/policy"
 	"github.com/rhizome-net/rhizome/bgp/reconcile"
 	"github.com/rhizome-net/rhizome/internal/kubecore"
 	"github.com/rhizome-net/rhizome/ipam"
@@ -58,6 +59,11 @@ type bgpReconciler interface {
 	// policies. Every step is tried; the error joins those that failed,
 	// each naming its object, and the next call retries them.
 	Reconcile(ctx context.Context, st reconcile.State) error
+	// SetOwners gives the import policy in force new Owners (what IPAM
+	// lets each node originate) and re-judges only what they change,
+	// without the rest of a Reconcile; an error is the speaker's import
+	// check failing, which the next Reconcile retries.
+	SetOwners(ctx context.Context, o *policy.Owners) error
 	// Status is the speaker's and the RIB's state.
 	Status(ctx context.Context) (reconcile.Status, error)
 }

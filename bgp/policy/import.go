@@ -331,6 +331,17 @@ func (im *Import) SameBesidesOwners(o *Import) bool {
 	return true
 }
 
+// WithOwners returns the policy with other Owners and everything else the
+// same (the inputs are shared, being immutable). It lets an IPAM change
+// reach the receive path on its own, ahead of a full recompute of the
+// policy: what the owners change is exactly what IPAM says, and the rest
+// of the policy is the one in force (docs/design/0014).
+func (im *Import) WithOwners(o *Owners) *Import {
+	in := im.in
+	in.Owners = o
+	return &Import{in: in}
+}
+
 // Check returns the policy as the speaker's import check (bgp.ImportCheck):
 // a path from one of our nodes enters the speaker's table, and may be
 // passed on by route reflection, only if the policy accepts it. Paths of

@@ -137,6 +137,9 @@ func (o *Owners) borrower(a netip.Addr) (string, bool) {
 // prefixes around them (a more specific of a block, a range covering it)
 // may change too, but such paths are rejected either way.
 func (o *Owners) Changed(n *Owners) []netip.Prefix {
+	if o == n {
+		return nil // the agent keeps one index per IPAM snapshot generation
+	}
 	var out []netip.Prefix
 	for f := range 2 {
 		var a, b []ownedBlock

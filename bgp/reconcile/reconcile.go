@@ -357,6 +357,29 @@ func (r *Reconciler) ensureSpeaker(ctx context.Context, g bgp.Global) error {
 	return nil
 }
 
+// SetOwners hands the receive path what IPAM now says each node may
+// originate, on its own, ahead of the next Reconcile: the RIB judges again
+// only the paths whose prefixes' owners changed (rib.RIB.SetOwners), so a
+// route held until its block's IPAMBlock arrived is installed at once,
+// then the speaker's import check does the same for what a reflector
+// passes on. The rest of the policy stays the one the last Reconcile
+// applied; that Reconcile, given the same owners, judges nothing again.
+// Before the first Reconcile it does nothing. The agent calls it first on
+// every IPAM change (docs/design/0014: a new block's route would otherwise
+// wait for the whole desired state to be recomputed at every receiver).
+func (r *Reconciler) SetOwners(ctx context.Context, o *policy.Owners) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stopped || r.sp == nil {
+		return nil
+	}
+	im := r.rib.SetOwners(o)
+	if im == nil {
+		return nil
+	}
+	return r.applyImportCheck(ctx, im)
+}
+
 // applyImportCheck gives the speaker the import policy as its import
 // check, so that a route reflector passes on only what the policy accepts,
 // and has it judge again what may have changed: every path when anything

@@ -353,14 +353,16 @@ func (r *RIB) recheckStale(ctx context.Context) {
 	}
 }
 
-// Set replaces the RIB's settings: every held path is judged again and
-// routes that change are sent to the sink. Paths of peers no longer
-// configured are dropped.
+// Set replaces the RIB's settings: every held path the new policy may
+// judge otherwise is judged again (all of them, unless only the policy's
+// Owners changed: see scope), and routes that change are sent to the
+// sink. Paths of peers no longer configured are dropped.
 func (r *RIB) Set(s Settings) {
 	r.mu.Lock()
 	if !r.haveSet {
 		r.haveSet, r.firstSet = true, time.Now()
 	}
+	sc := scopeOf(r.settings.Policy, s.Policy)
 	oldOrig := r.originated
 	r.originated = make(map[pkey]bool, len(s.Originated))
 	for _, p := range s.Originated {
@@ -382,38 +384,38 @@ func (r *RIB) Set(s Settings) {
 			delete(r.peers, a)
 		}
 	}
-	evals := map[*peerTable]evalFunc{}
-	for _, d := range r.dests {
-		for i := 0; i < len(d.paths); i++ {
-			p := &d.paths[i]
-			if gone[p.peer] {
-				r.removePath(d, i)
-				i--
-				continue
-			}
-			eval := evals[p.peer]
-			if eval == nil {
-				eval = r.evaluator(p.peer)
-				evals[p.peer] = eval
-			}
-			reason := eval(d.prefix, p.nh, p.attrs)
-			if reason != p.reason {
-				p.peer.count(p, -1)
-				was := p.accepted()
-				p.reason = reason
-				p.peer.count(p, 1)
-				if was || p.accepted() {
-					r.markDirty(d)
-				}
-			} else if changedInfo[p.peer] && p.accepted() {
-				r.markDirty(d)
-			}
-		}
-		if k := keyOf(d.prefix); oldOrig[k] != r.originated[k] {
+	// A prefix that became ours or stopped being ours changes its route.
+	for k := range oldOrig {
+		if d := r.dests[k]; d != nil && !r.originated[k] {
 			r.markDirty(d)
 		}
-		if len(d.paths) == 0 && d.out == nil {
-			delete(r.dests, keyOf(d.prefix))
+	}
+	for k := range r.originated {
+		if d := r.dests[k]; d != nil && !oldOrig[k] {
+			r.markDirty(d)
+		}
+	}
+	if !sc.empty() || len(gone) > 0 || len(changedInfo) > 0 {
+		evals := map[*peerTable]evalFunc{}
+		for _, d := range r.dests {
+			judge := sc.covers(d.prefix)
+			for i := 0; i < len(d.paths); i++ {
+				p := &d.paths[i]
+				if gone[p.peer] {
+					r.removePath(d, i)
+					i--
+					continue
+				}
+				if judge {
+					r.rejudgePath(d, p, evals)
+				}
+				if changedInfo[p.peer] && p.accepted() {
+					r.markDirty(d)
+				}
+			}
+			if len(d.paths) == 0 && d.out == nil && !d.dirty {
+				delete(r.dests, keyOf(d.prefix))
+			}
 		}
 	}
 	r.checkConvergedLocked()
