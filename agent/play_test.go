@@ -26,11 +26,18 @@ type recordedRoutes struct {
 	// programmer refuses one it finds invalid (every input the agent
 	// builds states from is checked before, so only a bug gets there).
 	refuse error
+	// onState, if set, is called at every SetState before it is applied,
+	// with the learned routes handed over so far (a test's look at what
+	// a pass did before it wrote the route state).
+	onState func(remote map[netip.Prefix][]netip.Addr)
 }
 
 func (r *recordedRoutes) SetState(s routes.State) error {
 	r.mu.Lock()
 	refuse := r.refuse
+	if r.onState != nil {
+		r.onState(r.remote)
+	}
 	r.mu.Unlock()
 	err := refuse
 	if err == nil {

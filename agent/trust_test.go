@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/rhizome-net/rhizome/bgp"
@@ -241,4 +242,67 @@ func TestPassRoutesThroughAReflectorJudgedByOriginator(t *testing.T) {
 				wantRejected(t, w, n2, 2, 1, map[policy.Reason]int{policy.RejectedNotOwner: 1})
 			}},
 	})
+}
+
+// TestPassInstallsAHeldRouteFirst: a block's route reaches the other nodes
+// before its IPAMBlock reaches their caches (the claiming node announces
+// it as soon as its claim is written), so it is held; when the block
+// arrives, the pass's first step installs it, and has the speaker's import
+// check let it in, before any other part of the pass runs (the route
+// programmer's state is the first thing a pass writes), and also when the
+// rest of the pass cannot compute BGP's state at all. Before, the route
+// waited for the whole desired state to be recomputed (docs/design/0014:
+// block propagation in make bench-bgp).
+func TestPassInstallsAHeldRouteFirst(t *testing.T) {
+	held := []string{"learned 10.244.3.0/26 via 10.0.0.2", "kernel 10.244.3.0/26 via 10.0.0.2 dev#2"}
+	n2Own := []string{learnedN2, "kernel 10.244.1.0/26 via 10.0.0.2 dev#2"}
+	tests := []struct {
+		name string
+		// broken, if set, breaks the rest of the pass.
+		broken func(w *world)
+		// want is the kernel and BGP after the pass.
+		want []string
+	}{
+		{name: "a pass", want: with(trustBase, append(n2Own, held...)...)},
+		{name: "a pass that cannot compute BGP's state (this node's Node is missing from the cache)",
+			broken: func(w *world) {
+				obj, _, _ := w.nodes.GetByKey(self)
+				if err := w.nodes.Delete(obj); err != nil {
+					w.t.Fatal(err)
+				}
+			},
+			want: with(trustBase, append(n2Own, held...)...)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := trustWorld(t)
+			send(w, n2, path{prefix: "10.244.1.0/26"}, path{prefix: "10.244.3.0/26"})
+			if d := cmp.Diff(sorted(with(trustBase, n2Own...)), w.lines()); d != "" {
+				t.Fatalf("before the block arrives (-want +got):\n%s", d)
+			}
+			n2Addr := netip.MustParseAddr(nodeIPs[n2])
+			heldPath := bgp.ReceivedPath{Prefix: netip.MustParsePrefix("10.244.3.0/26"), NextHop: n2Addr}
+			states := 0
+			var installedFirst, checkedFirst bool
+			w.run.routes.onState = func(remote map[netip.Prefix][]netip.Addr) {
+				if states++; states == 1 {
+					_, installedFirst = remote[heldPath.Prefix]
+					checkedFirst = w.run.speaker.ImportAccepts(n2Addr, heldPath)
+				}
+			}
+			if tc.broken != nil {
+				tc.broken(w)
+			}
+			w.ipam.AddBlock(heldPath.Prefix, n2)
+			w.run.a.pass(w.ctx)
+			w.settle()
+			if !installedFirst || !checkedFirst {
+				t.Errorf("when the pass first wrote the route state, the held route was installed: %v, let in by the import check: %v; want both", installedFirst, checkedFirst)
+			}
+			if d := cmp.Diff(sorted(tc.want), w.lines()); d != "" {
+				t.Errorf("after the pass (-want +got):\n%s", d)
+			}
+			wantRejected(t, w, n2, 2, 2, nil)
+		})
+	}
 }
