@@ -21,19 +21,20 @@ func judgePaths() []bgp.Update {
 	refl := func(orig netip.Addr) *bgp.Attrs { a := ibgp(); a.OriginatorID, a.ClusterListLen = orig, 1; return a }
 	return []bgp.Update{
 		announce(nodeB, nodeB, ibgp(),
-			"10.244.2.0/26",  // its block
-			"10.244.6.0/26",  // held until its block arrives
-			"10.244.6.0/28",  // a more specific of that block
-			"10.244.6.9/32",  // a host route in it
-			"10.244.4.0/26",  // node-c's block, until it moves to node-b
-			"10.244.4.7/32",  // an address of node-c's block, until node-b's pod borrows it
-			"10.244.9.7/32",  // its borrowed address, until given back
-			"10.244.8.0/26",  // a block node-c claims meanwhile
-			"10.244.7.0/24",  // a leftover larger block
-			"10.244.7.64/26", // a block inside it
-			"10.244.0.0/20",  // a range covering blocks
-			"10.244.100.0/26", "10.244.100.64/26", // among many blocks claimed at once
-			"10.96.0.0/12"), // the Service range
+			"10.244.2.0/26",    // its block
+			"10.244.6.0/26",    // held until its block arrives
+			"10.244.6.0/28",    // a more specific of that block
+			"10.244.6.9/32",    // a host route in it
+			"10.244.4.0/26",    // node-c's block, until it moves to node-b
+			"10.244.4.7/32",    // an address of node-c's block, until node-b's pod borrows it
+			"10.244.9.7/32",    // its borrowed address, until given back
+			"10.244.8.0/26",    // a block node-c claims meanwhile
+			"10.244.7.0/24",    // a leftover larger block
+			"10.244.7.64/26",   // a block inside it
+			"10.244.0.0/20",    // a range covering blocks
+			"10.244.100.0/26",  // among many blocks claimed at once
+			"10.244.100.64/26", // and another
+			"10.96.0.0/12"),    // the Service range
 		announce(nodeC, nodeB, refl(nodeB), "10.244.6.0/26", "10.244.4.7/32"), // node-b's, reflected
 		announce(nodeC, nodeC, ibgp(), "10.244.4.0/26", "10.244.8.0/26", "10.244.7.64/26"),
 		announce(tor, tor, ebgp(65001), "192.168.1.0/24", "10.244.6.0/26"),
