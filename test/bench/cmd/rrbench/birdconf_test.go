@@ -15,10 +15,12 @@ func TestBirdConfigParses(t *testing.T) {
 	}
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "bird.conf")
-	if err := os.WriteFile(conf, []byte(birdConfig(dir, 25)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("bird", "-p", "-c", conf).CombinedOutput(); err != nil {
-		t.Fatalf("bird -p: %v\n%s", err, out)
+	for _, client := range []bool{false, true} {
+		if err := os.WriteFile(conf, []byte(birdConfig(dir, 25, client)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("bird", "-p", "-c", conf).CombinedOutput(); err != nil {
+			t.Fatalf("bird -p (client agent %v): %v\n%s", client, err, out)
+		}
 	}
 }

@@ -70,6 +70,7 @@ func matrix(args []string) error {
 	bArgs := fs.String("rhizome-b-args", "", "flags of reflector rhizome-b")
 	profile := fs.String("profile", "", "directory for CPU profiles of the Rhizome reflector's convergence and churn, and its heap at the end (runs it with --pprof-address)")
 	profileFor := fs.Duration("profile-for", 30*time.Second, "length of each CPU profile")
+	client := fs.Bool("client", false, "also run one rhizome-agent as an ordinary client of the reflector (node \"ag\", its own namespace) and report its idle RSS, passes and routes (client_* fields)")
 	_ = fs.Parse(args)
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces)")
@@ -80,7 +81,7 @@ func matrix(args []string) error {
 	}
 	rn := &runner{self: self, rhizomeBin: *rhizome, rhizomeArgs: strings.Fields(*rhizomeArgs),
 		bBin: *bBin, bArgs: strings.Fields(*bArgs), timeout: *timeout, quiet: *quiet, flapPct: *flap,
-		profile: *profile, profileFor: *profileFor}
+		profile: *profile, profileFor: *profileFor, client: *client}
 	if rn.rhizomeBin == "" {
 		rn.rhizomeBin = filepath.Join(filepath.Dir(self), "rhizome-agent")
 	}
@@ -98,7 +99,7 @@ func matrix(args []string) error {
 	slices.Sort(counts)
 	counts = slices.Compact(counts)
 	reflectors := strings.Split(*refl, ",")
-	needsCluster := false
+	needsCluster := *client
 	for _, r := range reflectors {
 		switch r {
 		case "bird":
@@ -124,6 +125,11 @@ func matrix(args []string) error {
 			return fmt.Errorf("starting the control plane: %w", err)
 		}
 		defer rn.cluster.stop()
+		if *client {
+			if err := rn.cluster.addClientAgent(ctx); err != nil {
+				return fmt.Errorf("writing the client agent's node: %w", err)
+			}
+		}
 	}
 	var resf *os.File
 	if *results != "" {

@@ -101,12 +101,15 @@ func (z *rhizomeRR) stop() {
 // address waits), and next hops of the clients' routes resolve through a
 // static route to the clients' subnet.
 type birdRR struct {
-	dir  string
-	ns   string
-	bird *benchproc.Proc
+	dir    string
+	ns     string
+	client bool // also a session for the client agent (client.go)
+	bird   *benchproc.Proc
 }
 
-func birdConfig(dir string, n int) string {
+// birdConfig is BIRD's configuration for n clients, plus the client
+// agent's session when client is set.
+func birdConfig(dir string, n int, client bool) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `log "%s/bird.log" { warning, error, auth, fatal, bug };
 router id %s;
@@ -125,12 +128,15 @@ template bgp rrclient {
 	for i := range n {
 		fmt.Fprintf(&b, "protocol bgp %s from rrclient { neighbor %s as %d; }\n", strings.ReplaceAll(clientName(i), "-", "_"), clientAddr(i), asn)
 	}
+	if client {
+		fmt.Fprintf(&b, "protocol bgp %s from rrclient { neighbor %s as %d; }\n", agentNode, agentAddr, asn)
+	}
 	return b.String()
 }
 
 func (br *birdRR) start(ctx context.Context, n int) error {
 	conf := filepath.Join(br.dir, "bird.conf")
-	if err := os.WriteFile(conf, []byte(birdConfig(br.dir, n)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(birdConfig(br.dir, n, br.client)), 0o644); err != nil {
 		return err
 	}
 	sock := filepath.Join(br.dir, "bird.ctl")

@@ -108,6 +108,16 @@ func parseResult(line string) (result, error) {
 		num("passes", &passes)
 		num("pass_mean_ms", &r.PassMean)
 	}
+	var cpasses, croutes float64
+	if _, ok := f["client_routes"]; ok {
+		num("client_rss_idle_mb", &r.ClientRSSIdle)
+		num("client_rss_mb", &r.ClientRSS)
+		num("client_passes", &cpasses)
+		num("client_pass_mean_ms", &r.ClientPassMean)
+		num("client_pass_max_ms", &r.ClientPassMax)
+		num("client_routes", &croutes)
+	}
 	r.Clients, r.Updates, r.Passes = int(clients), int64(updates), int64(passes)
+	r.ClientPasses, r.ClientRoutes = int64(cpasses), int64(croutes)
 	return r, err
 }

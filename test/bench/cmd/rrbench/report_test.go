@@ -15,6 +15,18 @@ func TestParseResult(t *testing.T) {
 	if err != nil || got != want {
 		t.Errorf("parseResult(%q) = %+v, %v", want.String(), got, err)
 	}
+	// With the client agent's figures (-client).
+	want.ClientRSSIdle, want.ClientRSS, want.ClientPasses, want.ClientPassMean, want.ClientPassMax, want.ClientRoutes = 60.5, 80.5, 40, 3.5, 64, 1050
+	if !strings.Contains(want.String(), " client_routes=1050") {
+		t.Errorf("no client figures in %q", want.String())
+	}
+	got, err = parseResult(want.String())
+	if err != nil || got != want {
+		t.Errorf("parseResult(%q) = %+v, %v", want.String(), got, err)
+	}
+	if _, err := parseResult(strings.Replace(want.String(), " client_passes=40", "", 1)); err == nil {
+		t.Errorf("a line with client_routes but no client_passes did not fail")
+	}
 	old := "reflector=bird clients=500 t_converge_s=0.576 t_churn_s=0.054 rss_mb=20.1 cpu_s=1.50 t_establish_s=1.2 t_withdraw_s=0.01 t_readvertise_s=0.04 cpu_converge_s=0.5 updates=262000 other_cpu_pct=3"
 	if r, err := parseResult(old); err != nil || r.Clients != 500 || r.Converge != 0.576 || r.RSSIdle != 0 {
 		t.Errorf("older line: %+v, %v", r, err)

@@ -50,11 +50,32 @@ type result struct {
 	RSSIdle  float64 `json:"rssIdleMiB"`
 	Passes   int64   `json:"passes,omitempty"`
 	PassMean float64 `json:"passMeanMs,omitempty"`
+	// The client agent's figures (rrbench -client, client.go): its
+	// resident set once idle at the end and its peak, MiB; its reconcile
+	// passes over the run, their mean and the upper bound of the slowest
+	// one's histogram bucket (ms; -1 above every bucket); the routes it
+	// has programmed. Zero without -client.
+	ClientRSSIdle  float64 `json:"clientRssIdleMiB,omitempty"`
+	ClientRSS      float64 `json:"clientRssMiB,omitempty"`
+	ClientPasses   int64   `json:"clientPasses,omitempty"`
+	ClientPassMean float64 `json:"clientPassMeanMs,omitempty"`
+	ClientPassMax  float64 `json:"clientPassMaxMs,omitempty"`
+	ClientRoutes   int64   `json:"clientRoutes,omitempty"`
 }
 
 func (r result) String() string {
 	return fmt.Sprintf("reflector=%s clients=%d t_converge_s=%.3f t_churn_s=%.3f rss_mb=%.1f cpu_s=%.2f t_establish_s=%.3f t_withdraw_s=%.3f t_readvertise_s=%.3f cpu_converge_s=%.2f updates=%d other_cpu_pct=%.0f rss_idle_mb=%.1f passes=%d pass_mean_ms=%.1f",
-		r.Reflector, r.Clients, r.Converge, r.Churn, r.RSS, r.CPU, r.Establish, r.Withdraw, r.Readvertise, r.CPUConverge, r.Updates, r.OtherCPU, r.RSSIdle, r.Passes, r.PassMean)
+		r.Reflector, r.Clients, r.Converge, r.Churn, r.RSS, r.CPU, r.Establish, r.Withdraw, r.Readvertise, r.CPUConverge, r.Updates, r.OtherCPU, r.RSSIdle, r.Passes, r.PassMean) + r.clientFields()
+}
+
+// clientFields are the client agent's figures, appended to a line when
+// it ran (-client).
+func (r result) clientFields() string {
+	if r.ClientRoutes == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" client_rss_idle_mb=%.1f client_rss_mb=%.1f client_passes=%d client_pass_mean_ms=%.1f client_pass_max_ms=%g client_routes=%d",
+		r.ClientRSSIdle, r.ClientRSS, r.ClientPasses, r.ClientPassMean, r.ClientPassMax, r.ClientRoutes)
 }
 
 // runner holds what every run needs.
@@ -70,6 +91,9 @@ type runner struct {
 	timeout     time.Duration
 	quiet       time.Duration
 	flapPct     float64
+	// client runs one more rhizome-agent as an ordinary client of the
+	// reflector in every run and reports its figures (client.go).
+	client bool
 	// profile, if set, is a directory for CPU profiles of the Rhizome
 	// reflector's convergence and churn (profileFor long each) and its
 	// heap at the end.
@@ -107,7 +131,7 @@ func (rn *runner) run(ctx context.Context, name string, n int) (res result, err 
 	var rr reflector
 	switch name {
 	case "bird":
-		rr = &birdRR{dir: dir, ns: rrNS.Name}
+		rr = &birdRR{dir: dir, ns: rrNS.Name, client: rn.client}
 	case "rhizome", "rhizome-b":
 		bin, extra := rn.rhizomeBin, rn.rhizomeArgs
 		if name == "rhizome-b" {
@@ -123,6 +147,13 @@ func (rn *runner) run(ctx context.Context, name string, n int) (res result, err 
 	defer rr.stop()
 	if err := rr.start(ctx, n); err != nil {
 		return res, err
+	}
+	var ca *clientAgent
+	if rn.client {
+		if ca, err = rn.startClientAgent(rrNS, dir); err != nil {
+			return res, fmt.Errorf("client agent: %w", err)
+		}
+		defer ca.stop()
 	}
 	cl, err := benchproc.Start("clients", filepath.Join(dir, "clients.log"), "ip", "netns", "exec", clNS.Name,
 		rn.self, "clients", "-n", strconv.Itoa(n))
@@ -223,6 +254,11 @@ func (rn *runner) run(ctx context.Context, name string, n int) (res result, err 
 			fmt.Fprintf(os.Stderr, "rrbench: %s: reading the agent's pass times: %v\n", name, err)
 		} else if count > 0 {
 			res.Passes, res.PassMean = count, 1000*sum/float64(count)
+		}
+	}
+	if ca != nil {
+		if err := ca.measure(&res, wantRoutes(n), rn.timeout); err != nil {
+			return res, fmt.Errorf("client agent: %w", err)
 		}
 	}
 	return res, nil

@@ -1,0 +1,253 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/rhizome-net/rhizome/crds/v1alpha1"
+	"github.com/rhizome-net/rhizome/ipam/blockmath"
+	"github.com/rhizome-net/rhizome/test/bench/benchproc"
+	"github.com/rhizome-net/rhizome/test/lab"
+	"github.com/rhizome-net/rhizome/test/netns"
+)
+
+// The client agent (rrbench -client; issue 19 item 3): one real
+// rhizome-agent as an ordinary client of the reflector under test, node
+// "ag" of the cluster in a namespace of its own, which learns every
+// feeder client's routes through the reflector and installs them into its
+// namespace's kernel, as every node of a cluster that size does.
+//
+//	rzr<pid>-rr  reflector  rr1 ==veth== ag0 172.20.255.254/16  agent  rzr<pid>-ag
+//	             route 172.20.255.254/32 dev rr1          route 172.30.0.2/32 dev ag0
+//
+// Its address is in the clients' subnet, so their next hops are on its link
+// (as the nodes of one L2 segment are), and outside the feeders' addresses
+// (maxClients). Its block is the pool's last, which no feeder has.
+const (
+	agentNode  = "ag"
+	agentAddr  = "172.20.255.254"
+	agentBits  = 16
+	agentBlock = 1<<(blockBits-12) - 1 // the last of the pool's 16384 blocks
+)
+
+// clientAgent is the running client agent of one run.
+type clientAgent struct {
+	ns    *netns.NS
+	agent *benchproc.Proc
+	stopP context.CancelFunc
+}
+
+// clientStats is what the harness reads of the client agent once the
+// feeders are done: its reconcile passes over the whole run (count, total
+// seconds, and the upper bound of the histogram bucket of the slowest:
+// the agent keeps no maximum, the buckets double from 0.5 ms) and the
+// routes it has programmed into its kernel.
+type clientStats struct {
+	PassSum   float64
+	Passes    int64
+	PassMaxLE float64 // seconds; +Inf if the slowest pass was above every bucket
+	Routes    int64
+}
+
+// parseClientStats reads clientStats from the agent's Prometheus text
+// exposition.
+func parseClientStats(text string) (clientStats, error) {
+	const pass = "rhizome_agent_reconcile_duration_seconds"
+	const routes = "rhizome_routes_programmed"
+	var s clientStats
+	var err error
+	have := map[string]bool{}
+	prev := int64(0)
+	for _, line := range strings.Split(text, "\n") {
+		name, v, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		switch {
+		case name == pass+"_sum":
+			s.PassSum, err = strconv.ParseFloat(v, 64)
+		case name == pass+"_count":
+			s.Passes, err = strconv.ParseInt(v, 10, 64)
+		case name == routes:
+			var f float64
+			f, err = strconv.ParseFloat(v, 64)
+			s.Routes = int64(f)
+		case strings.HasPrefix(name, pass+`_bucket{le="`) && strings.HasSuffix(name, `"}`):
+			le := strings.TrimSuffix(strings.TrimPrefix(name, pass+`_bucket{le="`), `"}`)
+			var bound float64
+			var c int64
+			if bound, err = strconv.ParseFloat(le, 64); err == nil {
+				c, err = strconv.ParseInt(v, 10, 64)
+			}
+			// Buckets are cumulative and listed in increasing order: the
+			// last one whose count grows holds the slowest pass.
+			if err == nil && c > prev {
+				s.PassMaxLE, prev = bound, c
+			}
+		default:
+			continue
+		}
+		if err != nil {
+			return clientStats{}, fmt.Errorf("%s: %w", line, err)
+		}
+		name, _, _ = strings.Cut(name, "{")
+		have[name] = true
+	}
+	for _, m := range []string{pass + "_sum", pass + "_count", pass + "_bucket", routes} {
+		if !have[m] {
+			return clientStats{}, fmt.Errorf("no %s in the metrics", m)
+		}
+	}
+	return s, nil
+}
+
+// wantRoutes is how many routes the client agent must have programmed
+// once every feeder announces: each feeder's block and borrowed /32.
+func wantRoutes(n int) int {
+	c := 0
+	for i := range n {
+		c += len(announced(i, n))
+	}
+	return c
+}
+
+// addClientAgent writes the client agent's Node and block into the API
+// server (once per invocation; the agent publishes its RhizomeNode).
+func (c *cluster) addClientAgent(ctx context.Context) error {
+	if err := c.node(ctx, agentNode, netip.MustParseAddr(agentAddr), nil); err != nil {
+		return err
+	}
+	b := block(agentBlock)
+	_, err := c.rz.RhizomeV1alpha1().IPAMBlocks().Create(ctx, &v1alpha1.IPAMBlock{
+		ObjectMeta: metav1.ObjectMeta{Name: blockmath.Name(b)},
+		Spec:       v1alpha1.IPAMBlockSpec{CIDR: b.String(), Affinity: agentNode},
+	}, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		err = nil
+	}
+	return err
+}
+
+// startClientAgent wires the client agent's namespace to the reflector's
+// and starts the agent. Its namespace, and with it every route it
+// installed, goes in stop.
+func (rn *runner) startClientAgent(rrNS *netns.NS, dir string) (_ *clientAgent, err error) {
+	ns, err := netns.Create(netns.Name("rzr", "ag"))
+	if err != nil {
+		return nil, err
+	}
+	ca := &clientAgent{ns: ns}
+	defer func() {
+		if err != nil {
+			ca.stop()
+		}
+	}()
+	if err := netns.Veth(rrNS, "rr1", ns, "ag0"); err != nil {
+		return nil, err
+	}
+	if err := netns.AddAddr(ns, "ag0", netip.PrefixFrom(netip.MustParseAddr(agentAddr), agentBits)); err != nil {
+		return nil, err
+	}
+	for _, cmd := range [][]string{
+		{"-n", ns.Name, "route", "add", rrAddr + "/32", "dev", "ag0"},
+		{"-n", rrNS.Name, "route", "add", agentAddr + "/32", "dev", "rr1"},
+	} {
+		if out, err := exec.Command("ip", cmd...).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("ip %s: %w: %s", strings.Join(cmd, " "), err, out)
+		}
+	}
+	pctx, cancel := context.WithCancel(context.Background())
+	ca.stopP = cancel
+	go func() {
+		if err := lab.ServeAPIProxy(pctx, ns.Name, rn.cluster.port); err != nil && pctx.Err() == nil {
+			fmt.Fprintln(os.Stderr, "rrbench: client agent's API proxy:", err)
+		}
+	}()
+	ca.agent, err = benchproc.Start("client-agent", filepath.Join(dir, "client-agent.log"), "ip", "netns", "exec", ns.Name, rn.rhizomeBin,
+		"--node-name", agentNode,
+		"--kubeconfig", rn.cluster.cp.Kubeconfig,
+		"--namespace", agentNamespace,
+		"--agent-socket", filepath.Join(dir, "client-agent.sock"),
+		"--health-address", healthAddr,
+		"--gobgp-api-address", "127.0.0.1:50051",
+		"--log-level", "info")
+	if err != nil {
+		return nil, err
+	}
+	return ca, nil
+}
+
+// stats reads the agent's metrics.
+func (ca *clientAgent) stats() (clientStats, error) {
+	resp, err := nsClient(ca.ns).Get("http://" + healthAddr + "/metrics")
+	if err != nil {
+		return clientStats{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return clientStats{}, err
+	}
+	return parseClientStats(string(b))
+}
+
+// measure waits until the agent has programmed want routes and is idle,
+// then fills in res's client figures.
+func (ca *clientAgent) measure(res *result, want int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	var s clientStats
+	var err error
+	for {
+		if !ca.agent.Alive() {
+			return fmt.Errorf("the client agent exited")
+		}
+		s, err = ca.stats()
+		if err == nil && s.Routes >= int64(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the client agent has %d of %d routes after %s (last error: %v)", s.Routes, want, timeout, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	pids := benchproc.PIDs(ca.agent)
+	benchproc.WaitIdle(pids, time.Minute)
+	if s, err = ca.stats(); err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		res.ClientRSS += float64(benchproc.VmHWM(pid)) / 1024
+		res.ClientRSSIdle += float64(benchproc.VmRSS(pid)) / 1024
+	}
+	res.ClientRoutes, res.ClientPasses = s.Routes, s.Passes
+	if s.Passes > 0 {
+		res.ClientPassMean = 1000 * s.PassSum / float64(s.Passes)
+	}
+	res.ClientPassMax = 1000 * s.PassMaxLE
+	if math.IsInf(s.PassMaxLE, 1) {
+		res.ClientPassMax = -1
+	}
+	return nil
+}
+
+func (ca *clientAgent) stop() {
+	if ca.agent != nil {
+		ca.agent.Stop(10 * time.Second)
+	}
+	if ca.stopP != nil {
+		ca.stopP()
+	}
+	ca.ns.Delete()
+}
