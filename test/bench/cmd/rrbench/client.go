@@ -49,23 +49,21 @@ type clientAgent struct {
 	stopP context.CancelFunc
 }
 
-// clientStats is what the harness reads of the client agent once the
-// feeders are done: its reconcile passes over the whole run (count, total
-// seconds, and the upper bound of the histogram bucket of the slowest:
-// the agent keeps no maximum, the buckets double from 0.5 ms) and the
-// routes it has programmed into its kernel.
+// clientStats is what the harness reads of the client agent's metrics
+// once the feeders are done: its reconcile passes over the whole run
+// (count, total seconds, and the upper bound of the histogram bucket of
+// the slowest: the agent keeps no maximum, the buckets double from
+// 0.5 ms).
 type clientStats struct {
 	PassSum   float64
 	Passes    int64
 	PassMaxLE float64 // seconds; +Inf if the slowest pass was above every bucket
-	Routes    int64
 }
 
 // parseClientStats reads clientStats from the agent's Prometheus text
 // exposition.
 func parseClientStats(text string) (clientStats, error) {
 	const pass = "rhizome_agent_reconcile_duration_seconds"
-	const routes = "rhizome_routes_programmed"
 	var s clientStats
 	var err error
 	have := map[string]bool{}
@@ -80,10 +78,6 @@ func parseClientStats(text string) (clientStats, error) {
 			s.PassSum, err = strconv.ParseFloat(v, 64)
 		case name == pass+"_count":
 			s.Passes, err = strconv.ParseInt(v, 10, 64)
-		case name == routes:
-			var f float64
-			f, err = strconv.ParseFloat(v, 64)
-			s.Routes = int64(f)
 		case strings.HasPrefix(name, pass+`_bucket{le="`) && strings.HasSuffix(name, `"}`):
 			le := strings.TrimSuffix(strings.TrimPrefix(name, pass+`_bucket{le="`), `"}`)
 			var bound float64
@@ -105,7 +99,7 @@ func parseClientStats(text string) (clientStats, error) {
 		name, _, _ = strings.Cut(name, "{")
 		have[name] = true
 	}
-	for _, m := range []string{pass + "_sum", pass + "_count", pass + "_bucket", routes} {
+	for _, m := range []string{pass + "_sum", pass + "_count", pass + "_bucket"} {
 		if !have[m] {
 			return clientStats{}, fmt.Errorf("no %s in the metrics", m)
 		}
@@ -113,8 +107,9 @@ func parseClientStats(text string) (clientStats, error) {
 	return s, nil
 }
 
-// wantRoutes is how many routes the client agent must have programmed
-// once every feeder announces: each feeder's block and borrowed /32.
+// wantRoutes is how many routes the client agent must have installed in
+// its kernel once every feeder announces: each feeder's block and
+// borrowed /32.
 func wantRoutes(n int) int {
 	c := 0
 	for i := range n {
@@ -203,35 +198,60 @@ func (ca *clientAgent) stats() (clientStats, error) {
 	return parseClientStats(string(b))
 }
 
-// measure waits until the agent has programmed want routes and is idle,
-// then fills in res's client figures.
+// learned counts the routes through a gateway in `ip route` output: the
+// routes the agent learned from its peers, not its own block's blackhole.
+func learned(out string) int {
+	c := 0
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, " via ") {
+			c++
+		}
+	}
+	return c
+}
+
+// kernelRoutes counts the learned routes of the pool in the agent's
+// namespace, from its kernel.
+func (ca *clientAgent) kernelRoutes() (int, error) {
+	out, err := exec.Command("ip", "-n", ca.ns.Name, "-4", "route", "show", "root", poolCIDR).Output()
+	if err != nil {
+		return 0, fmt.Errorf("ip route: %w", err)
+	}
+	return learned(string(out)), nil
+}
+
+// measure waits until the agent has installed want routes in its kernel
+// and is idle, then fills in res's client figures.
 func (ca *clientAgent) measure(res *result, want int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	var s clientStats
-	var err error
 	for {
 		if !ca.agent.Alive() {
 			return fmt.Errorf("the client agent exited")
 		}
-		s, err = ca.stats()
-		if err == nil && s.Routes >= int64(want) {
+		have, err := ca.kernelRoutes()
+		if err == nil && have >= want {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the client agent has %d of %d routes after %s (last error: %v)", s.Routes, want, timeout, err)
+			return fmt.Errorf("the client agent has %d of %d routes in its kernel after %s (last error: %v)", have, want, timeout, err)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
 	pids := benchproc.PIDs(ca.agent)
 	benchproc.WaitIdle(pids, time.Minute)
-	if s, err = ca.stats(); err != nil {
+	s, err := ca.stats()
+	if err != nil {
+		return err
+	}
+	routes, err := ca.kernelRoutes()
+	if err != nil {
 		return err
 	}
 	for _, pid := range pids {
 		res.ClientRSS += float64(benchproc.VmHWM(pid)) / 1024
 		res.ClientRSSIdle += float64(benchproc.VmRSS(pid)) / 1024
 	}
-	res.ClientRoutes, res.ClientPasses = s.Routes, s.Passes
+	res.ClientRoutes, res.ClientPasses = int64(routes), s.Passes
 	if s.Passes > 0 {
 		res.ClientPassMean = 1000 * s.PassSum / float64(s.Passes)
 	}
