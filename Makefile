@@ -182,9 +182,9 @@ bench-failover: deps build controlplane ## Link cut to routes withdrawn at the T
 RR_N = $(if $(filter command line,$(origin N)),$(N),500,1000,2000,5000)
 
 .PHONY: bench-rr
-bench-rr: deps build controlplane ## Route reflectors at scale: Rhizome vs BIRD as reflector for N clients (N=500,1000,2000,5000 REPS=3; root); results and chart in docs/bench
+bench-rr: deps build controlplane ## Route reflectors at scale: Rhizome vs BIRD as reflector for N clients (N=500,1000,2000,5000 REPS=3; RR_ARGS=-client adds a client agent's RSS and passes; root); results and chart in docs/bench
 	$(GO) build $(GOFLAGS_BUILD) -o $(BIN)/rrbench ./test/bench/cmd/rrbench
-	$(BIN)/rrbench -n $(RR_N) -reps $(REPS) -json $(CURDIR)/docs/bench/rr.json -svg $(CURDIR)/docs/bench/rr.svg
+	$(BIN)/rrbench -n $(RR_N) -reps $(REPS) -json $(CURDIR)/docs/bench/rr.json -svg $(CURDIR)/docs/bench/rr.svg $(RR_ARGS)
 
 .PHONY: bench-ipam
 bench-ipam: controlplane ## IPAM allocations/s, API writes and conflicts per allocation (1 and 8 nodes)
