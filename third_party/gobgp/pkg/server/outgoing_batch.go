@@ -37,7 +37,14 @@ type outgoingBatch struct {
 	// which upstream's messages (one state per destination) allow; a
 	// batch must not hold two states of one destination either, so a
 	// destination's second change in a window flushes the first.
+	// Only changes that queued something are recorded (queueOutgoing):
+	// a speaker that sends nothing, such as a node receiving a full table
+	// from one peer, makes no key and no map entry per path.
 	dests map[table.PathDestLocalKey]struct{}
+	// cur is the path being propagated and curQueued whether its
+	// destination is in dests already.
+	cur       *table.Path
+	curQueued bool
 	// alone is set while the pending paths came from a change of more
 	// than one destination: the next change flushes them first.
 	alone bool
@@ -52,22 +59,28 @@ func (s *BgpServer) startPropagation(newPath *table.Path, dsts int) {
 		// such a change apart from everything else.
 		s.flushOutgoing()
 		if dsts > 1 {
-			s.outBatch.alone = true
+			s.outBatch.alone, s.outBatch.cur = true, nil
 			return
 		}
 	}
-	if s.outBatch.dests == nil {
-		s.outBatch.dests = map[table.PathDestLocalKey]struct{}{}
+	s.outBatch.cur, s.outBatch.curQueued = newPath, false
+	if len(s.outBatch.dests) == 0 {
+		return
 	}
-	k := newPath.GetDestLocalKey()
-	if _, ok := s.outBatch.dests[k]; ok {
+	if _, ok := s.outBatch.dests[newPath.GetDestLocalKey()]; ok {
 		s.flushOutgoing()
 	}
-	s.outBatch.dests[k] = struct{}{}
 }
 
 // queueOutgoing appends paths to what is pending for peer.
 func (s *BgpServer) queueOutgoing(peer *peer, paths []*table.Path) {
+	if b := &s.outBatch; !b.curQueued && b.cur != nil && !b.alone {
+		if b.dests == nil {
+			b.dests = map[table.PathDestLocalKey]struct{}{}
+		}
+		b.dests[b.cur.GetDestLocalKey()] = struct{}{}
+		b.curQueued = true
+	}
 	f := peer.fsm
 	if len(f.pendingOut) == 0 {
 		s.outBatch.fsms = append(s.outBatch.fsms, f)
@@ -85,6 +98,7 @@ func (s *BgpServer) flushOutgoing() {
 	s.outBatch.fsms = s.outBatch.fsms[:0]
 	s.outBatch.paths = 0
 	clear(s.outBatch.dests)
+	s.outBatch.curQueued = false
 	s.outBatch.alone = false
 }
 
