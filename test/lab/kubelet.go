@@ -13,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/rhizome-net/rhizome/crds/v1alpha1"
 	"github.com/rhizome-net/rhizome/deploy"
@@ -356,18 +357,17 @@ func (l *Lab) ScaleWorkloads(ctx context.Context, perNode int) error {
 func (l *Lab) scaleWorkload(ctx context.Context, c *labClients, node string, replicas int) error {
 	deps := c.kube.AppsV1().Deployments(WorkloadNamespace)
 	r := int32(replicas)
-	d, err := deps.Get(ctx, workloadName(node), metav1.GetOptions{})
-	if err == nil {
-		d.Spec.Replicas = &r
-		_, err = deps.Update(ctx, d, metav1.UpdateOptions{})
-		return err
-	}
-	if !apierrors.IsNotFound(err) {
+	// A merge patch of the replicas alone: a Get then Update raced the
+	// deployment controller, which writes the object's annotations
+	// (a conflict seen in CI: "the object has been modified").
+	patch := []byte(fmt.Sprintf(`{"spec":{"replicas":%d}}`, r))
+	_, err := deps.Patch(ctx, workloadName(node), types.MergePatchType, patch, metav1.PatchOptions{})
+	if err == nil || !apierrors.IsNotFound(err) {
 		return err
 	}
 	labels := map[string]string{workloadLabel: workloadName(node)}
 	zero := int64(0)
-	d = &appsv1.Deployment{
+	d := &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: workloadName(node), Namespace: WorkloadNamespace},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: &r,
