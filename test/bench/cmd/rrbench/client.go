@@ -3,13 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"math"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -47,64 +44,8 @@ type clientAgent struct {
 	ns    *netns.NS
 	agent *benchproc.Proc
 	stopP context.CancelFunc
-}
-
-// clientStats is what the harness reads of the client agent's metrics
-// once the feeders are done: its reconcile passes over the whole run
-// (count, total seconds, and the upper bound of the histogram bucket of
-// the slowest: the agent keeps no maximum, the buckets double from
-// 0.5 ms).
-type clientStats struct {
-	PassSum   float64
-	Passes    int64
-	PassMaxLE float64 // seconds; +Inf if the slowest pass was above every bucket
-}
-
-// parseClientStats reads clientStats from the agent's Prometheus text
-// exposition.
-func parseClientStats(text string) (clientStats, error) {
-	const pass = "rhizome_agent_reconcile_duration_seconds"
-	var s clientStats
-	var err error
-	have := map[string]bool{}
-	prev := int64(0)
-	for _, line := range strings.Split(text, "\n") {
-		name, v, ok := strings.Cut(line, " ")
-		if !ok || strings.HasPrefix(line, "#") {
-			continue
-		}
-		switch {
-		case name == pass+"_sum":
-			s.PassSum, err = strconv.ParseFloat(v, 64)
-		case name == pass+"_count":
-			s.Passes, err = strconv.ParseInt(v, 10, 64)
-		case strings.HasPrefix(name, pass+`_bucket{le="`) && strings.HasSuffix(name, `"}`):
-			le := strings.TrimSuffix(strings.TrimPrefix(name, pass+`_bucket{le="`), `"}`)
-			var bound float64
-			var c int64
-			if bound, err = strconv.ParseFloat(le, 64); err == nil {
-				c, err = strconv.ParseInt(v, 10, 64)
-			}
-			// Buckets are cumulative and listed in increasing order: the
-			// last one whose count grows holds the slowest pass.
-			if err == nil && c > prev {
-				s.PassMaxLE, prev = bound, c
-			}
-		default:
-			continue
-		}
-		if err != nil {
-			return clientStats{}, fmt.Errorf("%s: %w", line, err)
-		}
-		name, _, _ = strings.Cut(name, "{")
-		have[name] = true
-	}
-	for _, m := range []string{pass + "_sum", pass + "_count", pass + "_bucket"} {
-		if !have[m] {
-			return clientStats{}, fmt.Errorf("no %s in the metrics", m)
-		}
-	}
-	return s, nil
+	// start is its pass histogram when the measured phases begin.
+	start passStats
 }
 
 // wantRoutes is how many routes the client agent must have installed in
@@ -184,20 +125,6 @@ func (rn *runner) startClientAgent(rrNS *netns.NS, dir string) (_ *clientAgent, 
 	return ca, nil
 }
 
-// stats reads the agent's metrics.
-func (ca *clientAgent) stats() (clientStats, error) {
-	resp, err := nsClient(ca.ns).Get("http://" + healthAddr + "/metrics")
-	if err != nil {
-		return clientStats{}, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return clientStats{}, err
-	}
-	return parseClientStats(string(b))
-}
-
 // learned counts the routes through a gateway in `ip route` output: the
 // routes the agent learned from its peers, not its own block's blackhole.
 func learned(out string) int {
@@ -239,7 +166,7 @@ func (ca *clientAgent) measure(res *result, want int, timeout time.Duration) err
 	}
 	pids := benchproc.PIDs(ca.agent)
 	benchproc.WaitIdle(pids, time.Minute)
-	s, err := ca.stats()
+	s, err := readPassStats(ca.ns)
 	if err != nil {
 		return err
 	}
@@ -251,13 +178,12 @@ func (ca *clientAgent) measure(res *result, want int, timeout time.Duration) err
 		res.ClientRSS += float64(benchproc.VmHWM(pid)) / 1024
 		res.ClientRSSIdle += float64(benchproc.VmRSS(pid)) / 1024
 	}
-	res.ClientRoutes, res.ClientPasses = int64(routes), s.Passes
-	if s.Passes > 0 {
-		res.ClientPassMean = 1000 * s.PassSum / float64(s.Passes)
-	}
-	res.ClientPassMax = 1000 * s.PassMaxLE
-	if math.IsInf(s.PassMaxLE, 1) {
-		res.ClientPassMax = -1
+	res.ClientRoutes = int64(routes)
+	res.ClientPasses, res.ClientPassMean, res.ClientPassMax = s.figures()
+	if after, err := s.since(ca.start); err != nil {
+		fmt.Fprintf(os.Stderr, "rrbench: client agent's passes after the start: %v\n", err)
+	} else {
+		res.ClientPassesAfterStart, res.ClientPassAfterStartMean, res.ClientPassAfterStartMax = after.figures()
 	}
 	return nil
 }

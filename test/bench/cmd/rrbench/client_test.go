@@ -1,56 +1,8 @@
 package main
 
 import (
-	"math"
-	"strings"
 	"testing"
 )
-
-func TestParseClientStats(t *testing.T) {
-	const head = `# HELP rhizome_agent_reconcile_duration_seconds Duration of the agent's reconcile passes.
-# TYPE rhizome_agent_reconcile_duration_seconds histogram
-rhizome_agent_reconcile_duration_seconds_bucket{le="0.0005"} 0
-rhizome_agent_reconcile_duration_seconds_bucket{le="0.001"} 4
-rhizome_agent_reconcile_duration_seconds_bucket{le="0.002"} 9
-rhizome_agent_reconcile_duration_seconds_bucket{le="0.004"} 9
-`
-	const tail = `rhizome_agent_reconcile_duration_seconds_sum 0.375
-rhizome_agent_reconcile_duration_seconds_count 12
-rhizome_agent_reconcile_duration_seconds_sum_other 9
-rhizome_routes_programmed 1050
-`
-	for _, tc := range []struct {
-		name, text string
-		want       clientStats
-		fails      bool
-	}{
-		{name: "slowest in a finite bucket", text: head + `rhizome_agent_reconcile_duration_seconds_bucket{le="0.008"} 12
-rhizome_agent_reconcile_duration_seconds_bucket{le="+Inf"} 12
-` + tail, want: clientStats{PassSum: 0.375, Passes: 12, PassMaxLE: 0.008}},
-		{name: "slowest above every bucket", text: head + `rhizome_agent_reconcile_duration_seconds_bucket{le="+Inf"} 12
-` + tail, want: clientStats{PassSum: 0.375, Passes: 12, PassMaxLE: math.Inf(1)}},
-		{name: "no passes yet", text: `rhizome_agent_reconcile_duration_seconds_bucket{le="+Inf"} 0
-rhizome_agent_reconcile_duration_seconds_sum 0
-rhizome_agent_reconcile_duration_seconds_count 0
-`, want: clientStats{}},
-		{name: "empty", text: "", fails: true},
-		{name: "no sum", text: strings.Replace(head+tail, "rhizome_agent_reconcile_duration_seconds_sum 0.375\n", "", 1), fails: true},
-		{name: "no buckets", text: tail, fails: true},
-		{name: "bad count", text: strings.Replace(head+tail, "_count 12", "_count x", 1), fails: true},
-		{name: "bad bucket bound", text: strings.Replace(head+tail, `le="0.002"`, `le="two"`, 1), fails: true},
-	} {
-		got, err := parseClientStats(tc.text)
-		if tc.fails {
-			if err == nil {
-				t.Errorf("%s: parseClientStats = %+v, want an error", tc.name, got)
-			}
-			continue
-		}
-		if err != nil || got != tc.want {
-			t.Errorf("%s: parseClientStats = %+v, %v; want %+v", tc.name, got, err, tc.want)
-		}
-	}
-}
 
 // The client agent waits for every feeder's block and borrowed /32.
 func TestWantRoutes(t *testing.T) {

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/rhizome-net/rhizome/test/netns"
@@ -33,7 +31,11 @@ type profiler struct {
 }
 
 func newProfiler(ns *netns.NS, dir string) *profiler {
-	return &profiler{ns: ns, dir: dir, c: nsClient(ns)}
+	c := nsClient(ns)
+	// Each fetch has its own deadline: a CPU profile takes as long as it
+	// profiles, longer than nsClient's overall timeout allows.
+	c.Timeout = 0
+	return &profiler{ns: ns, dir: dir, c: c}
 }
 
 // nsClient is an HTTP client whose connections are made inside ns.
@@ -48,47 +50,6 @@ func nsClient(ns *netns.NS) *http.Client {
 		return c, err
 	}
 	return &http.Client{Transport: &http.Transport{DialContext: dial}, Timeout: 30 * time.Second}
-}
-
-// passTimes reads the agent's reconcile passes from its metrics (the
-// health address in its namespace): their total seconds and count.
-func passTimes(ns *netns.NS) (sum float64, count int64, err error) {
-	resp, err := nsClient(ns).Get("http://" + healthAddr + "/metrics")
-	if err != nil {
-		return 0, 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, 0, err
-	}
-	return parsePassTimes(string(b))
-}
-
-// parsePassTimes finds the sum and count of the agent's pass-duration
-// histogram in a Prometheus text exposition.
-func parsePassTimes(text string) (sum float64, count int64, err error) {
-	const metric = "rhizome_agent_reconcile_duration_seconds"
-	var haveSum, haveCount bool
-	for _, line := range strings.Split(text, "\n") {
-		name, v, ok := strings.Cut(line, " ")
-		switch {
-		case !ok:
-		case name == metric+"_sum":
-			sum, err = strconv.ParseFloat(v, 64)
-			haveSum = err == nil
-		case name == metric+"_count":
-			count, err = strconv.ParseInt(v, 10, 64)
-			haveCount = err == nil
-		}
-		if err != nil {
-			return 0, 0, fmt.Errorf("%s: %w", line, err)
-		}
-	}
-	if !haveSum || !haveCount {
-		return 0, 0, fmt.Errorf("no %s in the metrics", metric)
-	}
-	return sum, count, nil
 }
 
 // cpu starts a CPU profile of d in the background, written to name.pprof;

@@ -108,6 +108,13 @@ func parseResult(line string) (result, error) {
 		num("passes", &passes)
 		num("pass_mean_ms", &r.PassMean)
 	}
+	var passesAfter float64
+	if _, ok := f["passes_after_start"]; ok {
+		num("pass_max_ms", &r.PassMax)
+		num("passes_after_start", &passesAfter)
+		num("pass_after_start_mean_ms", &r.PassAfterStartMean)
+		num("pass_after_start_max_ms", &r.PassAfterStartMax)
+	}
 	var cpasses, croutes float64
 	if _, ok := f["client_routes"]; ok {
 		num("client_rss_idle_mb", &r.ClientRSSIdle)
@@ -117,7 +124,14 @@ func parseResult(line string) (result, error) {
 		num("client_pass_max_ms", &r.ClientPassMax)
 		num("client_routes", &croutes)
 	}
+	var cpassesAfter float64
+	if _, ok := f["client_passes_after_start"]; ok {
+		num("client_passes_after_start", &cpassesAfter)
+		num("client_pass_after_start_mean_ms", &r.ClientPassAfterStartMean)
+		num("client_pass_after_start_max_ms", &r.ClientPassAfterStartMax)
+	}
 	r.Clients, r.Updates, r.Passes = int(clients), int64(updates), int64(passes)
 	r.ClientPasses, r.ClientRoutes = int64(cpasses), int64(croutes)
+	r.PassesAfterStart, r.ClientPassesAfterStart = int64(passesAfter), int64(cpassesAfter)
 	return r, err
 }

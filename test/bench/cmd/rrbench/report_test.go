@@ -10,13 +10,14 @@ import (
 func TestParseResult(t *testing.T) {
 	want := result{Reflector: "rhizome", Clients: 1000, Converge: 1.5, Churn: 0.25, RSS: 120.5, CPU: 33.25,
 		Establish: 2, Withdraw: 0.125, Readvertise: 0.125, CPUConverge: 3.5, Updates: 1069340, OtherCPU: 4,
-		RSSIdle: 99.5, Passes: 12, PassMean: 7.5}
+		RSSIdle: 99.5, Passes: 12, PassMean: 7.5, PassMax: 8192, PassesAfterStart: 3, PassAfterStartMean: 96.5, PassAfterStartMax: 256}
 	got, err := parseResult(want.String())
 	if err != nil || got != want {
 		t.Errorf("parseResult(%q) = %+v, %v", want.String(), got, err)
 	}
 	// With the client agent's figures (-client).
 	want.ClientRSSIdle, want.ClientRSS, want.ClientPasses, want.ClientPassMean, want.ClientPassMax, want.ClientRoutes = 60.5, 80.5, 40, 3.5, 64, 1050
+	want.ClientPassesAfterStart, want.ClientPassAfterStartMean, want.ClientPassAfterStartMax = 9, 20.5, -1
 	if !strings.Contains(want.String(), " client_routes=1050") {
 		t.Errorf("no client figures in %q", want.String())
 	}

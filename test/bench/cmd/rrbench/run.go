@@ -50,6 +50,14 @@ type result struct {
 	RSSIdle  float64 `json:"rssIdleMiB"`
 	Passes   int64   `json:"passes,omitempty"`
 	PassMean float64 `json:"passMeanMs,omitempty"`
+	// PassMax is the upper bound of the slowest pass's histogram bucket
+	// (ms; -1 above every bucket); the AfterStart figures are those of
+	// the passes from the convergence on (the start-up's first pass
+	// configures every session and dominates the whole run's mean).
+	PassMax            float64 `json:"passMaxMs,omitempty"`
+	PassesAfterStart   int64   `json:"passesAfterStart,omitempty"`
+	PassAfterStartMean float64 `json:"passAfterStartMeanMs,omitempty"`
+	PassAfterStartMax  float64 `json:"passAfterStartMaxMs,omitempty"`
 	// The client agent's figures (rrbench -client, client.go): its
 	// resident set once idle at the end and its peak, MiB; its reconcile
 	// passes over the run, their mean and the upper bound of the slowest
@@ -61,11 +69,17 @@ type result struct {
 	ClientPassMean float64 `json:"clientPassMeanMs,omitempty"`
 	ClientPassMax  float64 `json:"clientPassMaxMs,omitempty"`
 	ClientRoutes   int64   `json:"clientRoutes,omitempty"`
+	// The client agent's passes from the convergence on, as for the
+	// reflector's.
+	ClientPassesAfterStart   int64   `json:"clientPassesAfterStart,omitempty"`
+	ClientPassAfterStartMean float64 `json:"clientPassAfterStartMeanMs,omitempty"`
+	ClientPassAfterStartMax  float64 `json:"clientPassAfterStartMaxMs,omitempty"`
 }
 
 func (r result) String() string {
-	return fmt.Sprintf("reflector=%s clients=%d t_converge_s=%.3f t_churn_s=%.3f rss_mb=%.1f cpu_s=%.2f t_establish_s=%.3f t_withdraw_s=%.3f t_readvertise_s=%.3f cpu_converge_s=%.2f updates=%d other_cpu_pct=%.0f rss_idle_mb=%.1f passes=%d pass_mean_ms=%.1f",
-		r.Reflector, r.Clients, r.Converge, r.Churn, r.RSS, r.CPU, r.Establish, r.Withdraw, r.Readvertise, r.CPUConverge, r.Updates, r.OtherCPU, r.RSSIdle, r.Passes, r.PassMean) + r.clientFields()
+	return fmt.Sprintf("reflector=%s clients=%d t_converge_s=%.3f t_churn_s=%.3f rss_mb=%.1f cpu_s=%.2f t_establish_s=%.3f t_withdraw_s=%.3f t_readvertise_s=%.3f cpu_converge_s=%.2f updates=%d other_cpu_pct=%.0f rss_idle_mb=%.1f passes=%d pass_mean_ms=%.1f pass_max_ms=%g passes_after_start=%d pass_after_start_mean_ms=%.1f pass_after_start_max_ms=%g",
+		r.Reflector, r.Clients, r.Converge, r.Churn, r.RSS, r.CPU, r.Establish, r.Withdraw, r.Readvertise, r.CPUConverge, r.Updates, r.OtherCPU, r.RSSIdle, r.Passes, r.PassMean,
+		r.PassMax, r.PassesAfterStart, r.PassAfterStartMean, r.PassAfterStartMax) + r.clientFields()
 }
 
 // clientFields are the client agent's figures, appended to a line when
@@ -74,8 +88,9 @@ func (r result) clientFields() string {
 	if r.ClientRoutes == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" client_rss_idle_mb=%.1f client_rss_mb=%.1f client_passes=%d client_pass_mean_ms=%.1f client_pass_max_ms=%g client_routes=%d",
-		r.ClientRSSIdle, r.ClientRSS, r.ClientPasses, r.ClientPassMean, r.ClientPassMax, r.ClientRoutes)
+	return fmt.Sprintf(" client_rss_idle_mb=%.1f client_rss_mb=%.1f client_passes=%d client_pass_mean_ms=%.1f client_pass_max_ms=%g client_routes=%d client_passes_after_start=%d client_pass_after_start_mean_ms=%.1f client_pass_after_start_max_ms=%g",
+		r.ClientRSSIdle, r.ClientRSS, r.ClientPasses, r.ClientPassMean, r.ClientPassMax, r.ClientRoutes,
+		r.ClientPassesAfterStart, r.ClientPassAfterStartMean, r.ClientPassAfterStartMax)
 }
 
 // runner holds what every run needs.
@@ -211,6 +226,22 @@ func (rn *runner) run(ctx context.Context, name string, n int) (res result, err 
 		}
 		return prof.cpu(tag+"-"+what, rn.profileFor)
 	}
+	// The measured phases begin: what the agents' passes were until now
+	// (start-up, the sessions coming up) is told apart from what they
+	// are during and after the convergence and churn.
+	var rrStart passStats
+	if strings.HasPrefix(name, "rhizome") {
+		var perr error
+		if rrStart, perr = readPassStats(rrNS); perr != nil {
+			fmt.Fprintf(os.Stderr, "rrbench: %s: reading the agent's pass times: %v\n", name, perr)
+		}
+	}
+	if ca != nil {
+		var perr error
+		if ca.start, perr = readPassStats(ca.ns); perr != nil {
+			fmt.Fprintf(os.Stderr, "rrbench: client agent: reading its pass times: %v\n", perr)
+		}
+	}
 	busy0, ours0 := benchproc.BusyTicks(), benchproc.CPUTicks(benchproc.PIDs(procs...)...)
 	cpu0 := benchproc.CPUTicks(rx...)
 	waitProf := profiled("converge")
@@ -250,10 +281,15 @@ func (rn *runner) run(ctx context.Context, name string, n int) (res result, err 
 	}
 	res.CPU = float64(benchproc.CPUTicks(rx...)) / benchproc.ClkTck
 	if strings.HasPrefix(name, "rhizome") {
-		if sum, count, err := passTimes(rrNS); err != nil {
+		if s, err := readPassStats(rrNS); err != nil {
 			fmt.Fprintf(os.Stderr, "rrbench: %s: reading the agent's pass times: %v\n", name, err)
-		} else if count > 0 {
-			res.Passes, res.PassMean = count, 1000*sum/float64(count)
+		} else {
+			res.Passes, res.PassMean, res.PassMax = s.figures()
+			if after, err := s.since(rrStart); err != nil {
+				fmt.Fprintf(os.Stderr, "rrbench: %s: the agent's passes after the start: %v\n", name, err)
+			} else {
+				res.PassesAfterStart, res.PassAfterStartMean, res.PassAfterStartMax = after.figures()
+			}
 		}
 	}
 	if ca != nil {
