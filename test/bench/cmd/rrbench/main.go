@@ -88,6 +88,11 @@ func matrix(args []string) error {
 	if rn.bBin == "" {
 		rn.bBin = rn.rhizomeBin
 	}
+	if rn.profile != "" {
+		if err := os.MkdirAll(rn.profile, 0o755); err != nil {
+			return err
+		}
+	}
 	var counts []int
 	for _, s := range strings.Split(*ns, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
