@@ -73,7 +73,7 @@ var (
 // world holds the cluster, the API server, the IPAM and the kernel, which
 // outlive an agent; run is the current agent with its own parts.
 type world struct {
-	t   *testing.T
+	t   testing.TB
 	ctx context.Context
 	// pool is the cluster's first IP pool (default 10.244.0.0/16), named
 	// "default"; more are further pools, each named after its CIDR.
@@ -132,7 +132,7 @@ func withMorePools(cidrs ...string) func(*world) {
 
 // newWorld returns a cluster with node n1 (this agent's) and one IP pool
 // without encapsulation, and starts the agent.
-func newWorld(t *testing.T, opts ...func(*world)) *world {
+func newWorld(t testing.TB, opts ...func(*world)) *world {
 	t.Helper()
 	w := &world{
 		t: t, ctx: context.Background(), pool: netip.MustParsePrefix("10.244.0.0/16"),
@@ -539,7 +539,7 @@ func joinAddrs(as []netip.Addr) string {
 }
 
 // testWriter sends logs to t.Log (with -v).
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (tw testWriter) Write(p []byte) (int, error) {
 	tw.t.Log(strings.TrimRight(string(p), "\n"))
