@@ -36,6 +36,15 @@ func TestPassReads(t *testing.T) {
 		}
 		return r
 	}
+	pool := func(edit func(*v1alpha1.IPPool)) *v1alpha1.IPPool {
+		p := &v1alpha1.IPPool{ObjectMeta: metav1.ObjectMeta{Name: "default", UID: "u1", ResourceVersion: "7"},
+			Spec: v1alpha1.IPPoolSpec{CIDR: "10.244.0.0/16"}}
+		if edit != nil {
+			edit(p)
+		}
+		return p
+	}
+	samePool, samePeer := pool(nil), &v1alpha1.BGPPeer{ObjectMeta: metav1.ObjectMeta{Name: "p", UID: "u", ResourceVersion: "9"}}
 	for _, c := range []struct {
 		name     string
 		old, cur any
@@ -58,6 +67,13 @@ func TestPassReads(t *testing.T) {
 		{"rhizomenode vtep", rzn(nil), rzn(func(r *v1alpha1.RhizomeNode) { r.Spec.VXLANTunnelAddress = "10.244.0.1" }), true},
 		{"rhizomenode address", rzn(nil), rzn(func(r *v1alpha1.RhizomeNode) { r.Spec.IPv4Address = "10.0.0.9/24" }), true},
 		{"pool status", &v1alpha1.IPPool{}, &v1alpha1.IPPool{Status: v1alpha1.IPPoolStatus{AddressesInUse: 3}}, true},
+		// An informer's resync hands the cached object over again, the
+		// same pointer as old and new: the loop's own ticker makes the
+		// periodic pass.
+		{"pool resync (same object)", samePool, samePool, false},
+		{"bgppeer resync (same object)", samePeer, samePeer, false},
+		{"pool edited", pool(nil), pool(func(p *v1alpha1.IPPool) { p.Spec.NATOutgoing = true }), true},
+		{"pool updated, equal copy (a fake's update: nothing bumps the resourceVersion)", pool(nil), pool(nil), true},
 		{"kind changed (hostile cache)", node(nil), rzn(nil), true},
 	} {
 		if got := passReads(c.old, c.cur); got != c.want {
