@@ -177,7 +177,7 @@ type fsm struct {
 	lock                 sync.RWMutex
 	state                bgp.FSMState
 	outgoingCh           *channels.InfiniteChannel
-	incomingCh           *channels.InfiniteChannel
+	incomingCh           *fsmIncoming // rhizome: the server's shared queue, set by addIncoming
 	reason               *fsmStateReason
 	conn                 net.Conn
 	connCh               chan net.Conn
@@ -198,6 +198,10 @@ type fsm struct {
 	// rhizome: paths the server loop gathers for this peer's writer
 	// (outgoing_batch.go); only the server loop touches it.
 	pendingOut []*table.Path
+	// rhizome: whether the server loop still hears this FSM
+	// (addIncoming, delIncoming; incoming_queue.go); only the server
+	// loop touches it.
+	attached bool
 }
 
 func (fsm *fsm) bgpMessageStateUpdate(MessageType uint8, isIn bool) {
@@ -277,7 +281,6 @@ func newFSM(gConf *oc.Global, pConf *oc.Neighbor, logger log.Logger) *fsm {
 		pConf:                pConf,
 		state:                bgp.BGP_FSM_IDLE,
 		outgoingCh:           channels.NewInfiniteChannel(),
-		incomingCh:           channels.NewInfiniteChannel(),
 		connCh:               make(chan net.Conn, 1),
 		opensentHoldTime:     float64(holdtimeOpensent),
 		adminState:           adminState,
@@ -387,7 +390,7 @@ type fsmHandler struct {
 	conn             net.Conn
 	msgCh            *channels.InfiniteChannel
 	stateReasonCh    chan fsmStateReason
-	incoming         *channels.InfiniteChannel
+	incoming         *fsmIncoming // rhizome: was an InfiniteChannel per peer
 	outgoing         *channels.InfiniteChannel
 	holdTimerResetCh chan bool
 	sentNotification *bgp.BGPMessage
@@ -1890,7 +1893,7 @@ func (h *fsmHandler) recvMessageloop(ctx context.Context, wg *sync.WaitGroup) er
 	for {
 		fmsg, err := h.recvMessageWithError()
 		if fmsg != nil {
-			h.msgCh.In() <- fmsg
+			h.incoming.push(fmsg) // rhizome: was h.msgCh, set to h.incoming
 		}
 		if err != nil {
 			return nil
@@ -1909,7 +1912,6 @@ func (h *fsmHandler) established(ctx context.Context) (bgp.FSMState, *fsmStateRe
 	wg.Add(2)
 
 	go h.sendMessageloop(ctx, &wg)
-	h.msgCh = h.incoming
 	go h.recvMessageloop(ctx, &wg)
 
 	var holdTimer *time.Timer
@@ -2083,13 +2085,13 @@ func (h *fsmHandler) loop(ctx context.Context, wg *sync.WaitGroup) error {
 	fsm.lock.RUnlock()
 
 	fsm.lock.RLock()
-	h.incoming.In() <- &fsmMsg{
+	h.incoming.push(&fsmMsg{
 		fsm:         fsm,
 		MsgType:     fsmMsgStateChange,
 		MsgSrc:      fsm.pConf.State.NeighborAddress,
 		MsgData:     nextState,
 		StateReason: reason,
-	}
+	})
 	fsm.lock.RUnlock()
 	return nil
 }

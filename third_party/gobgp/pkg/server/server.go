@@ -22,7 +22,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -193,7 +192,6 @@ type BgpServer struct {
 	apiServer    *server
 	bgpConfig    oc.Bgp
 	acceptCh     chan *net.TCPConn
-	incomings    []*channels.InfiniteChannel
 	mgmtCh       chan *mgmtOp
 	policy       *table.RoutingPolicy
 	listeners    []*tcpListener
@@ -215,11 +213,13 @@ type BgpServer struct {
 	// policy (SetImportCheck).
 	importCheck ImportCheck
 
-	// rhizome: incomingsGen changes with incomings (the loop's select
-	// cases are rebuilt only then); outBatch is what the loop gathers
-	// for the writers (outgoing_batch.go).
-	incomingsGen int
+	// rhizome: outBatch is what the loop gathers for the writers
+	// (outgoing_batch.go); incoming carries every attached FSM's
+	// messages, attachedFSMs counts those FSMs (upstream: incomings, one
+	// channel per FSM; incoming_queue.go).
 	outBatch     outgoingBatch
+	incoming     *fsmIncoming
+	attachedFSMs int
 }
 
 func NewBgpServer(opt ...ServerOption) *BgpServer {
@@ -240,6 +240,7 @@ func NewBgpServer(opt ...ServerOption) *BgpServer {
 		peerGroupMap: make(map[string]*peerGroup),
 		policy:       table.NewRoutingPolicy(logger),
 		mgmtCh:       make(chan *mgmtOp, 1),
+		incoming:     newFSMIncoming(), // rhizome
 		watcherMap:   make(map[watchEventType][]*watcher),
 		uuidMap:      make(map[string]uuid.UUID),
 		roaManager:   newROAManager(roaTable, logger),
@@ -271,18 +272,21 @@ func (s *BgpServer) Stop() {
 	}
 }
 
-func (s *BgpServer) addIncoming(ch *channels.InfiniteChannel) {
-	s.incomings = append(s.incomings, ch)
-	s.incomingsGen++
+// rhizome: addIncoming attaches an FSM to the loop's shared queue (before
+// its handler starts) and delIncoming detaches it: the loop drops whatever
+// it still pops from that FSM, as upstream dropped the FSM's own channel.
+func (s *BgpServer) addIncoming(fsm *fsm) {
+	fsm.incomingCh = s.incoming
+	if !fsm.attached {
+		fsm.attached = true
+		s.attachedFSMs++
+	}
 }
 
-func (s *BgpServer) delIncoming(ch *channels.InfiniteChannel) {
-	for i, c := range s.incomings {
-		if c == ch {
-			s.incomings = append(s.incomings[:i], s.incomings[i+1:]...)
-			s.incomingsGen++
-			return
-		}
+func (s *BgpServer) delIncoming(fsm *fsm) {
+	if fsm.attached {
+		fsm.attached = false
+		s.attachedFSMs--
 	}
 }
 
@@ -412,7 +416,7 @@ func (s *BgpServer) passConnToPeer(conn *net.TCPConn) {
 			conn.Close()
 			return
 		}
-		s.addIncoming(peer.fsm.incomingCh)
+		s.addIncoming(peer.fsm)
 		peer.fsm.lock.RLock()
 		policy := peer.fsm.pConf.ApplyPolicy
 		peer.fsm.lock.RUnlock()
@@ -430,13 +434,17 @@ func (s *BgpServer) passConnToPeer(conn *net.TCPConn) {
 	}
 }
 
-const firstPeerCaseIndex = 3
-
 func (s *BgpServer) Serve() {
 	s.listeners = make([]*tcpListener, 0, 2)
 
 	handlefsmMsg := func(e *fsmMsg) {
 		fsm := e.fsm
+		// rhizome: a detached FSM's messages are dropped (upstream
+		// drained and dropped its channel; incoming_queue.go). This
+		// also keeps the cleanup below to once per FSM.
+		if !fsm.attached {
+			return
+		}
 		if fsm.h.ctx.Err() != nil {
 			// canceled
 			addr := fsm.pConf.State.NeighborAddress
@@ -488,9 +496,8 @@ func (s *BgpServer) Serve() {
 
 			dropPending(fsm)
 			cleanInfiniteChannel(fsm.outgoingCh)
-			cleanInfiniteChannel(fsm.incomingCh)
-			s.delIncoming(fsm.incomingCh)
-			if s.shutdownWG != nil && len(s.incomings) == 0 {
+			s.delIncoming(fsm)
+			if s.shutdownWG != nil && s.attachedFSMs == 0 {
 				s.shutdownWG.Done()
 			}
 			return
@@ -504,76 +511,76 @@ func (s *BgpServer) Serve() {
 					"Key":   e.MsgSrc})
 			return
 		}
+		// rhizome: never apply an old FSM's message to the FSM that
+		// now serves its address (incoming_queue.go).
+		if peer.fsm != fsm {
+			return
+		}
 		s.handleFSMMessage(peer, e)
 	}
 
-	// rhizome: the select cases are rebuilt only when the peers' channels
-	// change (upstream built them for every message: O(peers) each), and
-	// while paths are pending for the writers one more case, a default,
-	// makes the select return when no input is ready: then they go out
-	// (outgoing_batch.go).
-	var cases []reflect.SelectCase
-	casesGen := -1
+	// rhizome: the loop selects over a fixed set of channels, every
+	// peer's FSM messages arriving through one queue (incoming_queue.go;
+	// upstream reflect.Selected over one channel per peer). While paths
+	// are pending for the writers, a default case makes the select return
+	// when no input is ready: then they go out (outgoing_batch.go).
+	const (
+		caseMgmt = iota
+		caseAccept
+		caseROA
+		caseFSM
+	)
 	for {
-		if casesGen != s.incomingsGen || cases == nil {
-			cases = make([]reflect.SelectCase, firstPeerCaseIndex+len(s.incomings), firstPeerCaseIndex+len(s.incomings)+1)
-			for i := firstPeerCaseIndex; i < len(cases); i++ {
-				cases[i] = reflect.SelectCase{
-					Dir:  reflect.SelectRecv,
-					Chan: reflect.ValueOf(s.incomings[i-firstPeerCaseIndex].Out()),
-				}
-			}
-			casesGen = s.incomingsGen
-		}
-		cases[0] = reflect.SelectCase{
-			Dir:  reflect.SelectRecv,
-			Chan: reflect.ValueOf(s.mgmtCh),
-		}
-		cases[1] = reflect.SelectCase{
-			Dir:  reflect.SelectRecv,
-			Chan: reflect.ValueOf(s.acceptCh),
-		}
-		cases[2] = reflect.SelectCase{
-			Dir:  reflect.SelectRecv,
-			Chan: reflect.ValueOf(s.roaManager.ReceiveROA()),
-		}
-
-		var chosen int
-		var value reflect.Value
-		var ok bool
+		var (
+			chosen int
+			op     *mgmtOp
+			conn   *net.TCPConn
+			ev     *roaEvent
+		)
 		if s.outBatch.paths > 0 {
-			chosen, value, ok = reflect.Select(append(cases, reflect.SelectCase{Dir: reflect.SelectDefault}))
-			if chosen == len(cases) {
+			select {
+			case op = <-s.mgmtCh:
+				chosen = caseMgmt
+			case conn = <-s.acceptCh:
+				chosen = caseAccept
+			case ev = <-s.roaManager.ReceiveROA():
+				chosen = caseROA
+			case <-s.incoming.ready:
+				chosen = caseFSM
+			default:
 				s.flushOutgoing()
 				continue
 			}
 		} else {
-			chosen, value, ok = reflect.Select(cases)
+			select {
+			case op = <-s.mgmtCh:
+				chosen = caseMgmt
+			case conn = <-s.acceptCh:
+				chosen = caseAccept
+			case ev = <-s.roaManager.ReceiveROA():
+				chosen = caseROA
+			case <-s.incoming.ready:
+				chosen = caseFSM
+			}
 		}
 		tStart := time.Now()
 		switch chosen {
-		case 0:
-			op := value.Interface().(*mgmtOp)
+		case caseMgmt:
 			tWait := tStart.Sub(op.timestamp)
 			s.handleMGMTOp(op)
 			s.timingHook.Observe(FSMMgmtOp, time.Since(tStart), tWait)
-		case 1:
+		case caseAccept:
 			// NOTE: it would be useful to use kernel metrics such as SO_TIMESTAMPING to record time we got
 			// first SYN packet in TCP connection. For now we skip tWait for accept events, message/mgmt op
 			// delays should be enough to analyze FSM loop.
-			conn := value.Interface().(*net.TCPConn)
 			s.passConnToPeer(conn)
 			s.timingHook.Observe(FSMAccept, time.Since(tStart), 0)
-		case 2:
-			ev := value.Interface().(*roaEvent)
+		case caseROA:
 			tWait := tStart.Sub(ev.timestamp)
 			s.roaManager.HandleROAEvent(ev)
 			s.timingHook.Observe(FSMROAEvent, time.Since(tStart), tWait)
-		default:
-			// in the case of dynamic peer, handleFSMMessage closed incoming channel so
-			// nil fsmMsg can happen here.
-			if ok {
-				e := value.Interface().(*fsmMsg)
+		case caseFSM:
+			if e := s.incoming.pop(); e != nil {
 				tWait := tStart.Sub(e.timestamp)
 				handlefsmMsg(e)
 				s.timingHook.Observe(FSMMessage, time.Since(tStart), tWait)
@@ -1629,8 +1636,7 @@ func (s *BgpServer) deleteDynamicNeighbor(peer *peer, oldState bgp.FSMState, e *
 	peer.fsm.lock.RUnlock()
 	dropPending(peer.fsm)
 	cleanInfiniteChannel(peer.fsm.outgoingCh)
-	cleanInfiniteChannel(peer.fsm.incomingCh)
-	s.delIncoming(peer.fsm.incomingCh)
+	s.delIncoming(peer.fsm)
 	s.broadcastPeerState(peer, oldState, e)
 }
 
@@ -3361,7 +3367,7 @@ func (s *BgpServer) addNeighbor(c *oc.Neighbor) error {
 		rib = s.rsRib
 	}
 	peer := newPeer(&s.bgpConfig.Global, c, rib, s.policy, s.logger)
-	s.addIncoming(peer.fsm.incomingCh)
+	s.addIncoming(peer.fsm)
 	s.policy.SetPeerPolicy(peer.ID(), c.ApplyPolicy)
 	s.neighborMap[addr] = peer
 	if name := c.Config.PeerGroup; name != "" {
