@@ -103,7 +103,7 @@ func (a *agent) writeStatus(ctx context.Context) {
 		a.events.routeErrors(&a.routeErrs, errs)
 		a.events.flush()
 	}
-	a.setBGPReadiness(ctx)
+	a.setBGPReadiness()
 	snap := a.ipam.Snapshot()
 	f := nodeStatusFields{RoutesProgrammed: int64(rs.RoutesProgrammed), Blocks: []string{}, BorrowedAddresses: []string{}, EncapDevices: []v1alpha1.EncapDevice{}}
 	for _, b := range snap.Affine {
@@ -132,8 +132,13 @@ func (a *agent) writeStatus(ctx context.Context) {
 // (the most common complaint about Calico's readiness). They show in the
 // BGPReady condition (bgp/reconcile's StatusWriter) and the
 // rhizome_bgp_session_* metrics instead.
-func (a *agent) setBGPReadiness(ctx context.Context) {
-	bs, err := a.bgp.Status(ctx)
+//
+// It runs on the agent's loop, so it reads BGP's Readiness, which never
+// waits for the speaker: asking GoBGP here held the loop, and every pass,
+// for the ~100 s a 5,000-client reflector took to converge (design 0018).
+func (a *agent) setBGPReadiness() {
+	bs := a.bgp.Readiness()
+	err := bs.Err
 	switch {
 	case err != nil:
 		a.ready.Set("bgp", err.Error())

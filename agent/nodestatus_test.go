@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -152,5 +153,45 @@ func TestCondition(t *testing.T) {
 		if got := condition("T", c.notReady, "Ok", "Bad", "fine"); got != c.want {
 			t.Errorf("condition(%.20q) = %+v", c.notReady, got)
 		}
+	}
+}
+
+// TestStatusTickDoesNotWaitForTheSpeaker: the status tick runs on the
+// agent's loop; while GoBGP's API waits behind its busy server loop (a
+// reflector converging 5,000 clients: ~100 s) the tick must not wait, or
+// no pass runs for that long (design 0018). The status writer's own
+// snapshot is what waits, holding the status cache.
+func TestStatusTickDoesNotWaitForTheSpeaker(t *testing.T) {
+	w := newWorld(t)
+	ag := a(w)
+	ag.ready.Set("caches", "")
+	ag.ready.Set("node", "")
+	w.addNode(n2)
+	w.pass()
+	w.peerUp(n2, "10.244.1.0/26")
+	if _, err := w.run.bgp.Status(w.ctx); err != nil { // the status writer's last snapshot
+		t.Fatal(err)
+	}
+
+	entered, release := w.run.speaker.HoldPeers()
+	t.Cleanup(release)
+	snapshot := make(chan error, 1)
+	go func() { _, err := w.run.bgp.Status(w.ctx); snapshot <- err }() // the status writer's next
+	<-entered
+
+	ticked := make(chan struct{})
+	go func() { ag.writeStatus(w.ctx); close(ticked) }()
+	select {
+	case <-ticked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the status tick waited for the speaker's session list")
+	}
+	s, _ := lastStatus(t, w)
+	if c := cond(s, "Ready"); c.Status != metav1.ConditionTrue {
+		t.Errorf("Ready while the speaker is busy: %+v", c)
+	}
+	release()
+	if err := <-snapshot; err != nil {
+		t.Errorf("the status writer's snapshot: %v", err)
 	}
 }

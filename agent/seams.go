@@ -64,8 +64,13 @@ type bgpReconciler interface {
 	// without the rest of a Reconcile; an error is the speaker's import
 	// check failing, which the next Reconcile retries.
 	SetOwners(ctx context.Context, o *policy.Owners) error
-	// Status is the speaker's and the RIB's state.
+	// Status is the speaker's and the RIB's state. It may wait for the
+	// speaker (GoBGP's API answers from its busy server loop), so the
+	// agent's loop never calls it.
 	Status(ctx context.Context) (reconcile.Status, error)
+	// Readiness is what readiness and Events need, without waiting for
+	// the speaker: the sessions are the last Status snapshot's.
+	Readiness() reconcile.Readiness
 }
 
 // parts are what an agent's pass reads and drives. Run builds the real

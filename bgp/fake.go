@@ -46,6 +46,9 @@ type Fake struct {
 	// with this error (for error-path tests), e.g. "add-peer".
 	failOp  string
 	failErr error
+	// peersHold, while set, makes Peers wait (HoldPeers).
+	peersHold    chan struct{}
+	peersEntered chan struct{}
 }
 
 var _ Speaker = (*Fake)(nil)
@@ -58,6 +61,26 @@ func NewFake(t TB) *Fake {
 		ads:      make(map[netip.Prefix]Advertisement),
 		states:   make(map[netip.Addr]PeerStatus),
 		received: make(map[netip.Addr]map[netip.Prefix]ReceivedPath),
+	}
+}
+
+// HoldPeers makes every Peers call wait until release is called (or its
+// context ends), as GoBGP's ListPeer waits behind a server loop busy
+// reflecting thousands of sessions' routes. entered receives when a call
+// starts waiting.
+func (f *Fake) HoldPeers() (entered <-chan struct{}, release func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	hold, ent := make(chan struct{}), make(chan struct{}, 1)
+	f.peersHold, f.peersEntered = hold, ent
+	var once sync.Once
+	return ent, func() {
+		once.Do(func() {
+			f.mu.Lock()
+			f.peersHold, f.peersEntered = nil, nil
+			f.mu.Unlock()
+			close(hold)
+		})
 	}
 }
 
@@ -291,8 +314,21 @@ func (f *Fake) ImportAccepts(peer netip.Addr, rp ReceivedPath) bool {
 }
 
 // Peers implements Speaker.
-func (f *Fake) Peers(_ context.Context, countAdvertised func(netip.Addr) bool) ([]PeerStatus, error) {
+func (f *Fake) Peers(ctx context.Context, countAdvertised func(netip.Addr) bool) ([]PeerStatus, error) {
 	f.mu.Lock()
+	if hold, entered := f.peersHold, f.peersEntered; hold != nil {
+		f.mu.Unlock()
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-hold:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		f.mu.Lock()
+	}
 	defer f.mu.Unlock()
 	if !f.running {
 		return nil, ErrNotRunning

@@ -63,6 +63,9 @@ type statusCache struct {
 	// down (or from the first look): drops beyond them are recent.
 	md5Base MD5Stats
 	md5Seen bool
+	// shown is the outcome of the last compute, under its own lock so
+	// that Readiness reads it while a compute waits for the speaker.
+	shown readinessSnapshot
 }
 
 // statusMaxAge bounds how stale a cached snapshot may be.
@@ -80,6 +83,7 @@ func (c *statusCache) get(ctx context.Context, allowCached bool) (Status, error)
 		return c.last, nil
 	}
 	st, err := c.compute(ctx)
+	c.shown.record(st, err)
 	if err != nil {
 		return st, err
 	}
