@@ -29,16 +29,17 @@ func (r *Reconciler) Readiness() Readiness {
 	r.mu.Lock()
 	running, computed := r.sp != nil, r.computed
 	r.mu.Unlock()
-	sessions, err := r.status.shown.get()
-	return Readiness{Running: running, Converged: computed && r.rib.Converged(), Sessions: sessions, Err: err}
+	st, _, err := r.status.shown.get()
+	return Readiness{Running: running, Converged: computed && r.rib.Converged(), Sessions: st.Sessions, Err: err}
 }
 
 // readinessSnapshot holds the outcome of the last status compute: the
-// sessions of the last one that succeeded, the error of the last one.
+// last one that succeeded, and the error of the last one.
 type readinessSnapshot struct {
-	mu       sync.Mutex
-	sessions []v1alpha1.BGPSessionStatus
-	err      error
+	mu  sync.Mutex
+	st  Status
+	ok  bool
+	err error
 }
 
 func (s *readinessSnapshot) record(st Status, err error) {
@@ -46,12 +47,20 @@ func (s *readinessSnapshot) record(st Status, err error) {
 	defer s.mu.Unlock()
 	s.err = err
 	if err == nil {
-		s.sessions = st.Sessions
+		s.st, s.ok = st, true
 	}
 }
 
-func (s *readinessSnapshot) get() ([]v1alpha1.BGPSessionStatus, error) {
+// get returns the last successful snapshot (ok false before the first)
+// and the last compute's error.
+func (s *readinessSnapshot) get() (Status, bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sessions, s.err
+	return s.st, s.ok, s.err
+}
+
+// status is the last successful snapshot, if there is one.
+func (s *readinessSnapshot) status() (Status, bool) {
+	st, ok, _ := s.get()
+	return st, ok
 }

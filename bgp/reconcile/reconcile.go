@@ -164,7 +164,7 @@ func New(cfg Config) *Reconciler {
 		ConvergeTimeout: cfg.ConvergeTimeout,
 		StaleRecheck:    cfg.StaleRecheck,
 	})
-	r.status = &statusCache{r: r}
+	r.status = &statusCache{r: r, busy: make(chan struct{}, 1)}
 	// BFD state changes are acted on from now until Stop or Shutdown.
 	bctx, cancel := context.WithCancel(context.Background())
 	r.stopBFDWatch = cancel

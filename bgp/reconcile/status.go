@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -55,8 +54,10 @@ func (s Status) SessionsEstablished() string { return fmt.Sprintf("%d/%d", s.Est
 // and the status writer both ask, and the speaker counts advertised routes
 // by walking its tables.
 type statusCache struct {
-	r    *Reconciler
-	mu   sync.Mutex
+	r *Reconciler
+	// busy is held (a token in it) while a snapshot is taken: a channel
+	// rather than a mutex so that a caller's context bounds its wait.
+	busy chan struct{}
 	at   time.Time
 	last Status
 	// md5Base holds the MD5 counters from when no password session was
@@ -77,8 +78,24 @@ func (r *Reconciler) Status(ctx context.Context) (Status, error) {
 }
 
 func (c *statusCache) get(ctx context.Context, allowCached bool) (Status, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	select {
+	case c.busy <- struct{}{}:
+	default:
+		// Another caller is taking a snapshot, which may wait for the
+		// speaker: GoBGP answers from its server loop, busy for minutes
+		// while a reflector converges thousands of clients. A scrape
+		// takes the last snapshot rather than queue behind it (its
+		// Prometheus scrape timed out at 30 s, design 0018).
+		if st, ok := c.shown.status(); allowCached && ok {
+			return st, nil
+		}
+		select {
+		case c.busy <- struct{}{}:
+		case <-ctx.Done():
+			return Status{}, fmt.Errorf("waiting for the BGP status snapshot being taken: %w", ctx.Err())
+		}
+	}
+	defer func() { <-c.busy }()
 	if allowCached && time.Since(c.at) < statusMaxAge {
 		return c.last, nil
 	}
