@@ -75,16 +75,8 @@ func (l *updateLog) announced(p netip.Prefix) (bgp.ReceivedPath, bool) {
 func TestGoBGPWatchKeepsGoBGPChecks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	port := freePort(t, speakerIP)
-	sp := bgp.NewGoBGP(bgp.GoBGPOptions{Logger: quietLog()})
-	if err := sp.Start(ctx, bgp.Global{ASN: speakAS, RouterID: speakerIP, ListenPort: int32(port), ListenAddresses: []netip.Addr{speakerIP}}); err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Stop(context.Background())
 	log := &updateLog{}
-	if err := sp.Watch(ctx, log); err != nil {
-		t.Fatal(err)
-	}
+	sp, port := startWatchedSpeaker(ctx, t, log)
 	if err := sp.AddPeer(ctx, bgp.Peer{Address: feederIP, ASN: feederAS, Passive: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -168,4 +160,20 @@ func TestGoBGPWatchKeepsGoBGPChecks(t *testing.T) {
 	if len(states) == 0 || states[len(states)-1] != bgp.StateEstablished {
 		t.Errorf("session states %v: the malformed UPDATE must not reset the session", states)
 	}
+}
+
+// startWatchedSpeaker starts our GoBGP speaker on speakerIP, listening on
+// a free port, with h watching it; it stops when the test ends.
+func startWatchedSpeaker(ctx context.Context, t *testing.T, h bgp.Handler) (*bgp.GoBGP, uint16) {
+	t.Helper()
+	port := freePort(t, speakerIP)
+	sp := bgp.NewGoBGP(bgp.GoBGPOptions{Logger: quietLog()})
+	if err := sp.Start(ctx, bgp.Global{ASN: speakAS, RouterID: speakerIP, ListenPort: int32(port), ListenAddresses: []netip.Addr{speakerIP}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Stop(context.Background()) })
+	if err := sp.Watch(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	return sp, port
 }

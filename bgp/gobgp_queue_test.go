@@ -64,16 +64,8 @@ func (l *sessionLog) seq() []string {
 func TestGoBGPDropsQueuedMessagesOfDeletedPeer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	port := freePort(t, speakerIP)
-	sp := bgp.NewGoBGP(bgp.GoBGPOptions{Logger: quietLog()})
-	if err := sp.Start(ctx, bgp.Global{ASN: speakAS, RouterID: speakerIP, ListenPort: int32(port), ListenAddresses: []netip.Addr{speakerIP}}); err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Stop(context.Background())
 	log := &sessionLog{}
-	if err := sp.Watch(ctx, log); err != nil {
-		t.Fatal(err)
-	}
+	sp, port := startWatchedSpeaker(ctx, t, log)
 
 	gate := netip.MustParsePrefix("10.9.0.0/24")
 	held, release := make(chan struct{}), make(chan struct{})
