@@ -58,8 +58,8 @@ type statusCache struct {
 	// busy is held (a token in it) while a snapshot is taken: a channel
 	// rather than a mutex so that a caller's context bounds its wait.
 	busy chan struct{}
-	at   time.Time
-	last Status
+	// at is when the last successful snapshot (shown) was taken.
+	at time.Time
 	// md5Base holds the MD5 counters from when no password session was
 	// down (or from the first look): drops beyond them are recent.
 	md5Base MD5Stats
@@ -96,15 +96,15 @@ func (c *statusCache) get(ctx context.Context, allowCached bool) (Status, error)
 		}
 	}
 	defer func() { <-c.busy }()
-	if allowCached && time.Since(c.at) < statusMaxAge {
-		return c.last, nil
+	if st, ok := c.shown.status(); allowCached && ok && time.Since(c.at) < statusMaxAge {
+		return st, nil
 	}
 	st, err := c.compute(ctx)
 	c.shown.record(st, err)
 	if err != nil {
 		return st, err
 	}
-	c.at, c.last = time.Now(), st
+	c.at = time.Now()
 	return st, nil
 }
 
